@@ -1,0 +1,133 @@
+"""The ``kubetune`` command line: run, validate, crd, operator."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .validation import InvalidExperiment, Problem, load_experiment, rule_problems
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    status = 0
+    for path in args.files:
+        try:
+            exp = load_experiment(path)
+        except InvalidExperiment as e:
+            print(e, file=sys.stderr)
+            status = 1
+            continue
+        print(f"{path}: valid TuningExperiment {exp.metadata.name!r} "
+              f"({len(exp.spec.parameters)} parameters, algorithm {exp.spec.algorithm.name}, "
+              f"maxTrials {exp.spec.max_trials})")
+    return status
+
+
+def _cmd_crd(args: argparse.Namespace) -> int:
+    from .crd import crd_yaml
+
+    text = crd_yaml()
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .local.progress import Progress, describe
+    from .local.runner import LocalRunner
+
+    try:
+        exp = load_experiment(args.file)
+    except InvalidExperiment as e:
+        print(e, file=sys.stderr)
+        return 2
+    spec = exp.spec
+    updates = {}
+    if args.max_trials is not None:
+        updates["max_trials"] = args.max_trials
+    if args.parallel is not None:
+        updates["parallel_trials"] = args.parallel
+    if updates:
+        spec = spec.model_copy(update=updates)
+        if "max_trials" in updates and "parallel_trials" not in updates:
+            spec = spec.model_copy(update={"parallel_trials": min(spec.parallel_trials, spec.max_trials)})
+        problems = [p for p in rule_problems(spec)]
+        if spec.max_trials < 1 or spec.parallel_trials < 1:
+            problems.append(Problem("", "--max-trials and --parallel must be at least 1"))
+        if problems:
+            print("invalid overrides:\n" + "\n".join(f"  spec{'.' if p.path else ''}{p.path}: {p.message}"
+                                                     for p in problems), file=sys.stderr)
+            return 2
+        exp = exp.model_copy(update={"spec": spec})
+    out_dir = Path(args.out or Path("kubetune-runs") / exp.metadata.name)
+    progress = Progress(live=None if not args.quiet else False)
+    print(f"running {exp.metadata.name}: {spec.max_trials} trials, {spec.parallel_trials} at a time, "
+          f"algorithm {spec.algorithm.name}; results in {out_dir}/", file=sys.stderr)
+    runner = LocalRunner(exp, out_dir, on_event=progress)
+    result = runner.run()
+    progress.close()
+    outcome = result.outcome
+    if result.interrupted:
+        print(f"interrupted; {len(result.trials)} trials recorded in {out_dir}/results.csv", file=sys.stderr)
+    elif outcome is not None:
+        word = "succeeded" if outcome.succeeded else "failed"
+        print(f"experiment {word}: {outcome.reason}: {outcome.message}", file=sys.stderr)
+    if result.best is not None:
+        print("best: " + describe(result.best, spec.objective.metric))
+    print(f"results: {out_dir}/results.csv", file=sys.stderr)
+    return result.exit_code
+
+
+def _cmd_operator(args: argparse.Namespace) -> int:
+    from .k8s.main import run_operator
+
+    return run_operator(
+        namespaces=args.namespace,
+        all_namespaces=args.all_namespaces,
+        liveness=args.liveness,
+        metrics_port=args.metrics_port,
+        verbose=args.verbose,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kubetune", description="Kubernetes-native hyperparameter tuning.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run an experiment locally: trials are local processes")
+    run.add_argument("file", help="a TuningExperiment YAML file")
+    run.add_argument("--parallel", "-p", type=int, help="override spec.parallelTrials")
+    run.add_argument("--max-trials", "-n", type=int, help="override spec.maxTrials")
+    run.add_argument("--out", "-o", help="results directory (default kubetune-runs/<name>)")
+    run.add_argument("--quiet", "-q", action="store_true", help="no live status line, one line per trial")
+    run.set_defaults(func=_cmd_run)
+
+    val = sub.add_parser("validate", help="check experiment files offline, with the API server's rules")
+    val.add_argument("files", nargs="+")
+    val.set_defaults(func=_cmd_validate)
+
+    c = sub.add_parser("crd", help="print the CustomResourceDefinition")
+    c.add_argument("--output", "-o", help="write to this file instead of stdout")
+    c.set_defaults(func=_cmd_crd)
+
+    op = sub.add_parser("operator", help="run the operator against the current kubeconfig or in-cluster")
+    ns = op.add_mutually_exclusive_group()
+    ns.add_argument("--namespace", "-n", action="append", help="watch this namespace (repeatable)")
+    ns.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (the default)")
+    op.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint ('' = off)")
+    op.add_argument("--metrics-port", type=int, default=9090, help="Prometheus metrics port (0 = off)")
+    op.add_argument("--verbose", "-v", action="store_true")
+    op.set_defaults(func=_cmd_operator)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

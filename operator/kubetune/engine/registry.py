@@ -1,0 +1,36 @@
+"""The algorithms ``spec.algorithm.name`` may name, one module each."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from .base import Sampler, SamplerSettings
+from .bayesian import BayesianSampler
+from .grid import GridSampler
+from .random import RandomSampler
+from .sobol import SobolSampler
+from .tpe import TPESampler
+from .space import SearchSpace
+
+SAMPLERS: dict[str, type[Sampler]] = {
+    cls.name: cls for cls in (RandomSampler, GridSampler, SobolSampler, TPESampler, BayesianSampler)
+}
+
+DEFAULT_ALGORITHM = "tpe"
+
+
+def sampler_class(name: str) -> type[Sampler]:
+    try:
+        return SAMPLERS[name]
+    except KeyError:
+        raise ValueError(f"unknown algorithm {name!r}; known: {', '.join(sorted(SAMPLERS))}") from None
+
+
+def make_sampler(
+    name: str,
+    space: SearchSpace,
+    *,
+    seed: int | None = None,
+    settings: SamplerSettings | Mapping[str, object] | None = None,
+) -> Sampler:
+    return sampler_class(name)(space, seed=seed, settings=settings)

@@ -1,0 +1,280 @@
+"""Search-space distributions.
+
+Every distribution validates itself on construction and knows how to map its values to and from the unit
+interval, so that algorithms can work in ``[0, 1]^d`` and never handle log scales or quantization themselves:
+
+* ``to_unit(value)`` maps a value of the distribution into ``[0, 1]`` (log-aware);
+* ``from_unit(u)`` maps any ``u`` in ``[0, 1]`` back to a valid value (log-aware, quantized to ``step``, clipped);
+* ``grid()`` lists every value when the distribution is finite, else returns ``None``.
+
+Categorical distributions map their choices to the centres of ``len(choices)`` equal bins, so a uniform ``u`` picks
+every choice with the same probability.
+
+Values leaving this module are plain Python ``float``/``int``/``str``/``bool`` (never numpy scalars), so they can
+be serialised to JSON as they are.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence, Union
+
+ParamValue = Union[float, int, str, bool]
+Params = Mapping[str, ParamValue]
+
+_MAX_GRID = 1_000_000
+
+
+def _clip01(u: float) -> float:
+    if not math.isfinite(u):
+        raise ValueError(f"unit value must be finite, got {u!r}")
+    return min(1.0, max(0.0, float(u)))
+
+
+@dataclass(frozen=True)
+class FloatDistribution:
+    """A real parameter in ``[low, high]``, optionally log-scaled or quantized to multiples of ``step`` from ``low``."""
+
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise ValueError("low and high must be finite")
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be less than high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log scale needs low > 0, got {self.low}")
+        if self.step is not None:
+            if not (self.step > 0 and math.isfinite(self.step)):
+                raise ValueError(f"step must be positive, got {self.step}")
+            if self.step > self.high - self.low:
+                raise ValueError(f"step ({self.step}) must not exceed high - low ({self.high - self.low})")
+            if self.log:
+                raise ValueError("step cannot be combined with a log scale for a float parameter")
+
+    @property
+    def _n_steps(self) -> int:
+        assert self.step is not None
+        return int(math.floor((self.high - self.low) / self.step + 1e-9))
+
+    def to_unit(self, value: ParamValue) -> float:
+        v = float(value)
+        if self.log:
+            return _clip01((math.log(v) - math.log(self.low)) / (math.log(self.high) - math.log(self.low)))
+        return _clip01((v - self.low) / (self.high - self.low))
+
+    def from_unit(self, u: float) -> float:
+        u = _clip01(u)
+        if self.log:
+            v = math.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low)))
+        else:
+            v = self.low + u * (self.high - self.low)
+        if self.step is not None:
+            k = round((v - self.low) / self.step)
+            k = min(max(k, 0), self._n_steps)
+            v = self.low + k * self.step
+            v = round(v, 12)
+        return float(min(self.high, max(self.low, v)))
+
+    def contains(self, value: ParamValue) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        v = float(value)
+        if not (self.low - 1e-12 <= v <= self.high + 1e-12):
+            return False
+        if self.step is not None:
+            k = (v - self.low) / self.step
+            return abs(k - round(k)) < 1e-6
+        return True
+
+    def grid(self) -> list[float] | None:
+        if self.step is None:
+            return None
+        return [float(round(self.low + k * self.step, 12)) for k in range(self._n_steps + 1)]
+
+
+@dataclass(frozen=True)
+class IntDistribution:
+    """An integer parameter in ``[low, high]``, optionally log-scaled or quantized to multiples of ``step``."""
+
+    low: int
+    high: int
+    log: bool = False
+    step: int = 1
+
+    def __post_init__(self) -> None:
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be less than high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log scale needs low > 0, got {self.low}")
+        if self.step < 1:
+            raise ValueError(f"step must be a positive integer, got {self.step}")
+        if self.step > self.high - self.low:
+            raise ValueError(f"step ({self.step}) must not exceed high - low ({self.high - self.low})")
+        if self.log and self.step != 1:
+            raise ValueError("an int parameter on a log scale needs step 1")
+
+    @property
+    def _top(self) -> int:
+        return self.low + ((self.high - self.low) // self.step) * self.step
+
+    def to_unit(self, value: ParamValue) -> float:
+        # Integers own the interval [v - 0.5, v + 0.5] so that from_unit(uniform) is uniform over the values.
+        v = float(value)
+        lo, hi = self.low - 0.5 * self.step, self._top + 0.5 * self.step
+        if self.log:
+            lo, hi = max(lo, 0.5), hi
+            return _clip01((math.log(max(v, lo)) - math.log(lo)) / (math.log(hi) - math.log(lo)))
+        return _clip01((v - lo) / (hi - lo))
+
+    def from_unit(self, u: float) -> int:
+        u = _clip01(u)
+        lo, hi = self.low - 0.5 * self.step, self._top + 0.5 * self.step
+        if self.log:
+            lo = max(lo, 0.5)
+            x = math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
+        else:
+            x = lo + u * (hi - lo)
+        k = round((x - self.low) / self.step)
+        k = min(max(k, 0), (self._top - self.low) // self.step)
+        return int(self.low + k * self.step)
+
+    def contains(self, value: ParamValue) -> bool:
+        if isinstance(value, bool):
+            return False
+        if isinstance(value, float):
+            if not value.is_integer():
+                return False
+            value = int(value)
+        if not isinstance(value, int):
+            return False
+        return self.low <= value <= self.high and (value - self.low) % self.step == 0
+
+    def grid(self) -> list[int]:
+        return list(range(self.low, self._top + 1, self.step))
+
+
+@dataclass(frozen=True)
+class CategoricalDistribution:
+    """A choice among a fixed list of distinct values (strings, numbers or booleans)."""
+
+    choices: tuple[ParamValue, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.choices) == 0:
+            raise ValueError("a categorical parameter needs at least one value")
+        keys = [_choice_key(c) for c in self.choices]
+        if len(set(keys)) != len(keys):
+            raise ValueError("categorical values must be distinct")
+        for c in self.choices:
+            if not isinstance(c, (str, int, float, bool)):
+                raise ValueError(f"categorical values must be strings, numbers or booleans, got {c!r}")
+
+    def index(self, value: ParamValue) -> int:
+        key = _choice_key(value)
+        for i, c in enumerate(self.choices):
+            if _choice_key(c) == key:
+                return i
+        raise ValueError(f"{value!r} is not one of {list(self.choices)!r}")
+
+    def to_unit(self, value: ParamValue) -> float:
+        return (self.index(value) + 0.5) / len(self.choices)
+
+    def from_unit(self, u: float) -> ParamValue:
+        i = min(int(_clip01(u) * len(self.choices)), len(self.choices) - 1)
+        return self.choices[i]
+
+    def contains(self, value: ParamValue) -> bool:
+        try:
+            self.index(value)
+        except ValueError:
+            return False
+        return True
+
+    def grid(self) -> list[ParamValue]:
+        return list(self.choices)
+
+
+def _choice_key(value: ParamValue) -> tuple[str, object]:
+    # bool is a subclass of int in Python: keep True and 1 distinct.
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, (int, float)):
+        return ("num", float(value))
+    return ("str", value)
+
+
+Distribution = Union[FloatDistribution, IntDistribution, CategoricalDistribution]
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """An ordered mapping of parameter names to distributions."""
+
+    dims: tuple[tuple[str, Distribution], ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        names = [n for n, _ in self.dims]
+        if not names:
+            raise ValueError("a search space needs at least one parameter")
+        if len(set(names)) != len(names):
+            raise ValueError("parameter names must be unique")
+
+    @classmethod
+    def of(cls, mapping: Mapping[str, Distribution]) -> "SearchSpace":
+        return cls(tuple(mapping.items()))
+
+    @property
+    def names(self) -> list[str]:
+        return [n for n, _ in self.dims]
+
+    @property
+    def distributions(self) -> list[Distribution]:
+        return [d for _, d in self.dims]
+
+    def __len__(self) -> int:
+        return len(self.dims)
+
+    def to_unit(self, params: Params) -> list[float]:
+        return [d.to_unit(params[n]) for n, d in self.dims]
+
+    def from_unit(self, us: Sequence[float]) -> dict[str, ParamValue]:
+        if len(us) != len(self.dims):
+            raise ValueError(f"expected {len(self.dims)} unit values, got {len(us)}")
+        return {n: d.from_unit(float(u)) for (n, d), u in zip(self.dims, us)}
+
+    def contains(self, params: Params) -> bool:
+        return set(params) == set(self.names) and all(d.contains(params[n]) for n, d in self.dims)
+
+    def key(self, params: Params) -> tuple[object, ...]:
+        """A hashable identity of a configuration, used to detect duplicates."""
+        out: list[object] = []
+        for n, d in self.dims:
+            v = params[n]
+            if isinstance(d, CategoricalDistribution):
+                out.append(_choice_key(v))
+            elif isinstance(d, IntDistribution):
+                out.append(int(v))
+            else:
+                out.append(round(float(v), 12))
+        return tuple(out)
+
+    def grid_size(self) -> int | None:
+        """Number of points of the full grid, or ``None`` when some dimension is continuous."""
+        size = 1
+        for d in self.distributions:
+            g = d.grid()
+            if g is None:
+                return None
+            size *= len(g)
+            if size > _MAX_GRID * 1000:
+                return size
+        return size
+
+    def cardinality(self) -> float:
+        size = self.grid_size()
+        return math.inf if size is None else float(size)

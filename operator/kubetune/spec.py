@@ -1,0 +1,400 @@
+"""The ``TuningExperiment`` spec and status as pydantic models: the single source of the CRD schema.
+
+The models validate types, bounds and enums; :mod:`kubetune.rules` rules attached to each model (``__rules__``)
+express the cross-field constraints once for both the API server (CEL) and offline validation.
+Nothing here imports Kubernetes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic.alias_generators import to_camel
+
+from .engine import SAMPLERS, DEFAULT_ALGORITHM, SearchSpace, sampler_class
+from .engine.space import CategoricalDistribution, Distribution, FloatDistribution, IntDistribution, ParamValue
+from .rules import Rule
+
+GROUP = "kubetune.io"
+VERSION = "v1alpha1"
+KIND = "TuningExperiment"
+PLURAL = "tuningexperiments"
+SINGULAR = "tuningexperiment"
+SHORT_NAMES = ["tex"]
+CATEGORIES = ["kubetune"]
+API_VERSION = f"{GROUP}/{VERSION}"
+MAX_NAME_LENGTH = 52
+MAX_TRIALS_LIMIT = 10_000
+
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.\-]*$"
+METRIC_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.\-/]*$"
+
+
+class KubeModel(BaseModel):
+    """camelCase on the wire, unknown fields rejected."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+    __rules__: ClassVar[list[Rule]] = []
+
+
+# --------------------------------------------------------------------------------------------------- objective
+
+
+class Objective(KubeModel):
+    metric: str = Field(
+        min_length=1, max_length=63, pattern=METRIC_PATTERN, description="Name of the metric trials report."
+    )
+    goal: Literal["maximize", "minimize"] = Field(description="Whether larger or smaller values are better.")
+    target: Optional[float] = Field(
+        None, description="Optional: the experiment succeeds as soon as the best trial reaches this value."
+    )
+
+    def better(self, a: float, b: float) -> bool:
+        """True when value ``a`` is strictly better than ``b``."""
+        return a > b if self.goal == "maximize" else a < b
+
+    def reaches_target(self, value: float) -> bool:
+        if self.target is None:
+            return False
+        return value >= self.target if self.goal == "maximize" else value <= self.target
+
+    def loss(self, value: float) -> float:
+        """The value oriented for minimization, as the suggestion engine expects."""
+        return -value if self.goal == "maximize" else value
+
+
+# --------------------------------------------------------------------------------------------------- parameters
+
+CategoricalValue = Union[bool, int, float, str]
+
+
+def _is_whole(x: float | None) -> bool:
+    return x is None or float(x).is_integer()
+
+
+class Parameter(KubeModel):
+    name: str = Field(min_length=1, max_length=63, pattern=NAME_PATTERN, description="Parameter name, unique.")
+    type: Literal["float", "int", "categorical"] = Field(description="float | int | categorical.")
+    min: Optional[float] = Field(None, description="Lower bound (inclusive), for float and int.")
+    max: Optional[float] = Field(None, description="Upper bound (inclusive), for float and int.")
+    scale: Literal["linear", "log"] = Field(
+        "linear", description="linear (default) or log; log needs min > 0 and is honoured by every algorithm."
+    )
+    step: Optional[float] = Field(
+        None, gt=0, description="Optional quantization: values are min + k*step. For int it must be whole."
+    )
+    values: Optional[list[CategoricalValue]] = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="The choices of a categorical parameter: distinct strings, numbers or booleans.",
+        json_schema_extra={"x-kubetune-any-items": True},
+    )
+
+    __rules__ = [
+        Rule(
+            "self.type == 'categorical' || (has(self.min) && has(self.max))",
+            "float and int parameters need min and max",
+            lambda p: p.type == "categorical" or (p.min is not None and p.max is not None),
+        ),
+        Rule(
+            "!has(self.min) || !has(self.max) || self.min < self.max",
+            "min must be less than max",
+            lambda p: p.min is None or p.max is None or p.min < p.max,
+            field="min",
+        ),
+        Rule(
+            "self.scale != 'log' || !has(self.min) || self.min > 0.0",
+            "scale log needs min > 0",
+            lambda p: p.scale != "log" or p.min is None or p.min > 0,
+            field="min",
+        ),
+        Rule(
+            "self.type != 'categorical' || has(self.values)",
+            "categorical parameters need values",
+            lambda p: p.type != "categorical" or p.values is not None,
+        ),
+        Rule(
+            "self.type != 'categorical' || (!has(self.min) && !has(self.max) && !has(self.step))",
+            "categorical parameters take values, not min, max or step",
+            lambda p: p.type != "categorical" or (p.min is None and p.max is None and p.step is None),
+        ),
+        Rule(
+            "self.type == 'categorical' || !has(self.values)",
+            "values apply only to categorical parameters",
+            lambda p: p.type == "categorical" or p.values is None,
+            field="values",
+        ),
+        Rule(
+            "self.type != 'int' || ((!has(self.min) || self.min == double(int(self.min)))"
+            " && (!has(self.max) || self.max == double(int(self.max))))",
+            "int parameters need whole-number min and max",
+            lambda p: p.type != "int" or (_is_whole(p.min) and _is_whole(p.max)),
+        ),
+        Rule(
+            "self.type != 'int' || !has(self.step) || self.step == double(int(self.step))",
+            "int parameters need a whole-number step",
+            lambda p: p.type != "int" or _is_whole(p.step),
+            field="step",
+        ),
+        Rule(
+            "!has(self.step) || !has(self.min) || !has(self.max) || self.step <= self.max - self.min",
+            "step must not exceed max - min",
+            lambda p: p.step is None or p.min is None or p.max is None or p.step <= p.max - p.min,
+            field="step",
+        ),
+        Rule(
+            "!has(self.step) || self.scale != 'log' || (self.type == 'int' && self.step == 1.0)",
+            "step cannot be combined with scale log (except step 1 for int parameters)",
+            lambda p: p.step is None or p.scale != "log" or (p.type == "int" and p.step == 1),
+            field="step",
+        ),
+        Rule(
+            "!has(self.values) || self.values.all(v, type(v) == string || type(v) == bool"
+            " || type(v) == int || type(v) == double || type(v) == uint)",
+            "values must be strings, numbers or booleans",
+            lambda p: p.values is None or all(isinstance(v, (str, bool, int, float)) for v in p.values),
+            field="values",
+        ),
+        Rule(
+            "!has(self.values) || self.values.all(v, self.values.exists_one(w, w == v))",
+            "values must be distinct",
+            lambda p: p.values is None or len({_value_key(v) for v in p.values}) == len(p.values),
+            field="values",
+        ),
+    ]
+
+    def to_distribution(self) -> Distribution:
+        log = self.scale == "log"
+        if self.type == "categorical":
+            assert self.values is not None
+            return CategoricalDistribution(tuple(self.values))
+        assert self.min is not None and self.max is not None
+        if self.type == "int":
+            return IntDistribution(int(self.min), int(self.max), log=log, step=int(self.step or 1))
+        return FloatDistribution(float(self.min), float(self.max), log=log, step=self.step)
+
+
+def _value_key(v: CategoricalValue) -> tuple[str, Any]:
+    if isinstance(v, bool):
+        return ("bool", v)
+    if isinstance(v, (int, float)):
+        return ("num", float(v))
+    return ("str", v)
+
+
+# --------------------------------------------------------------------------------------------------- algorithm
+
+
+def _settings_model() -> type[BaseModel]:
+    """The union of every algorithm's settings, each optional; which apply to which algorithm is a rule."""
+    fields: dict[str, Any] = {}
+    owners: dict[str, list[str]] = {}
+    for name, cls in sorted(SAMPLERS.items()):
+        for fname, finfo in cls.Settings.model_fields.items():
+            alias = finfo.alias or to_camel(fname)
+            owners.setdefault(alias, []).append(name)
+            if alias in fields:
+                continue
+            inner = Annotated[(finfo.annotation, *finfo.metadata)] if finfo.metadata else finfo.annotation
+            annotated = Optional[inner]  # type: ignore[valid-type]
+            fields[alias] = (annotated, Field(None, description=finfo.description))
+    model = create_model(  # type: ignore[call-overload]
+        "AlgorithmSettings",
+        __config__=ConfigDict(extra="forbid", populate_by_name=True),
+        **fields,
+    )
+    model.__owners__ = owners  # type: ignore[attr-defined]
+    return model
+
+
+AlgorithmSettings = _settings_model()
+SETTING_OWNERS: dict[str, list[str]] = AlgorithmSettings.__owners__  # type: ignore[attr-defined]
+
+
+def _setting_rule(alias: str, owners: list[str]) -> Rule:
+    names = ", ".join(owners)
+    cel_list = ", ".join(f"'{o}'" for o in owners)
+    return Rule(
+        f"!has(self.settings) || !has(self.settings.{alias}) || self.name in [{cel_list}]",
+        f"settings.{alias} applies only to algorithm {names}",
+        lambda a, alias=alias, owners=owners: getattr(a.settings, alias, None) is None or a.name in owners,
+        field=f"settings.{alias}",
+    )
+
+
+class Algorithm(KubeModel):
+    name: Literal[tuple(sorted(SAMPLERS))] = Field(  # type: ignore[valid-type]
+        DEFAULT_ALGORITHM, description="The search algorithm: " + "; ".join(
+            f"{n}: {c.summary}" for n, c in sorted(SAMPLERS.items())
+        )
+    )
+    seed: Optional[int] = Field(
+        None, ge=0, le=2**32 - 1, description="Optional seed: same seed and same results give the same suggestions."
+    )
+    settings: Optional[AlgorithmSettings] = Field(  # type: ignore[valid-type]
+        None, description="Per-algorithm settings; each applies to the algorithms its description names."
+    )
+
+    __rules__ = [_setting_rule(alias, owners) for alias, owners in SETTING_OWNERS.items()]
+
+    def sampler_settings(self) -> dict[str, Any]:
+        if self.settings is None:
+            return {}
+        return self.settings.model_dump(exclude_none=True)
+
+
+# --------------------------------------------------------------------------------------------------- template
+
+
+class TemplateMetadata(KubeModel):
+    labels: dict[str, str] = Field(default_factory=dict, description="Labels added to every trial Job.")
+    annotations: dict[str, str] = Field(default_factory=dict, description="Annotations added to every trial Job.")
+
+
+class TrialTemplate(KubeModel):
+    metadata: TemplateMetadata = Field(default_factory=TemplateMetadata, description="Labels and annotations.")
+    spec: dict[str, Any] = Field(
+        description="A batch/v1 JobSpec for one trial; validated by the API server when each Job is created.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+
+# --------------------------------------------------------------------------------------------------- spec
+
+
+class ExperimentSpec(KubeModel):
+    objective: Objective = Field(description="The metric to optimize and its goal.")
+    additional_metrics: list[str] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Other metrics trials report: recorded and shown, not optimized.",
+        json_schema_extra={"x-kubetune-item-max-length": 63},
+    )
+    parameters: list[Parameter] = Field(
+        min_length=1,
+        max_length=64,
+        description="The search space, a list keyed by parameter name.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    algorithm: Algorithm = Field(default_factory=Algorithm, description="The search algorithm.")
+    max_trials: int = Field(ge=1, le=MAX_TRIALS_LIMIT, description="Budget: the number of trials to run.")
+    parallel_trials: int = Field(1, ge=1, le=1000, description="How many trials run at once (<= maxTrials).")
+    max_failed_trials: int = Field(
+        3, ge=0, le=MAX_TRIALS_LIMIT, description="The experiment fails when more trials than this fail."
+    )
+    trial_template: TrialTemplate = Field(description="A batch/v1 Job template for one trial.")
+
+    __rules__ = [
+        Rule(
+            "self.parallelTrials <= self.maxTrials",
+            "parallelTrials must not exceed maxTrials",
+            lambda s: s.parallel_trials <= s.max_trials,
+            field="parallelTrials",
+        ),
+        Rule(
+            "self.algorithm.name != 'grid' || self.parameters.all(p, p.type != 'float' || has(p.step))",
+            "the grid algorithm needs a finite grid: give every float parameter a step",
+            lambda s: s.algorithm.name != "grid" or all(p.type != "float" or p.step is not None for p in s.parameters),
+            field="algorithm",
+        ),
+    ]
+
+    def search_space(self) -> SearchSpace:
+        return SearchSpace(tuple((p.name, p.to_distribution()) for p in self.parameters))
+
+    @property
+    def metric_names(self) -> list[str]:
+        return [self.objective.metric] + [m for m in self.additional_metrics if m != self.objective.metric]
+
+
+# --------------------------------------------------------------------------------------------------- status
+
+
+class Condition(KubeModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    type: str = Field(max_length=316, description="Succeeded, Reconciling or Stalled.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(max_length=1024, description="CamelCase reason.")
+    message: str = Field("", max_length=32768, description="Human-readable message.")
+    last_transition_time: str = Field(description="When the status last changed (RFC 3339).")
+    observed_generation: Optional[int] = Field(None, description="The spec generation this condition describes.")
+
+
+class TrialCounts(KubeModel):
+    created: int = Field(0, description="Trials created so far.")
+    running: int = Field(0, description="Trials not finished yet.")
+    succeeded: int = Field(0, description="Trials that reported the objective.")
+    failed: int = Field(0, description="Trials that failed.")
+    pruned: int = Field(0, description="Trials stopped early.")
+
+
+class BestTrial(KubeModel):
+    name: str = Field(max_length=63, description="The trial's name (its Job's name).")
+    number: int = Field(description="The trial's number.")
+    objective_value: float = Field(description="The objective value of the best trial.")
+    parameters: dict[str, str] = Field(default_factory=dict, description="Parameters, rendered as strings.")
+    metrics: dict[str, float] = Field(default_factory=dict, description="Final metrics.")
+
+
+class ExperimentStatus(KubeModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    observed_generation: Optional[int] = Field(None, description="The spec generation last reconciled.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Succeeded (the summary), Reconciling, Stalled.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    trials: TrialCounts = Field(default_factory=TrialCounts, description="Trial counts by state.")
+    best_trial: Optional[BestTrial] = Field(None, description="The best trial so far.")
+    start_time: Optional[str] = Field(None, description="When the first trial was created.")
+    completion_time: Optional[str] = Field(None, description="When the experiment finished.")
+    results: Optional[str] = Field(
+        None, max_length=253, description="Prefix of the ConfigMaps holding every finished trial's record."
+    )
+
+
+class Metadata(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str = Field("experiment", max_length=253)
+    namespace: Optional[str] = None
+
+
+class TuningExperiment(BaseModel):
+    """A whole manifest, as read from a file."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+    api_version: Literal["kubetune.io/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["TuningExperiment"]
+    metadata: Metadata = Field(default_factory=Metadata)
+    spec: ExperimentSpec
+    status: Optional[dict[str, Any]] = None
+
+    __rules__: ClassVar[list[Rule]] = [
+        Rule(
+            f"self.metadata.name.size() <= {MAX_NAME_LENGTH}",
+            f"metadata.name must be at most {MAX_NAME_LENGTH} characters so trial Job names stay valid",
+            lambda e: len(e.metadata.name) <= MAX_NAME_LENGTH,
+        ),
+    ]
+
+
+def render_value(value: ParamValue) -> str:
+    """How a parameter value is written into commands, env values and status: JSON-like scalars."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e16:
+            return repr(value)
+        return repr(value) if math.isfinite(value) else str(value)
+    return str(value)
+
+
+def check_algorithm(spec: ExperimentSpec) -> None:
+    """Instantiate the algorithm once, so settings errors surface before any trial starts."""
+    sampler_class(spec.algorithm.name)(
+        spec.search_space(), seed=spec.algorithm.seed, settings=spec.algorithm.sampler_settings()
+    )

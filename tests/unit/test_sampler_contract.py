@@ -1,0 +1,206 @@
+"""The contract every registered algorithm must pass."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from kubetune.engine import (
+    SAMPLERS,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+    Observation,
+    ObservationState,
+    SearchSpace,
+    make_sampler,
+)
+
+ALL = sorted(SAMPLERS)
+
+MIXED = SearchSpace.of(
+    {
+        "lr": FloatDistribution(1e-5, 1.0, log=True),
+        "dropout": FloatDistribution(0.0, 0.5, step=0.05),
+        "layers": IntDistribution(1, 8),
+        "units": IntDistribution(16, 1024, log=True),
+        "opt": CategoricalDistribution(("adam", "sgd", "rmsprop")),
+        "bn": CategoricalDistribution((True, False)),
+    }
+)
+# A finite version for the grid algorithm.
+MIXED_FINITE = SearchSpace.of(
+    {
+        "lr": FloatDistribution(0.001, 0.1, step=0.001),
+        "dropout": FloatDistribution(0.0, 0.5, step=0.05),
+        "layers": IntDistribution(1, 8),
+        "units": IntDistribution(16, 1024, log=True),
+        "opt": CategoricalDistribution(("adam", "sgd", "rmsprop")),
+        "bn": CategoricalDistribution((True, False)),
+    }
+)
+
+
+def space_for(name: str, space: SearchSpace = MIXED) -> SearchSpace:
+    if name == "grid" and space.grid_size() is None:
+        return MIXED_FINITE
+    return space
+
+
+def loss_of(params: dict) -> float:
+    """A smooth-ish synthetic objective over MIXED (lower is better)."""
+    lr = float(params["lr"])
+    return (
+        (math.log10(lr) + 2.5) ** 2
+        + (float(params["dropout"]) - 0.2) ** 2
+        + 0.1 * abs(int(params["layers"]) - 3)
+        + 0.2 * (params["opt"] != "adam")
+        + 0.05 * abs(math.log2(int(params["units"])) - 7)
+    )
+
+
+def run_loop(name: str, space: SearchSpace, n_trials: int, batch: int = 1, seed: int = 3) -> list[Observation]:
+    sampler = make_sampler(name, space, seed=seed)
+    history: list[Observation] = []
+    while len(history) < n_trials:
+        suggestions = sampler.suggest(history, [], n=min(batch, n_trials - len(history)))
+        if not suggestions:
+            break
+        for p in suggestions:
+            history.append(Observation(params=p, state=ObservationState.COMPLETE, loss=loss_of(p)))
+    return history
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_values_within_bounds_types_and_json(name: str) -> None:
+    space = space_for(name)
+    history = run_loop(name, space, 30, batch=3)
+    assert len(history) == 30
+    for obs in history:
+        p = dict(obs.params)
+        assert space.contains(p), p
+        assert isinstance(p["layers"], int) and not isinstance(p["layers"], bool)
+        assert isinstance(p["units"], int)
+        assert isinstance(p["lr"], float)
+        assert isinstance(p["dropout"], float)
+        assert p["opt"] in ("adam", "sgd", "rmsprop") and type(p["opt"]) is str
+        assert type(p["bn"]) is bool
+        json.dumps(p)  # no numpy scalars
+        assert round(p["dropout"] / 0.05, 6) == round(p["dropout"] / 0.05)
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if n != "grid"])
+def test_log_scale_is_honoured(name: str) -> None:
+    """With a log scale over 6 decades, draws spread across decades instead of piling into the top one."""
+    space = SearchSpace.of({"x": FloatDistribution(1e-6, 1.0, log=True), "y": IntDistribution(1, 100000, log=True)})
+    sampler = make_sampler(name, space, seed=1)
+    # No informative history: a flat objective, so the algorithm's prior (initial design) shows.
+    history: list[Observation] = []
+    for _ in range(12):
+        for p in sampler.suggest(history, [], n=4):
+            history.append(Observation(params=p, state=ObservationState.COMPLETE, loss=1.0))
+    xs = np.array([o.params["x"] for o in history])
+    ys = np.array([o.params["y"] for o in history])
+    # Under a linear scale, ~90% of draws would exceed 0.1; under a log scale only ~1/6 do.
+    assert np.mean(xs > 0.1) < 0.5
+    assert np.mean(ys > 10000) < 0.5
+    assert xs.min() < 1e-3 and ys.min() < 100
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_deterministic_under_seed(name: str) -> None:
+    space = space_for(name)
+    a = run_loop(name, space, 20, batch=2, seed=11)
+    b = run_loop(name, space, 20, batch=2, seed=11)
+    assert [dict(o.params) for o in a] == [dict(o.params) for o in b]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_replay_gives_same_next_suggestion(name: str) -> None:
+    """A fresh sampler (e.g. after an operator restart) given the same history suggests the same thing."""
+    space = space_for(name)
+    history = run_loop(name, space, 12, seed=5)
+    first = make_sampler(name, space, seed=5).suggest(history, [], n=3)
+    again = make_sampler(name, space, seed=5).suggest(history, [], n=3)
+    assert first == again
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_no_duplicates_with_pending_and_in_batch(name: str) -> None:
+    space = space_for(name)
+    history = run_loop(name, space, 15, seed=2)
+    sampler = make_sampler(name, space, seed=2)
+    pending = sampler.suggest(history, [], n=4)
+    batch = sampler.suggest(history, pending, n=8)
+    keys = [space.key(p) for p in batch]
+    assert len(batch) == 8
+    assert len(set(keys)) == len(keys)
+    taken = {space.key(o.params) for o in history} | {space.key(p) for p in pending}
+    assert not (set(keys) & taken)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_categorical_only_space_is_exhausted_exactly(name: str) -> None:
+    space = SearchSpace.of(
+        {"a": CategoricalDistribution(("x", "y", "z")), "b": CategoricalDistribution((1, 2.5, True))}
+    )
+    sampler = make_sampler(name, space, seed=0)
+    history: list[Observation] = []
+    for _ in range(20):
+        batch = sampler.suggest(history, [], n=2)
+        if not batch:
+            break
+        for p in batch:
+            history.append(Observation(params=p, state=ObservationState.COMPLETE, loss=float(len(history))))
+    keys = [space.key(o.params) for o in history]
+    assert len(keys) == 9 and len(set(keys)) == 9
+    assert sampler.remaining(history, []) == 0
+    assert sampler.suggest(history, [], n=1) == []
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_one_parameter_space(name: str) -> None:
+    space = SearchSpace.of({"x": IntDistribution(0, 50)})
+    history = []
+    sampler = make_sampler(name, space, seed=4)
+    for _ in range(10):
+        for p in sampler.suggest(history, [], n=2):
+            history.append(Observation(params=p, state=ObservationState.COMPLETE, loss=float((p["x"] - 17) ** 2)))
+    xs = [o.params["x"] for o in history]
+    assert len(xs) == 20 and len(set(xs)) == 20
+    assert all(0 <= x <= 50 for x in xs)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_failed_and_pruned_trials_are_accepted_and_not_repeated(name: str) -> None:
+    space = space_for(name)
+    history = run_loop(name, space, 8, seed=9)
+    sampler = make_sampler(name, space, seed=9)
+    failed = sampler.suggest(history, [], n=2)
+    history = history + [
+        Observation(params=failed[0], state=ObservationState.FAILED, loss=None),
+        Observation(params=failed[1], state=ObservationState.PRUNED, loss=5.0, intermediate=((1, 5.0),)),
+    ]
+    nxt = sampler.suggest(history, [], n=5)
+    assert len(nxt) == 5
+    keys = {space.key(p) for p in nxt}
+    assert space.key(failed[0]) not in keys and space.key(failed[1]) not in keys
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if n not in ("grid",)])
+def test_beats_nothing_is_not_required_but_finds_reasonable_region(name: str) -> None:
+    """Every non-grid algorithm finds a configuration better than the median random configuration."""
+    history = run_loop(name, MIXED, 40, batch=4, seed=21)
+    rng = np.random.default_rng(0)
+    random_losses = [loss_of(MIXED.from_unit(u)) for u in rng.random((500, len(MIXED)))]
+    best = min(o.loss for o in history if o.loss is not None)
+    assert best < float(np.percentile(random_losses, 10))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_unknown_setting_is_rejected(name: str) -> None:
+    with pytest.raises(ValueError):
+        make_sampler(name, space_for(name), settings={"noSuchSetting": 1})
