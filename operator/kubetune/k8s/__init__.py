@@ -1,0 +1,1 @@
+"""The Kubernetes backend: a kopf operator applying the core plan to Jobs, Pods and ConfigMaps."""

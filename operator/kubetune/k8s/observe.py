@@ -1,0 +1,213 @@
+"""Turn what the cluster shows (trial Jobs and their Pods) into core :class:`~kubetune.trials.Trial` objects.
+
+Pure functions over small summaries of the watched objects, so the rules are unit-testable without a cluster.
+A trial's result is read from its pod's ``kubetune.io/metrics`` annotation, else from the container's termination
+message. A Job that has completed is only judged once the watch has shown its pod terminated, because the pod's last
+annotation update happens before its termination and the two watch streams are not ordered with each other.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from ..metrics import METRICS_ANNOTATION, MetricsFormatError, Report, parse_annotation, parse_termination_message
+from ..spec import ExperimentSpec
+from ..trials import Reason, Trial, TrialState, add_curve_point
+from . import labels as L
+
+
+@dataclass(frozen=True)
+class PodSummary:
+    name: str
+    job: str
+    phase: str
+    deleting: bool
+    metrics_text: str | None
+    exit_code: int | None = None
+    termination_reason: str | None = None
+    termination_message: str | None = None
+    start_time: str | None = None
+    created: str = ""
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    name: str
+    number: int
+    params: dict[str, Any]
+    complete: bool
+    failed: bool
+    failure_reason: str = ""
+    failure_message: str = ""
+    deleting: bool = False
+    start_time: str | None = None
+    completion_time: str | None = None
+
+
+def summarize_pod(body: Mapping[str, Any]) -> PodSummary | None:
+    meta = body.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    job = labels.get("job-name") or labels.get("batch.kubernetes.io/job-name") or labels.get(L.TRIAL)
+    if not job:
+        return None
+    status = body.get("status") or {}
+    exit_code = reason = message = None
+    for cs in status.get("containerStatuses") or []:
+        term = (cs.get("state") or {}).get("terminated")
+        if term:
+            exit_code = term.get("exitCode")
+            reason = term.get("reason")
+            message = term.get("message")
+            break
+    return PodSummary(
+        name=meta.get("name", ""),
+        job=job,
+        phase=status.get("phase") or "Pending",
+        deleting=bool(meta.get("deletionTimestamp")),
+        metrics_text=(meta.get("annotations") or {}).get(METRICS_ANNOTATION),
+        exit_code=exit_code,
+        termination_reason=reason,
+        termination_message=message,
+        start_time=status.get("startTime"),
+        created=meta.get("creationTimestamp") or "",
+    )
+
+
+def summarize_job(body: Mapping[str, Any]) -> JobSummary | None:
+    meta = body.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    try:
+        number = int(labels[L.TRIAL_NUMBER])
+        params = json.loads((meta.get("annotations") or {})[L.PARAMETERS_ANNOTATION])
+    except (KeyError, ValueError, TypeError):
+        return None
+    status = body.get("status") or {}
+    complete = failed = False
+    f_reason = f_message = ""
+    for cond in status.get("conditions") or []:
+        if cond.get("status") != "True":
+            continue
+        if cond.get("type") == "Complete":
+            complete = True
+        elif cond.get("type") == "Failed":
+            failed = True
+            f_reason = cond.get("reason") or ""
+            f_message = cond.get("message") or ""
+    return JobSummary(
+        name=meta.get("name", ""),
+        number=number,
+        params=params,
+        complete=complete,
+        failed=failed,
+        failure_reason=f_reason,
+        failure_message=f_message,
+        deleting=bool(meta.get("deletionTimestamp")),
+        start_time=status.get("startTime"),
+        completion_time=status.get("completionTime"),
+    )
+
+
+@dataclass
+class Observed:
+    """A trial as observed now, with what must be recorded."""
+
+    trial: Trial
+    final: bool = False
+    """The trial reached a final state in this observation (record it, then its Job may go)."""
+
+
+def _report(pods: list[PodSummary]) -> tuple[Report | None, str | None]:
+    """The newest report among the trial's pods, and an error text when the annotation is malformed."""
+    best: Report | None = None
+    error = None
+    for pod in sorted(pods, key=lambda p: p.created):
+        if pod.metrics_text is None:
+            continue
+        try:
+            report = parse_annotation(pod.metrics_text)
+        except MetricsFormatError as e:
+            error = str(e)
+            continue
+        if best is None or report.seq >= best.seq:
+            best = report
+    return best, error
+
+
+def observe_trial(spec: ExperimentSpec, job: JobSummary, pods: list[PodSummary], base: Trial | None) -> Observed:
+    """The state of one trial whose Job exists and that is not recorded as finished."""
+    metric = spec.objective.metric
+    trial = Trial(
+        number=job.number,
+        params=dict(base.params if base else job.params),
+        state=TrialState.PENDING,
+        start_time=job.start_time or (base.start_time if base else None),
+    )
+    report, report_error = _report(pods)
+    if report is not None:
+        trial.metrics = dict(report.metrics)
+        for step, value in report.objective_curve(metric):
+            trial.curve = add_curve_point(trial.curve, step, value)
+    terminated = [p for p in pods if p.phase in ("Succeeded", "Failed")]
+    if job.complete:
+        if not terminated:
+            trial.state = TrialState.RUNNING  # wait for the pod's final state to arrive
+            return Observed(trial)
+        if metric not in trial.metrics:
+            for pod in terminated:
+                if pod.termination_message:
+                    try:
+                        trial.metrics.update(parse_termination_message(pod.termination_message) or {})
+                    except MetricsFormatError as e:
+                        report_error = report_error or str(e)
+        trial.completion_time = job.completion_time
+        if metric in trial.metrics:
+            trial.state, trial.reason = TrialState.SUCCEEDED, Reason.COMPLETED
+        elif report_error:
+            trial.state, trial.reason, trial.message = TrialState.FAILED, Reason.INVALID_METRICS, report_error
+        else:
+            trial.state, trial.reason = TrialState.FAILED, Reason.METRICS_MISSING
+            trial.message = f"the trial finished without reporting the objective metric {metric!r}"
+        return Observed(trial, final=True)
+    if job.failed:
+        trial.state = TrialState.FAILED
+        trial.completion_time = job.completion_time
+        deleted = [p for p in pods if p.deleting]
+        last = terminated[-1] if terminated else None
+        if job.failure_reason == "DeadlineExceeded":
+            trial.reason = Reason.DEADLINE_EXCEEDED
+        elif deleted and (last is None or last.deleting):
+            trial.reason = Reason.POD_DELETED
+        else:
+            trial.reason = Reason.ERROR
+        detail = job.failure_message
+        if last is not None and last.exit_code is not None:
+            detail = f"exit code {last.exit_code}" + (f" ({last.termination_reason})" if last.termination_reason
+                                                      else "")
+            if deleted:
+                detail += ", pod deleted while running"
+        trial.message = detail or job.failure_reason
+        return Observed(trial, final=True)
+    if any(p.phase == "Running" for p in pods) or report is not None:
+        trial.state = TrialState.RUNNING
+    return Observed(trial)
+
+
+def lost_trial(base: Trial) -> Observed:
+    """A trial whose Job disappeared before its result was recorded."""
+    trial = Trial(number=base.number, params=dict(base.params), state=TrialState.FAILED, metrics=dict(base.metrics),
+                  curve=list(base.curve), reason=Reason.JOB_DELETED,
+                  message="the trial's Job was deleted before it finished", start_time=base.start_time)
+    return Observed(trial, final=True)
+
+
+@dataclass
+class ClusterView:
+    """The watched objects of one experiment."""
+
+    jobs: dict[str, JobSummary] = field(default_factory=dict)
+    pods: dict[str, PodSummary] = field(default_factory=dict)
+
+    def pods_of(self, job: str) -> list[PodSummary]:
+        return [p for p in self.pods.values() if p.job == job]
