@@ -1,0 +1,122 @@
+"""Fixtures for integration tests against a real (local) Kubernetes control plane.
+
+* ``control_plane`` (session): etcd + kube-apiserver + kube-controller-manager,
+  see ``tests/support/controlplane.py``.  The binaries are built from Go modules
+  on first use and cached; ``KUBETUNE_K8S_BIN_DIR`` can point at prebuilt ones.
+  Missing binaries FAIL the tests: they are never skipped.
+* ``node_agent`` (session): a fake node running pods as local processes
+  (``tests/support/node_agent.py``).
+* ``kube_api`` (session): an admin ``kubernetes.client.ApiClient``.
+* ``namespace`` (function): a fresh namespace (with its ``default``
+  ServiceAccount ready), deleted afterwards.
+
+Every test in this directory gets the ``integration`` marker.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+SUPPORT_DIR = Path(__file__).resolve().parents[1] / "support"
+if str(SUPPORT_DIR) not in sys.path:
+    sys.path.insert(0, str(SUPPORT_DIR))
+
+from controlplane import BIN_DIR_ENV, BINARIES, ControlPlane, ensure_binaries  # noqa: E402
+from kubernetes import client, config  # noqa: E402
+from kubernetes.client.rest import ApiException  # noqa: E402
+from node_agent import NodeAgent  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "integration: runs against a real local Kubernetes control plane")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[ControlPlane]:
+    """A running control plane for the whole session."""
+    try:
+        bin_dir = ensure_binaries()
+        problem = ""
+    except RuntimeError as exc:
+        problem = str(exc)
+    if problem:  # outside `except`: no chained traceback in the report
+        pytest.fail(
+            f"Kubernetes control-plane binaries are not available: {problem}\n"
+            f"Provide them by setting {BIN_DIR_ENV} to a directory containing "
+            f"{', '.join(BINARIES)}, or install Go (>= 1.25) with access to the Go module "
+            "proxy and run `python tests/support/controlplane.py build` (cached afterwards).",
+            pytrace=False,
+        )
+    with ControlPlane(bin_dir) as cp:
+        print(f"\n[controlplane] up in {cp.startup_seconds:.1f} s at {cp.server}; "
+              f"logs: {cp.logs_dir}", file=sys.stderr)
+        yield cp
+
+
+@pytest.fixture(scope="session")
+def node_agent(control_plane: ControlPlane) -> Iterator[NodeAgent]:
+    """The fake node that binds and runs every pod of the session."""
+    agent = NodeAgent(control_plane.kubeconfig).start()
+    try:
+        yield agent
+    finally:
+        agent.stop()
+
+
+@pytest.fixture(autouse=True)
+def _node_agent_stays_healthy(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test during which the node agent recorded an internal error."""
+    if "node_agent" not in request.fixturenames:
+        yield
+        return
+    agent: NodeAgent = request.getfixturevalue("node_agent")
+    before = len(agent.errors)
+    yield
+    new = agent.errors[before:]
+    assert not new, "node agent errors:\n" + "\n".join(new)
+
+
+@pytest.fixture(scope="session")
+def kube_api(control_plane: ControlPlane) -> Iterator[client.ApiClient]:
+    """A ``kubernetes.client.ApiClient`` authenticated as cluster admin."""
+    api = config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+    try:
+        yield api
+    finally:
+        api.close()
+
+
+@pytest.fixture
+def namespace(kube_api: client.ApiClient) -> Iterator[str]:
+    """A fresh namespace whose ``default`` ServiceAccount exists; deleted afterwards."""
+    core = client.CoreV1Api(kube_api)
+    name = f"kt-{uuid.uuid4().hex[:8]}"
+    core.create_namespace({"metadata": {"name": name, "labels": {"kubetune.io/test": "true"}}})
+    deadline = time.monotonic() + 30
+    while True:  # pods are rejected until the serviceaccount controller made `default`
+        try:
+            core.read_namespaced_service_account("default", name)
+            break
+        except ApiException as exc:
+            if exc.status != 404 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    try:
+        yield name
+    finally:
+        core.delete_namespace(name, propagation_policy="Background")
