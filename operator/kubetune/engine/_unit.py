@@ -1,0 +1,143 @@
+"""Shared helpers for model-based samplers: the history as arrays in the unit cube.
+
+Model-based algorithms (``tpe``, ``bayesian``) work on ``[0, 1]^d`` (see :mod:`kubetune.engine.space`), so log
+scales, steps and integers need no special handling. This module turns the history into
+
+* ``X``: unit-cube coordinates of the trials the model learns from,
+* ``y``: their losses, where pruned trials rank behind every complete trial, ordered by how far they got and by
+  their last intermediate loss (failed trials carry no information about the objective and are left out; the base
+  class still never repeats them),
+
+and provides the quasi-random initial design shared by the model-based samplers.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+from scipy.stats import qmc
+
+from pydantic import Field
+
+from .base import Observation, ObservationState, Sampler, SamplerSettings, SuggestContext
+from .space import CategoricalDistribution, FloatDistribution, ParamValue, SearchSpace, _choice_key
+
+
+class ModelSettings(SamplerSettings):
+    """Settings shared by the model-based samplers (one field definition, so the CRD schema agrees)."""
+
+    n_startup_trials: int = Field(
+        10,
+        alias="nStartupTrials",
+        ge=1,
+        le=1000,
+        description="tpe, bayesian: number of initial quasi-random (scrambled Sobol') trials before the model is "
+        "used; pending trials count toward it.",
+    )
+
+
+@dataclass(frozen=True)
+class UnitHistory:
+    """The usable history in unit coordinates; ``y`` is finite and lower is better."""
+
+    X: np.ndarray  # (n, d)
+    y: np.ndarray  # (n,)
+    n_complete: int
+
+
+def to_unit_matrix(space: SearchSpace, params: Sequence[Mapping[str, ParamValue]]) -> np.ndarray:
+    """Unit-cube coordinates of ``params`` as an ``(n, d)`` float array.
+
+    Vectorised per dimension with the same formulas as each distribution's ``to_unit`` (checked against it by the
+    sampler tests), because converting thousands of trials one value at a time dominates a TPE suggestion.
+    """
+    out = np.zeros((len(params), len(space)))
+    if not params:
+        return out
+    for j, (name, dist) in enumerate(space.dims):
+        if isinstance(dist, CategoricalDistribution):
+            k = len(dist.choices)
+            lookup = {_choice_key(c): (i + 0.5) / k for i, c in enumerate(dist.choices)}
+            out[:, j] = [lookup[_choice_key(p[name])] for p in params]
+            continue
+        v = np.array([float(p[name]) for p in params])
+        if isinstance(dist, FloatDistribution):
+            lo, hi = float(dist.low), float(dist.high)
+        else:
+            lo, hi = dist.low - 0.5 * dist.step, dist._top + 0.5 * dist.step
+            if dist.log:
+                lo = max(lo, 0.5)
+                v = np.maximum(v, lo)
+        if dist.log:
+            col = (np.log(v) - math.log(lo)) / (math.log(hi) - math.log(lo))
+        else:
+            col = (v - lo) / (hi - lo)
+        out[:, j] = np.clip(col, 0.0, 1.0)
+    return out
+
+
+def unit_history(space: SearchSpace, history: Sequence[Observation]) -> UnitHistory:
+    """Complete trials with their loss, then pruned trials ranked behind them.
+
+    A pruned trial that got further (larger last step) ranks before one that stopped earlier; among equal steps,
+    the lower last intermediate loss ranks first. Pruned trials get synthetic losses above the worst complete loss
+    so that every rank-based or value-based model sees them as worse than any complete trial.
+    """
+    complete = [o for o in history if o.state is ObservationState.COMPLETE and _finite(o.loss)]
+    pruned = [o for o in history if o.state is ObservationState.PRUNED]
+    y_c = np.array([float(o.loss) for o in complete], dtype=float)  # type: ignore[arg-type]
+    params: list[Mapping[str, ParamValue]] = [o.params for o in complete]
+    ys = list(y_c)
+    if pruned:
+        def order(o: Observation) -> tuple[float, float]:
+            step = o.last_step if o.last_step is not None else -1
+            last = o.intermediate[-1][1] if o.intermediate else (o.loss if _finite(o.loss) else math.inf)
+            return (-float(step), float(last) if _finite(last) else math.inf)
+
+        ranked = sorted(pruned, key=order)
+        if len(y_c):
+            top, spread = float(np.max(y_c)), float(np.ptp(y_c)) or 1.0
+        else:
+            top, spread = 0.0, 1.0
+        for i, o in enumerate(ranked):
+            params.append(o.params)
+            ys.append(top + spread * (0.1 + 0.1 * i / max(len(ranked), 1)))
+    return UnitHistory(X=to_unit_matrix(space, params), y=np.array(ys, dtype=float), n_complete=len(complete))
+
+
+def _finite(v: object) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(float(v))
+
+
+def sobol_unique(sampler: Sampler, ctx: SuggestContext, n: int) -> list[dict[str, ParamValue]]:
+    """Continue the sampler's scrambled Sobol' sequence at position ``len(history) + len(pending)``.
+
+    The same design as the ``sobol`` algorithm, used as the initial design of the model-based samplers.
+    """
+    start = len(ctx.history) + len(ctx.pending)
+    engine = qmc.Sobol(d=len(sampler.space), scramble=True, seed=0 if sampler.seed is None else sampler.seed)
+    if start:
+        engine.fast_forward(start)
+    out: list[dict[str, ParamValue]] = []
+    for _ in range(8):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # balance-properties warning for non powers of two
+            pts = engine.random(max(2 * (n - len(out)), 1))
+        out += sampler._take_unique(ctx, [sampler.space.from_unit(p) for p in pts], n - len(out))
+        if len(out) == n:
+            return out
+    return out + sampler._random_unique(ctx, n - len(out))
+
+
+def quantize(space: SearchSpace, u: np.ndarray) -> np.ndarray:
+    """Snap unit coordinates onto the values the space can represent (bin centres for ints and categories)."""
+    return np.array([space.to_unit(space.from_unit(row)) for row in np.atleast_2d(u)], dtype=float)
+
+
+def categorical_sizes(space: SearchSpace) -> list[int]:
+    """Number of choices per dimension (0 for numeric dimensions)."""
+    return [len(d.choices) if isinstance(d, CategoricalDistribution) else 0 for d in space.distributions]
