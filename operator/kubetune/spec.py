@@ -7,15 +7,17 @@ Nothing here imports Kubernetes.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, create_model, field_validator
 from pydantic.alias_generators import to_camel
 
 from .engine import SAMPLERS, DEFAULT_ALGORITHM, SearchSpace, sampler_class
 from .engine.space import CategoricalDistribution, Distribution, FloatDistribution, IntDistribution, ParamValue
 from .rules import Rule
+from .pruning.config import HYPERBAND_RULES, EarlyStopping
 
 GROUP = "kubetune.io"
 VERSION = "v1alpha1"
@@ -67,7 +69,10 @@ class Objective(KubeModel):
 
 # --------------------------------------------------------------------------------------------------- parameters
 
-CategoricalValue = Union[bool, int, float, str]
+CategoricalValue = Union[StrictInt, StrictStr]
+"""Categorical values are strings or integers (``x-kubernetes-int-or-string``): the only scalar union a structural
+CRD schema can both admit and check with CEL. Floats and booleans are written quoted (``"0.5"``, ``"true"``); they
+reach commands rendered the same way."""
 
 
 def _is_whole(x: float | None) -> bool:
@@ -89,9 +94,24 @@ class Parameter(KubeModel):
         None,
         min_length=1,
         max_length=64,
-        description="The choices of a categorical parameter: distinct strings, numbers or booleans.",
-        json_schema_extra={"x-kubetune-any-items": True},
+        description="The choices of a categorical parameter: distinct strings or integers (quote floats and "
+        "booleans).",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
     )
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _scalar_values(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            for i, v in enumerate(value):
+                if isinstance(v, bool) or not isinstance(v, (int, str)):
+                    kind = "boolean" if isinstance(v, bool) else "number" if isinstance(v, float) else "object"
+                    example = str(v).lower() if isinstance(v, bool) else str(v)
+                    raise ValueError(
+                        f'values[{i}] must be of type integer,string: "{kind}" '
+                        f'(write floats and booleans quoted, e.g. "{example}")'
+                    )
+        return value
 
     __rules__ = [
         Rule(
@@ -151,19 +171,6 @@ class Parameter(KubeModel):
             lambda p: p.step is None or p.scale != "log" or (p.type == "int" and p.step == 1),
             field="step",
         ),
-        Rule(
-            "!has(self.values) || self.values.all(v, type(v) == string || type(v) == bool"
-            " || type(v) == int || type(v) == double || type(v) == uint)",
-            "values must be strings, numbers or booleans",
-            lambda p: p.values is None or all(isinstance(v, (str, bool, int, float)) for v in p.values),
-            field="values",
-        ),
-        Rule(
-            "!has(self.values) || self.values.all(v, self.values.exists_one(w, w == v))",
-            "values must be distinct",
-            lambda p: p.values is None or len({_value_key(v) for v in p.values}) == len(p.values),
-            field="values",
-        ),
     ]
 
     def to_distribution(self) -> Distribution:
@@ -175,14 +182,6 @@ class Parameter(KubeModel):
         if self.type == "int":
             return IntDistribution(int(self.min), int(self.max), log=log, step=int(self.step or 1))
         return FloatDistribution(float(self.min), float(self.max), log=log, step=self.step)
-
-
-def _value_key(v: CategoricalValue) -> tuple[str, Any]:
-    if isinstance(v, bool):
-        return ("bool", v)
-    if isinstance(v, (int, float)):
-        return ("num", float(v))
-    return ("str", v)
 
 
 # --------------------------------------------------------------------------------------------------- algorithm
@@ -267,7 +266,7 @@ class TrialTemplate(KubeModel):
 
 class ExperimentSpec(KubeModel):
     objective: Objective = Field(description="The metric to optimize and its goal.")
-    additional_metrics: list[str] = Field(
+    additional_metrics: list[Annotated[str, Field(min_length=1, max_length=63, pattern=METRIC_PATTERN)]] = Field(
         default_factory=list,
         max_length=16,
         description="Other metrics trials report: recorded and shown, not optimized.",
@@ -280,6 +279,9 @@ class ExperimentSpec(KubeModel):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
     algorithm: Algorithm = Field(default_factory=Algorithm, description="The search algorithm.")
+    early_stopping: Optional[EarlyStopping] = Field(
+        None, description="Optional: stop hopeless trials early from their intermediate reports (median or asha)."
+    )
     max_trials: int = Field(ge=1, le=MAX_TRIALS_LIMIT, description="Budget: the number of trials to run.")
     parallel_trials: int = Field(1, ge=1, le=1000, description="How many trials run at once (<= maxTrials).")
     max_failed_trials: int = Field(
@@ -300,6 +302,7 @@ class ExperimentSpec(KubeModel):
             lambda s: s.algorithm.name != "grid" or all(p.type != "float" or p.step is not None for p in s.parameters),
             field="algorithm",
         ),
+        *HYPERBAND_RULES,
     ]
 
     def search_space(self) -> SearchSpace:

@@ -7,13 +7,15 @@ from typing import Mapping
 from .base import Sampler, SamplerSettings
 from .bayesian import BayesianSampler
 from .grid import GridSampler
+from .hyperband import HyperbandSampler
 from .random import RandomSampler
 from .sobol import SobolSampler
 from .tpe import TPESampler
 from .space import SearchSpace
 
 SAMPLERS: dict[str, type[Sampler]] = {
-    cls.name: cls for cls in (RandomSampler, GridSampler, SobolSampler, TPESampler, BayesianSampler)
+    cls.name: cls for cls in (RandomSampler, GridSampler, SobolSampler, TPESampler, BayesianSampler,
+                             HyperbandSampler)
 }
 
 DEFAULT_ALGORITHM = "tpe"

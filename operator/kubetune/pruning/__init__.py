@@ -3,6 +3,10 @@
 A :class:`Pruner` looks at every trial of an experiment (the running ones with their learning curves, and the
 finished ones as reference) and names the running trials to stop. Like the suggestion engine it is stateless and
 deterministic, so both backends and a restarted operator reach the same decisions.
+
+``spec.earlyStopping`` (:mod:`kubetune.pruning.config`) picks the rule: ``median`` (:mod:`.median`) or ``asha``
+(:mod:`.asha`). :func:`kubetune.plan.make_plan` turns each decision into a ``StopOrder`` with state ``Pruned`` and
+the rule's reason (:class:`PruneReason`); the message names the step and the values compared.
 """
 
 from __future__ import annotations
@@ -15,7 +19,16 @@ if TYPE_CHECKING:
     from ..trials import Trial
 
 
+class PruneReason:
+    """CamelCase reasons recorded on trials stopped by a rule."""
+
+    MEDIAN = "MedianStopping"
+    ASHA = "ASHA"
+
+
 class Pruner(ABC):
+    reason: str = ""
+
     @abstractmethod
     def decide(self, spec: "ExperimentSpec", trials: Sequence["Trial"]) -> list[tuple[int, str, str]]:
         """``(trial number, reason, message)`` for each running trial to stop now."""
@@ -26,4 +39,13 @@ def make_pruner(spec: "ExperimentSpec") -> Pruner | None:
     config = getattr(spec, "early_stopping", None)
     if config is None:
         return None
-    raise NotImplementedError("early stopping is not available yet")
+    effective = config.effective
+    if effective.rule == "median":
+        from .median import MedianPruner
+
+        return MedianPruner(effective)
+    if effective.rule == "asha":
+        from .asha import AshaPruner
+
+        return AshaPruner(effective)
+    raise ValueError(f"unknown early-stopping rule {effective.rule!r}")
