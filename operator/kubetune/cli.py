@@ -6,7 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from .validation import InvalidExperiment, Problem, load_experiment, rule_problems
+from pydantic import ValidationError
+
+from .validation import InvalidExperiment, Problem, load_experiment, rule_problems, schema_problems
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -57,8 +59,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         problems = [p for p in rule_problems(spec)]
         if spec.max_trials < 1 or spec.parallel_trials < 1:
             problems.append(Problem("", "--max-trials and --parallel must be at least 1"))
+        else:  # model_copy skips field validation: apply the schema's bounds (maxTrials <= 10000, ...)
+            try:
+                type(spec).model_validate(spec.model_dump(by_alias=True, exclude_none=True))
+            except ValidationError as e:
+                problems += schema_problems(e)
         if problems:
-            print("invalid overrides:\n" + "\n".join(f"  spec{'.' if p.path else ''}{p.path}: {p.message}"
+            print("invalid overrides:\n" + "\n".join(f"  spec.{p.path}: {p.message}" if p.path else f"  {p.message}"
                                                      for p in problems), file=sys.stderr)
             return 2
         exp = exp.model_copy(update={"spec": spec})

@@ -56,9 +56,11 @@ def _convert(node: dict[str, Any], defs: dict[str, Any], models: dict[str, type[
         rest = {k: v for k, v in node.items() if k != "anyOf"}
         if len(branches) == 1:
             return _convert({**branches[0], **rest}, defs, models)
-        # A scalar of several types (categorical values): any JSON value, typed by a CEL rule.
+        types = sorted(b.get("type", "") for b in branches)
+        if types != ["integer", "string"]:
+            raise ValueError(f"no structural schema for a union of {types}")
         out = {k: v for k, v in rest.items() if k in ("description",)}
-        out["x-kubernetes-preserve-unknown-fields"] = True
+        out["x-kubernetes-int-or-string"] = True
         return out
     out: dict[str, Any] = {}
     for key, value in node.items():
@@ -90,8 +92,8 @@ def _convert(node: dict[str, Any], defs: dict[str, Any], models: dict[str, type[
         pass
     if out.get("type") == "number" and out.get("default") is not None:
         out["default"] = float(out["default"])
-    if "x-kubernetes-preserve-unknown-fields" in out and "type" not in out and "additionalProperties" in out:
-        del out["additionalProperties"]
+    if "x-kubernetes-preserve-unknown-fields" in out:
+        out.pop("additionalProperties", None)  # with it, the API server prunes below the first level
     if "default" in out and out["default"] is None:
         del out["default"]
     for key, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):

@@ -50,9 +50,16 @@ def parse_annotation(text: str) -> Report:
         raise MetricsFormatError(f"{METRICS_ANNOTATION} is not a JSON object")
     if "metrics" not in doc:  # a plain object of final metrics, written by hand
         return Report(metrics=_finite_numbers(doc, METRICS_ANNOTATION))
-    report = Report(metrics=_finite_numbers(doc["metrics"], METRICS_ANNOTATION), seq=int(doc.get("seq") or 0))
-    for point in doc.get("curve") or []:
-        if isinstance(point, list) and len(point) == 2 and isinstance(point[0], int):
+    seq = doc.get("seq") or 0
+    if isinstance(seq, bool) or not isinstance(seq, int):
+        raise MetricsFormatError(f"{METRICS_ANNOTATION}: seq is not an integer")
+    curve = doc.get("curve") or []
+    if not isinstance(curve, list):
+        raise MetricsFormatError(f"{METRICS_ANNOTATION}: curve is not a list")
+    report = Report(metrics=_finite_numbers(doc["metrics"], METRICS_ANNOTATION), seq=seq)
+    for point in curve:
+        if (isinstance(point, list) and len(point) == 2 and isinstance(point[0], int)
+                and not isinstance(point[0], bool)):
             try:
                 report.curve.append((point[0], _finite_numbers(point[1], METRICS_ANNOTATION)))
             except MetricsFormatError:

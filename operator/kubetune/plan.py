@@ -152,11 +152,13 @@ def make_plan(
     experiment: str,
     sampler: Sampler | None = None,
     pruner: Pruner | None = None,
+    suggest: bool = True,
 ) -> Plan:
     """Decide what to do next.
 
     ``trials`` are every trial the experiment has, in any order. ``sampler``/``pruner`` may be passed to reuse
-    instances; they are otherwise built from the spec.
+    instances; they are otherwise built from the spec. With ``suggest=False`` no new trials are asked for (the
+    plan then only summarizes: counts, best trial, outcome, stops).
     """
     trials = sorted(trials, key=lambda t: t.number)
     sampler = sampler or build_sampler(spec, experiment)
@@ -192,7 +194,7 @@ def make_plan(
 
     still_active = len(active) - len(plan.stop)
     n_new = min(spec.parallel_trials - still_active, spec.max_trials - c.created)
-    if n_new > 0:
+    if n_new > 0 and suggest:
         stopped = {s.number for s in plan.stop}
         pending = [t.params for t in active if t.number not in stopped]
         history = history + [

@@ -12,6 +12,7 @@ from .spec import Objective
 
 MAX_CURVE_POINTS = 200
 """Bound on the learning-curve points kept per trial (older points are thinned, the latest always kept)."""
+MAX_MESSAGE = 1024
 
 
 class TrialState(str, enum.Enum):
@@ -87,7 +88,7 @@ class Trial:
         for key in ("reason", "message", "start_time", "completion_time"):
             value = getattr(self, key)
             if value:
-                rec[key] = value
+                rec[key] = value[:MAX_MESSAGE] if key == "message" else value
         return rec
 
     @classmethod

@@ -72,7 +72,14 @@ def _describe(err: dict[str, Any]) -> str:
         return f"Invalid value: {err['msg']}"
     if kind == "string_pattern_mismatch":
         return f"Invalid value: {json.dumps(value, default=str)}: should match '{ctx.get('pattern')}'"
+    if kind == "value_error":
+        return str(ctx.get("error", err["msg"]))
     return f"Invalid value: {json.dumps(value, default=str)[:80]}: {err['msg']}"
+
+
+def schema_problems(e: ValidationError) -> list[Problem]:
+    """The problems of a pydantic validation error, worded like the API server's."""
+    return [Problem(_loc_to_path(err["loc"]), _describe(err)) for err in e.errors()]
 
 
 def _walk(model: BaseModel, path: str) -> Iterator[tuple[BaseModel, str]]:
@@ -99,12 +106,12 @@ def rule_problems(model: BaseModel) -> list[Problem]:
             except Exception:  # a rule on a partially invalid object: let another rule speak
                 ok = True
             if not ok:
-                where = f"{path}.{rule.field}" if rule.field else path
+                where = (f"{path}.{rule.field}" if path else rule.field) if rule.field else path
                 problems.append(Problem(where, rule.message))
     return problems
 
 
-def _duplicate_names(doc: dict[str, Any]) -> list[Problem]:
+def _duplicates(doc: dict[str, Any]) -> list[Problem]:
     params = ((doc.get("spec") or {}).get("parameters")) or []
     seen: set[str] = set()
     out: list[Problem] = []
@@ -114,6 +121,13 @@ def _duplicate_names(doc: dict[str, Any]) -> list[Problem]:
                 if p["name"] in seen:
                     out.append(Problem(f"spec.parameters[{i}]", f'Duplicate value: {{"name":"{p["name"]}"}}'))
                 seen.add(p["name"])
+            values = p.get("values") if isinstance(p, dict) else None
+            if isinstance(values, list):
+                seen_values: list[Any] = []
+                for j, v in enumerate(values):
+                    if any(type(v) is type(w) and v == w for w in seen_values):
+                        out.append(Problem(f"spec.parameters[{i}].values[{j}]", f"Duplicate value: {json.dumps(v)}"))
+                    seen_values.append(v)
     return out
 
 
@@ -121,11 +135,11 @@ def validate_document(doc: Any) -> tuple[TuningExperiment | None, list[Problem]]
     """Validate one parsed manifest; returns the model (when schema-valid) and every problem found."""
     if not isinstance(doc, dict):
         return None, [Problem("", "a TuningExperiment manifest must be a YAML mapping")]
-    problems = _duplicate_names(doc)
+    problems = _duplicates(doc)
     try:
         exp = TuningExperiment.model_validate(doc)
     except ValidationError as e:
-        problems += [Problem(_loc_to_path(err["loc"]), _describe(err)) for err in e.errors()]
+        problems += schema_problems(e)
         return None, problems
     problems += rule_problems(exp)
     if not problems:
@@ -155,7 +169,9 @@ def parse_experiment(text: str, source: str = "") -> TuningExperiment:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise InvalidExperiment([Problem("", f"invalid YAML: {where}{getattr(e, 'problem', e)}")], source) from None
-    docs = [d for d in docs if not (isinstance(d, dict) and d.get("kind") not in (None, "TuningExperiment"))]
+    others = [d for d in docs if isinstance(d, dict) and d.get("kind") not in (None, "TuningExperiment")]
+    if len(others) < len(docs) or len(docs) > 1:  # other kinds alongside: skip them; a lone document: check it
+        docs = [d for d in docs if not any(d is o for o in others)]
     if len(docs) != 1:
         raise InvalidExperiment([Problem("", f"expected exactly one TuningExperiment, found {len(docs)}")], source)
     exp, problems = validate_document(docs[0])

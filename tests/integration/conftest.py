@@ -15,6 +15,7 @@ Every test in this directory gets the ``integration`` marker.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 import uuid
@@ -47,10 +48,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def control_plane() -> Iterator[ControlPlane]:
+def control_plane(pytestconfig: pytest.Config) -> Iterator[ControlPlane]:
     """A running control plane for the whole session."""
+    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
     try:
-        bin_dir = ensure_binaries()
+        # The first build takes minutes: show its progress lines instead of capturing them.
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            bin_dir = ensure_binaries()
         problem = ""
     except RuntimeError as exc:
         problem = str(exc)

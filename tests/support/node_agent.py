@@ -565,24 +565,30 @@ class NodeAgent:
         """Kill all pod processes and stop the threads (the Node object is left)."""
         self._stop.set()
         with self._lock:
-            watches = list(self._watches)
-        for w in watches:
-            w.stop()
-            resp = getattr(w, "_resp", None)  # unblock a pending read
-            if resp is not None:
-                with contextlib.suppress(Exception):
-                    resp.shutdown() if hasattr(resp, "shutdown") else resp.close()
-        with self._lock:
             workers = list(self._workers.values())
         for w in workers:
             w.kill_now()
         for w in workers:
             w.join(timeout=10)
+        deadline = time.monotonic() + 15
         for t in self._threads:
-            t.join(timeout=15)
+            while t.is_alive() and time.monotonic() < deadline:
+                self._close_watches()  # again: a watch may have opened meanwhile
+                t.join(timeout=0.1)
         self.api.close()
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _close_watches(self) -> None:
+        """Stop open watches, closing their responses to unblock pending reads."""
+        with self._lock:
+            watches = list(self._watches)
+        for w in watches:
+            w.stop()
+            resp = getattr(w, "_resp", None)
+            if resp is not None:
+                with contextlib.suppress(Exception):
+                    resp.shutdown() if hasattr(resp, "shutdown") else resp.close()
 
     def __enter__(self) -> "NodeAgent":
         return self.start()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kubetune.k8s.jobs import build_job
-from kubetune.k8s.observe import JobSummary, PodSummary, observe_trial, summarize_job, summarize_pod
+from kubetune.k8s.observe import JobSummary, PodSummary, merge_pod, observe_trial, summarize_job, summarize_pod
 from kubetune.k8s.status import condition, running_status
 from kubetune.plan import make_plan
 from kubetune.trials import Trial, TrialState
@@ -110,7 +110,8 @@ def test_malformed_annotation_without_fallback_is_invalid_metrics(exp) -> None:
          "exit code 3"),
         (dict(failure_reason="DeadlineExceeded", failure_message="Job was active longer"), {}, "DeadlineExceeded",
          "active longer"),
-        (dict(failure_reason="BackoffLimitExceeded"), dict(exit_code=143, deleting=True), "PodDeleted", "deleted"),
+        (dict(failure_reason="BackoffLimitExceeded"), dict(exit_code=143, deleting=True, deleted_while_running=True), "PodDeleted",
+         "deleted"),
     ],
 )
 def test_failed_job_reasons(exp, job_kw, pod_kw, reason, text) -> None:
@@ -158,3 +159,26 @@ def test_running_status_shape(exp) -> None:
     assert status["bestTrial"]["name"] == "digits-svm-0000"
     assert status["bestTrial"]["parameters"]["C"] == "1.0"
     assert status["trials"]["running"] >= 1
+
+
+def test_pod_deleted_while_running_that_exits_zero_is_pod_deleted(exp) -> None:
+    """SIGTERM from a deleted pod lets an SDK trial exit 0; the Job completes, but the trial did not finish."""
+    running = _pod(metrics_text=_doc(1, {"accuracy": 0.5}, [(0, {"accuracy": 0.5})]))
+    deleting = merge_pod(running, _pod(deleting=True, metrics_text=running.metrics_text), running.name)
+    assert deleting is not None and deleting.deleted_while_running
+    ended = merge_pod(deleting, _pod(phase="Succeeded", deleting=True, exit_code=0,
+                                     metrics_text=running.metrics_text), running.name)
+    gone = merge_pod(ended, None, running.name)
+    assert gone is not None and gone.gone and gone.deleted_while_running and gone.ended
+    obs = observe_trial(exp.spec, _job(complete=True), [gone], None)
+    assert obs.final and obs.trial.state is TrialState.FAILED and obs.trial.reason == "PodDeleted"
+    assert "exited with code 0" in obs.trial.message
+
+
+def test_pod_deleted_after_it_finished_keeps_its_result(exp) -> None:
+    done = _pod(phase="Succeeded", metrics_text=_doc(2, {"accuracy": 0.9}))
+    later = merge_pod(done, _pod(phase="Succeeded", deleting=True, metrics_text=done.metrics_text), done.name)
+    gone = merge_pod(later, None, done.name)
+    assert gone is not None and not gone.deleted_while_running
+    obs = observe_trial(exp.spec, _job(complete=True), [gone], None)
+    assert obs.trial.state is TrialState.SUCCEEDED and obs.trial.metrics["accuracy"] == 0.9

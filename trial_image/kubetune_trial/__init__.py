@@ -76,17 +76,26 @@ def report(step: int | None = None, **metrics: float) -> bool:
         raise MetricsError("report() needs at least one metric, e.g. report(accuracy=0.9)")
     clean: dict[str, float] = {}
     for name, value in metrics.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, (bool, str, bytes)):
+            raise MetricsError(f"metric {name!r} must be a number, got {type(value).__name__}")
+        if not isinstance(value, (int, float)):
             try:
                 value = float(value)  # numpy scalars and the like
             except (TypeError, ValueError):
                 raise MetricsError(f"metric {name!r} must be a number, got {type(value).__name__}") from None
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an int too large for a float
+            value = math.inf
         if not math.isfinite(value):
             raise MetricsError(f"metric {name!r} must be finite, got {value}")
         clean[name] = value
     if step is not None:
-        if isinstance(step, bool) or int(step) != step or step < 0:
+        try:
+            whole = not isinstance(step, (bool, str, bytes)) and int(step) == step and step >= 0
+        except (TypeError, ValueError, OverflowError):
+            whole = False
+        if not whole:
             raise MetricsError(f"step must be a non-negative integer, got {step!r}")
         step = int(step)
     _install_stop_handler()
@@ -187,7 +196,7 @@ def _patch_pod(pod: str, doc: dict[str, Any]) -> None:
                 resp.read()
             return
         except urllib.error.HTTPError as e:
-            if e.code in (401, 403, 404, 422):
+            if e.code in (401, 403, 404, 422) or attempt == 3:
                 _warn(f"cannot annotate pod {namespace}/{pod}: HTTP {e.code}; metrics go to the termination message")
                 return
         except (urllib.error.URLError, OSError, TimeoutError) as e:

@@ -18,9 +18,11 @@ def run_operator(
 
     from . import handlers  # noqa: F401  (registers the handlers)
 
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    kopf.configure(verbose=verbose)
+    kopf.configure(verbose=verbose)  # kopf's log format and levels
+    if not verbose:
+        # One line per watch event ("Handler ... succeeded") is noise at this rate; failures still show.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    logging.getLogger("kubetune").setLevel(logging.DEBUG if verbose else logging.INFO)
     os.environ["KUBETUNE_METRICS_PORT"] = str(metrics_port or 0)
     asyncio.run(kopf.operator(
         standalone=True,

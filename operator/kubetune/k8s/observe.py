@@ -9,7 +9,7 @@ annotation update happens before its termination and the two watch streams are n
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from ..metrics import METRICS_ANNOTATION, MetricsFormatError, Report, parse_annotation, parse_termination_message
@@ -30,6 +30,24 @@ class PodSummary:
     termination_message: str | None = None
     start_time: str | None = None
     created: str = ""
+    gone: bool = False
+    """The pod object no longer exists (this is its last known state)."""
+    deleted_while_running: bool = False
+    """Deletion was requested before the pod reached a final phase (set by :func:`merge_pod`)."""
+
+    @property
+    def ended(self) -> bool:
+        return self.phase in ("Succeeded", "Failed") or self.gone
+
+
+def merge_pod(previous: PodSummary | None, new: PodSummary | None, name: str) -> PodSummary | None:
+    """The pod's next summary: a deleted pod keeps its last state (its annotation held the metrics), and whether it
+    was deleted while still running is remembered."""
+    if new is None:
+        return replace(previous, gone=True) if previous is not None else None
+    running_before = previous is None or previous.phase not in ("Succeeded", "Failed")
+    sticky = previous is not None and previous.deleted_while_running
+    return replace(new, deleted_while_running=sticky or (new.deleting and running_before))
 
 
 @dataclass(frozen=True)
@@ -149,11 +167,19 @@ def observe_trial(spec: ExperimentSpec, job: JobSummary, pods: list[PodSummary],
         trial.metrics = dict(report.metrics)
         for step, value in report.objective_curve(metric):
             trial.curve = add_curve_point(trial.curve, step, value)
-    terminated = [p for p in pods if p.phase in ("Succeeded", "Failed")]
+    terminated = [p for p in sorted(pods, key=lambda p: p.created) if p.ended]
+    interrupted = [p for p in pods if p.deleted_while_running]
     if job.complete:
         if not terminated:
             trial.state = TrialState.RUNNING  # wait for the pod's final state to arrive
             return Observed(trial)
+        last = terminated[-1]
+        if last.deleted_while_running:
+            trial.state, trial.reason = TrialState.FAILED, Reason.POD_DELETED
+            trial.message = "the trial's pod was deleted while it ran" + (
+                f"; it exited with code {last.exit_code}" if last.exit_code is not None else "")
+            trial.completion_time = job.completion_time
+            return Observed(trial, final=True)
         if metric not in trial.metrics:
             for pod in terminated:
                 if pod.termination_message:
@@ -173,11 +199,11 @@ def observe_trial(spec: ExperimentSpec, job: JobSummary, pods: list[PodSummary],
     if job.failed:
         trial.state = TrialState.FAILED
         trial.completion_time = job.completion_time
-        deleted = [p for p in pods if p.deleting]
+        deleted = interrupted
         last = terminated[-1] if terminated else None
         if job.failure_reason == "DeadlineExceeded":
             trial.reason = Reason.DEADLINE_EXCEEDED
-        elif deleted and (last is None or last.deleting):
+        elif deleted and (last is None or last.deleted_while_running):
             trial.reason = Reason.POD_DELETED
         else:
             trial.reason = Reason.ERROR

@@ -27,7 +27,7 @@ from ..validation import Problem, rule_problems
 from . import events, prometheus
 from .api import Api, ApiException, api
 from .jobs import build_job
-from .observe import ClusterView, JobSummary, PodSummary, lost_trial, observe_trial
+from .observe import ClusterView, JobSummary, PodSummary, lost_trial, merge_pod, observe_trial
 from .status import changed, running_status, stalled_status
 from .store import TrialStore
 
@@ -149,8 +149,6 @@ class ExperimentWorker:
                 reason = "TrialPruned" if t.state is TrialState.PRUNED else "TrialCanceled"
                 await asyncio.to_thread(events.post, self.api, body, reason,
                                         f"{trial_name(name, t.number)}: {t.message}")
-            # Counts and outcome must reflect the stops: plan again from the recorded state.
-            plan = await asyncio.to_thread(make_plan, spec, self._current(trials), experiment=name)
 
         created: list[Trial] = [Trial(n.number, n.params, TrialState.PENDING) for n in plan.create]
         if created:
@@ -171,8 +169,9 @@ class ExperimentWorker:
                 prometheus.TRIALS_CREATED.inc()
                 await asyncio.to_thread(events.post, self.api, body, "TrialCreated",
                                         f"{job['metadata']['name']}: {job['metadata']['annotations']['kubetune.io/parameters']}")
-        if created:
-            plan = await asyncio.to_thread(make_plan, spec, self._current(trials) + created, experiment=name)
+        if stopped or created:  # counts and outcome as they are now
+            plan = await asyncio.to_thread(make_plan, spec, self._current(trials) + created, experiment=name,
+                                           suggest=False)
 
         await self._cleanup_jobs(namespace, view)
         if plan.best is not None and plan.best.number != self.last_best:
@@ -291,16 +290,17 @@ class Reconciler:
         view = self.state.view(key)
         if summary is None:
             view.jobs.pop(name, None)
+            for pod in [p for p in view.pods.values() if p.job == name]:  # keeps the view bounded
+                view.pods.pop(pod.name, None)
         else:
             view.jobs[name] = summary
         self.wake(key)
 
     def pod_changed(self, key: Key, name: str, summary: PodSummary | None) -> None:
         view = self.state.view(key)
-        if summary is None:
-            view.pods.pop(name, None)
-        else:
-            view.pods[name] = summary
+        merged = merge_pod(view.pods.get(name), summary, name)
+        if merged is not None:
+            view.pods[name] = merged
         self.wake(key)
 
     def wake(self, key: Key) -> None:

@@ -16,7 +16,7 @@ from . import labels as L
 from .api import Api
 from .jobs import owner_reference
 
-SHARD_SIZE = 100
+SHARD_SIZE = 50
 
 
 def shard_name(experiment: str, number: int) -> str:

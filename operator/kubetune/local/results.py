@@ -32,7 +32,7 @@ def _seconds(t: Trial) -> str:
         return ""
     a = datetime.fromisoformat(t.start_time.replace("Z", "+00:00"))
     b = datetime.fromisoformat(t.completion_time.replace("Z", "+00:00"))
-    return f"{(b - a).total_seconds():.0f}"
+    return f"{(b - a).total_seconds():.1f}"
 
 
 class ResultsWriter:

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -34,7 +35,7 @@ STOP_GRACE_SECONDS = 10.0
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -111,6 +112,9 @@ class LocalRunner:
             interrupted = True
             self.on_event("interrupted", self)
             self._stop_all(Reason.INTERRUPTED, "interrupted by the user")
+        except Exception as e:  # a bug or an I/O error: no trial process may outlive the run
+            self._stop_all(Reason.INTERRUPTED, f"stopped because kubetune run failed: {type(e).__name__}: {e}")
+            raise
         finally:
             self.writer.write(self.all_trials(), self.plan.outcome if self.plan else None)
         plan = self.plan
@@ -152,8 +156,13 @@ class LocalRunner:
         })
         env.pop("KUBETUNE_POD_NAME", None)
         cwd = container.get("workingDir") or os.getcwd()
+        if not os.path.isdir(cwd):
+            self._finish(lt, TrialState.FAILED, Reason.ERROR, f"workingDir {cwd!r} does not exist")
+            return
         (directory / "params.json").write_text(json.dumps(new.params, indent=2))
         log = open(directory / "output.log", "wb")
+        # Ctrl-C between starting the process and recording it would orphan the process: hold SIGINT until then.
+        blocked = _block_sigint()
         try:
             lt.process = subprocess.Popen(
                 argv, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -167,6 +176,8 @@ class LocalRunner:
             self._finish(lt, TrialState.FAILED, Reason.ERROR, f"cannot start {argv[0]}: {e}")
         finally:
             log.close()
+            if blocked:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         deadline = job_spec.get("activeDeadlineSeconds")
         if isinstance(deadline, (int, float)) and deadline > 0:
             lt.deadline = lt.started + float(deadline)
@@ -279,7 +290,10 @@ class LocalRunner:
         for lt in self.trials.values():
             if lt.trial.active:
                 lt.stop_order = StopOrder(lt.trial.number, TrialState.CANCELED, reason, message)
-                self._signal(lt, signal.SIGTERM)
+                if lt.process is None:
+                    self._finish(lt, TrialState.CANCELED, reason, message)
+                else:
+                    self._signal(lt, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_SECONDS
         while time.monotonic() < deadline:
             try:
@@ -297,6 +311,13 @@ class LocalRunner:
                 order = lt.stop_order
                 assert order is not None
                 self._finish(lt, order.state, order.reason, order.message)
+
+
+def _block_sigint() -> bool:
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    return True
 
 
 def _last_line(path: Path, limit: int = 200) -> str:

@@ -18,7 +18,7 @@ OWNED = {L.MANAGED_BY: L.MANAGED_BY_VALUE, L.EXPERIMENT: kopf.PRESENT}
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def experiment_event(type: str | None, body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
+async def experiment_event(type: str | None, body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
     if type == "DELETED":
         reconciler().experiment_changed((namespace, name), None)
     else:
@@ -26,13 +26,13 @@ def experiment_event(type: str | None, body: kopf.Body, namespace: str, name: st
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=OWNED)
-def job_event(type: str | None, body: kopf.Body, namespace: str, name: str, labels: kopf.Labels, **_: Any) -> None:
+async def job_event(type: str | None, body: kopf.Body, namespace: str, name: str, labels: kopf.Labels, **_: Any) -> None:
     key = (namespace, labels[L.EXPERIMENT])
     reconciler().job_changed(key, name, None if type == "DELETED" else summarize_job(body))
 
 
 @kopf.on.event("", "v1", "pods", labels=OWNED)
-def pod_event(type: str | None, body: kopf.Body, namespace: str, name: str, labels: kopf.Labels, **_: Any) -> None:
+async def pod_event(type: str | None, body: kopf.Body, namespace: str, name: str, labels: kopf.Labels, **_: Any) -> None:
     key = (namespace, labels[L.EXPERIMENT])
     reconciler().pod_changed(key, name, None if type == "DELETED" else summarize_pod(body))
 

@@ -1,0 +1,143 @@
+"""The API server enforces the CRD's schema and CEL rules with the same messages `kubetune validate` gives."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from kubetune.validation import validate_document
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = yaml.safe_load((ROOT / "examples" / "digits-svm.yaml").read_text())
+
+Mutation = Callable[[dict[str, Any]], None]
+
+
+def _param(i: int, **changes: Any) -> Mutation:
+    def mutate(doc: dict[str, Any]) -> None:
+        p = doc["spec"]["parameters"][i]
+        for k, v in changes.items():
+            if v is None:
+                p.pop(k, None)
+            else:
+                p[k] = v
+    return mutate
+
+
+def _spec(**changes: Any) -> Mutation:
+    def mutate(doc: dict[str, Any]) -> None:
+        doc["spec"].update(changes)
+    return mutate
+
+
+# (id, mutation, substring every side must report). Parameter 0 is C (float, log), 2 is kernel (categorical).
+CASES: list[tuple[str, Mutation, str]] = [
+    ("min-not-below-max", _param(0, min=5, max=5, scale="linear"), "min must be less than max"),
+    ("log-needs-positive-min", _param(0, min=0), "scale log needs min > 0"),
+    ("categorical-needs-values", _param(2, values=None), "categorical parameters need values"),
+    ("categorical-no-bounds", _param(2, min=1), "categorical parameters take values, not min, max or step"),
+    ("values-only-categorical", _param(0, values=[1, 2]), "values apply only to categorical parameters"),
+    ("int-whole-bounds", _param(3, min=1.5), "int parameters need whole-number min and max"),
+    ("int-whole-step", _param(3, step=0.5), "int parameters need a whole-number step"),
+    ("step-too-large", _param(3, step=10), "step must not exceed max - min"),
+    ("step-with-log", _param(0, step=1), "step cannot be combined with scale log"),
+    ("distinct-values", _param(2, values=["rbf", "rbf"]), 'Duplicate value: "rbf"'),
+    ("float-needs-bounds", _param(0, min=None), "float and int parameters need min and max"),
+    ("parallel-over-max", _spec(parallelTrials=50, maxTrials=10), "parallelTrials must not exceed maxTrials"),
+    ("grid-needs-finite", _spec(algorithm={"name": "grid"}),
+     "the grid algorithm needs a finite grid: give every float parameter a step"),
+    ("setting-of-other-algorithm", _spec(algorithm={"name": "random", "settings": {"order": "shuffled"}}),
+     "settings.order applies only to algorithm grid"),
+    ("name-too-long", lambda d: d["metadata"].update(name="x" * 53),
+     "metadata.name must be at most 52 characters"),
+    ("unknown-algorithm", _spec(algorithm={"name": "annealing"}), "Unsupported value: \"annealing\""),
+    ("zero-trials", _spec(maxTrials=0), "greater than or equal to 1"),
+    ("bad-goal", lambda d: d["spec"]["objective"].update(goal="maximise"), "Unsupported value: \"maximise\""),
+    ("float-categorical-values", _param(2, values=["rbf", 0.5]), 'must be of type integer,string: "number"'),
+    ("duplicate-names", lambda d: d["spec"]["parameters"].append(copy.deepcopy(d["spec"]["parameters"][0])),
+     "Duplicate value"),
+    # spec.earlyStopping and the hyperband algorithm (parameter 3 is degree, int 2..5)
+    ("early-stopping-field-of-other-rule", _spec(earlyStopping={"rule": "asha", "startStep": 2}),
+     "startStep applies only to rule median"),
+    ("early-stopping-min-resource", _spec(earlyStopping={"rule": "asha", "minResource": 9, "maxResource": 9}),
+     "minResource (default 1) must be less than maxResource"),
+    ("early-stopping-unknown-rule", _spec(earlyStopping={"rule": "mean"}), "Unsupported value: \"mean\""),
+    ("hyperband-needs-resource", _spec(algorithm={"name": "hyperband"}),
+     "the hyperband algorithm needs settings.resourceParameter"),
+    ("hyperband-resource-is-int", _spec(algorithm={"name": "hyperband", "settings": {"resourceParameter": "C"}}),
+     "settings.resourceParameter must name an int parameter"),
+    ("hyperband-resource-in-range",
+     _spec(algorithm={"name": "hyperband", "settings": {"resourceParameter": "degree", "maxResource": 9}}),
+     "settings.minResource and settings.maxResource must lie within the resource parameter's min and max"),
+    ("hyperband-resource-order",
+     _spec(algorithm={"name": "hyperband", "settings": {"resourceParameter": "degree", "minResource": 5}}),
+     "settings.minResource must be less than settings.maxResource"),
+    ("hyperband-resource-from-1",
+     lambda d: (_param(3, min=0)(d), _spec(algorithm={"name": "hyperband",
+                                                     "settings": {"resourceParameter": "degree"}})(d)),
+     "the resource must be at least 1"),
+    ("hyperband-needs-another-parameter",
+     _spec(parameters=[{"name": "degree", "type": "int", "min": 2, "max": 5}],
+           algorithm={"name": "hyperband", "settings": {"resourceParameter": "degree"}}),
+     "the hyperband algorithm needs at least one parameter besides settings.resourceParameter"),
+]
+
+
+@pytest.fixture(scope="module")
+def crd_ready(control_plane: Any) -> None:
+    control_plane.kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / "tuningexperiments.kubetune.io.yaml"))
+    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                          "crd/tuningexperiments.kubetune.io")
+
+
+def _server_error(api: client.ApiClient, namespace: str, doc: dict[str, Any]) -> str | None:
+    custom = client.CustomObjectsApi(api)
+    try:
+        custom.create_namespaced_custom_object("kubetune.io", "v1alpha1", namespace, "tuningexperiments", doc,
+                                               dry_run="All")
+    except ApiException as e:
+        return json.loads(e.body)["message"]
+    return None
+
+
+def test_valid_example_is_admitted(crd_ready: None, kube_api: client.ApiClient, namespace: str) -> None:
+    assert _server_error(kube_api, namespace, copy.deepcopy(EXAMPLE)) is None
+
+
+@pytest.mark.parametrize("case_id, mutate, expected", CASES, ids=[c[0] for c in CASES])
+def test_rejected_at_admission_with_the_offline_message(crd_ready: None, kube_api: client.ApiClient, namespace: str,
+                                                       case_id: str, mutate: Mutation, expected: str) -> None:
+    doc = copy.deepcopy(EXAMPLE)
+    mutate(doc)
+    _, problems = validate_document(doc)
+    offline = "\n".join(str(p) for p in problems)
+    assert expected in offline, f"offline validation missed it: {offline}"
+    message = _server_error(kube_api, namespace, doc)
+    assert message is not None, "the API server admitted an invalid experiment"
+    assert expected in message, message
+    # the same field path leads both messages
+    first = problems[0].path
+    if first and not first.startswith("metadata"):
+        assert first.split("[")[0] in message, (first, message)
+
+
+def test_stored_experiment_keeps_the_whole_job_template(crd_ready: None, kube_api: client.ApiClient,
+                                                        namespace: str) -> None:
+    """trialTemplate.spec is preserved as written (no pruning below its first level)."""
+    custom = client.CustomObjectsApi(kube_api)
+    doc = copy.deepcopy(EXAMPLE)
+    custom.create_namespaced_custom_object("kubetune.io", "v1alpha1", namespace, "tuningexperiments", doc)
+    stored = custom.get_namespaced_custom_object("kubetune.io", "v1alpha1", namespace, "tuningexperiments",
+                                                 doc["metadata"]["name"])
+    assert stored["spec"]["trialTemplate"] == doc["spec"]["trialTemplate"]
+    assert stored["spec"]["parallelTrials"] == 2 and stored["spec"]["algorithm"]["name"] == "tpe"
+    # defaults from the schema
+    assert stored["spec"]["parameters"][0]["scale"] == "log"
+    assert stored["spec"]["parameters"][3]["scale"] == "linear"
