@@ -18,7 +18,7 @@ ARGOCD = ROOT / "charts" / "kubetune" / "argocd"
 HEALTH_LUA = ARGOCD / "health.lua"
 CM_KEY = "resource.customizations.health.kubetune.io_TuningExperiment"
 
-lupa = pytest.importorskip("lupa", reason="lupa is in the `test` extra: pip install -e '.[test]'")
+import lupa  # in the `test` extra
 
 
 def _runtime() -> Any:

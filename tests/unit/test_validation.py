@@ -1,0 +1,480 @@
+"""The spec rules: every invalid manifest gets its exact field path and message (``kubetune validate``).
+
+Each case is a small variation of one valid base manifest, so a case fails for the one reason it names.
+"""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+
+from kubetune.engine import SAMPLERS
+from kubetune.spec import MAX_NAME_LENGTH, SETTING_OWNERS, TuningExperiment
+from kubetune.validation import InvalidExperiment, Problem, load_experiment, parse_experiment, validate_document
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+
+BASE_YAML = """\
+apiVersion: kubetune.io/v1alpha1
+kind: TuningExperiment
+metadata:
+  name: exp
+spec:
+  objective:
+    metric: acc
+    goal: maximize
+  parameters:
+    - name: lr
+      type: float
+      min: 0.001
+      max: 1.0
+      scale: log
+    - name: layers
+      type: int
+      min: 1
+      max: 4
+    - name: opt
+      type: categorical
+      values: [adam, sgd]
+  algorithm:
+    name: random
+    seed: 1
+  maxTrials: 10
+  parallelTrials: 2
+  trialTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          containers:
+            - name: trial
+              image: trial:1
+              command: [python, train.py, --lr, "${params.lr}", --layers, "${params.layers}"]
+              env:
+                - {name: OPT, value: "${params.opt}"}
+"""
+BASE: dict[str, Any] = yaml.safe_load(BASE_YAML)
+
+MINIMAL = {
+    "apiVersion": "kubetune.io/v1alpha1",
+    "kind": "TuningExperiment",
+    "spec": {
+        "objective": {"metric": "loss", "goal": "minimize"},
+        "parameters": [{"name": "x", "type": "float", "min": -1, "max": 1}],
+        "maxTrials": 1,
+        "trialTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "t", "command": ["true"]}]}}}},
+    },
+}
+
+
+def P(i: int) -> Callable[[dict], dict]:
+    return lambda d: d["spec"]["parameters"][i]
+
+
+def container(d: dict) -> dict:
+    return d["spec"]["trialTemplate"]["spec"]["template"]["spec"]["containers"][0]
+
+
+def pod_spec(d: dict) -> dict:
+    return d["spec"]["trialTemplate"]["spec"]["template"]["spec"]
+
+
+def _set(get: Callable[[dict], dict], **kv: Any) -> Callable[[dict], None]:
+    def mutate(d: dict) -> None:
+        get(d).update({k.rstrip("_"): v for k, v in kv.items()})
+    return mutate
+
+
+def _pop(get: Callable[[dict], dict], key: str) -> Callable[[dict], None]:
+    return lambda d: get(d).pop(key)
+
+
+spec = lambda d: d["spec"]  # noqa: E731
+top = lambda d: d  # noqa: E731
+algo = lambda d: d["spec"]["algorithm"]  # noqa: E731
+objective = lambda d: d["spec"]["objective"]  # noqa: E731
+meta = lambda d: d["metadata"]  # noqa: E731
+
+TC = "spec.trialTemplate.spec.template.spec"
+
+# (id, mutation of the base, expected problems as (path, message))
+CASES: list[tuple[str, Callable[[dict], None], list[tuple[str, str]]]] = [
+    # unknown fields
+    ("unknown-top-level-field", _set(top, extra=1), [("extra", "field not declared in schema")]),
+    ("unknown-spec-field", _set(spec, maxTrails=5), [("spec.maxTrails", "field not declared in schema")]),
+    ("unknown-parameter-field", _set(P(0), minimum=0.1),
+     [("spec.parameters[0].minimum", "field not declared in schema")]),
+    ("unknown-objective-field", _set(objective, direction="up"),
+     [("spec.objective.direction", "field not declared in schema")]),
+    # missing required fields
+    ("missing-objective", _pop(spec, "objective"), [("spec.objective", "Required value")]),
+    ("missing-goal", _pop(objective, "goal"), [("spec.objective.goal", "Required value")]),
+    ("missing-metric", _pop(objective, "metric"), [("spec.objective.metric", "Required value")]),
+    ("missing-parameters", _pop(spec, "parameters"), [("spec.parameters", "Required value")]),
+    ("missing-maxTrials", _pop(spec, "maxTrials"), [("spec.maxTrials", "Required value")]),
+    ("missing-trialTemplate", _pop(spec, "trialTemplate"), [("spec.trialTemplate", "Required value")]),
+    ("missing-spec", _pop(top, "spec"), [("spec", "Required value")]),
+    ("missing-parameter-type", _pop(P(1), "type"), [("spec.parameters[1].type", "Required value")]),
+    ("empty-parameters", _set(spec, parameters=[]),
+     [("spec.parameters", "Invalid value: List should have at least 1 item after validation, not 0")]),
+    # enums
+    ("bad-goal", _set(objective, goal="max"),
+     [("spec.objective.goal", "Unsupported value: \"max\": supported values: 'maximize' or 'minimize'")]),
+    ("bad-parameter-type", _set(P(0), type="double"),
+     [("spec.parameters[0].type",
+       "Unsupported value: \"double\": supported values: 'float', 'int' or 'categorical'")]),
+    ("bad-scale", _set(P(0), scale="exp"),
+     [("spec.parameters[0].scale", "Unsupported value: \"exp\": supported values: 'linear' or 'log'")]),
+    # bounds
+    ("min-greater-than-max", _set(P(1), min=5), [("spec.parameters[1].min", "min must be less than max")]),
+    ("min-equals-max", _set(P(1), min=4), [("spec.parameters[1].min", "min must be less than max")]),
+    ("float-min-equals-max", _set(P(0), min=1.0), [("spec.parameters[0].min", "min must be less than max")]),
+    ("float-without-min", _pop(P(0), "min"), [("spec.parameters[0]", "float and int parameters need min and max")]),
+    ("int-without-max", _pop(P(1), "max"), [("spec.parameters[1]", "float and int parameters need min and max")]),
+    ("log-min-zero", _set(P(0), min=0), [("spec.parameters[0].min", "scale log needs min > 0")]),
+    ("log-min-negative", _set(P(0), min=-1), [("spec.parameters[0].min", "scale log needs min > 0")]),
+    # categorical
+    ("categorical-without-values", _pop(P(2), "values"),
+     [("spec.parameters[2]", "categorical parameters need values")]),
+    ("categorical-empty-values", _set(P(2), values=[]),
+     [("spec.parameters[2].values", "Invalid value: List should have at least 1 item after validation, not 0")]),
+    ("categorical-duplicate-values", _set(P(2), values=["adam", "sgd", "adam"]),
+     [("spec.parameters[2].values[2]", 'Duplicate value: "adam"')]),
+    ("categorical-duplicate-integers", _set(P(2), values=[1, 2, 1]),
+     [("spec.parameters[2].values[2]", "Duplicate value: 1")]),
+    ("categorical-float-value", _set(P(2), values=[0.5, "a"]),
+     [("spec.parameters[2].values", 'values[0] must be of type integer,string: "number" (write floats and booleans '
+                                    'quoted, e.g. "0.5")')]),
+    ("categorical-boolean-value", _set(P(2), values=["a", True]),
+     [("spec.parameters[2].values", 'values[1] must be of type integer,string: "boolean" (write floats and booleans '
+                                    'quoted, e.g. "true")')]),
+    ("categorical-with-min-max", _set(P(2), min=0, max=1),
+     [("spec.parameters[2]", "categorical parameters take values, not min, max or step")]),
+    ("categorical-with-step", _set(P(2), step=1),
+     [("spec.parameters[2]", "categorical parameters take values, not min, max or step")]),
+    ("categorical-65-values", _set(P(2), values=[f"v{i}" for i in range(65)]),
+     [("spec.parameters[2].values", "Invalid value: List should have at most 64 items after validation, not 65")]),
+    ("values-on-float", _set(P(0), values=["0.1", "0.2"]),
+     [("spec.parameters[0].values", "values apply only to categorical parameters")]),
+    # int and step
+    ("int-fractional-min", _set(P(1), min=1.5),
+     [("spec.parameters[1]", "int parameters need whole-number min and max")]),
+    ("int-fractional-max", _set(P(1), max=3.5),
+     [("spec.parameters[1]", "int parameters need whole-number min and max")]),
+    ("int-fractional-step", _set(P(1), step=0.5),
+     [("spec.parameters[1].step", "int parameters need a whole-number step")]),
+    ("step-greater-than-range", _set(P(1), step=4), [("spec.parameters[1].step", "step must not exceed max - min")]),
+    ("step-zero", _set(P(1), step=0), [("spec.parameters[1].step", "Invalid value: 0: should be greater than 0.0")]),
+    ("step-with-log-float", _set(P(0), step=0.01),
+     [("spec.parameters[0].step", "step cannot be combined with scale log (except step 1 for int parameters)")]),
+    ("step-2-with-log-int", _set(P(1), scale="log", step=2),
+     [("spec.parameters[1].step", "step cannot be combined with scale log (except step 1 for int parameters)")]),
+    ("duplicate-parameter-names", lambda d: d["spec"]["parameters"].append(
+        {"name": "lr", "type": "int", "min": 1, "max": 3}),
+     [("spec.parameters[3]", 'Duplicate value: {"name":"lr"}')]),
+    ("parameter-name-starts-with-digit", _set(P(0), name="1lr"),
+     [("spec.parameters[0].name", "Invalid value: \"1lr\": should match '^[A-Za-z_][A-Za-z0-9_.\\-]*$'")]),
+    ("65-parameters", _set(spec, parameters=[{"name": f"p{i}", "type": "int", "min": 0, "max": 1}
+                                             for i in range(65)]),
+     [("spec.parameters", "Invalid value: List should have at most 64 items after validation, not 65")]),
+    # algorithm
+    ("unknown-algorithm", _set(algo, name="annealing"),
+     [("spec.algorithm.name", "Unsupported value: \"annealing\": supported values: "
+                              + " or ".join([", ".join(f"'{n}'" for n in sorted(SAMPLERS)[:-1]),
+                                             f"'{sorted(SAMPLERS)[-1]}'"]))]),
+    ("unknown-setting", _set(algo, settings={"temperature": 1}),
+     [("spec.algorithm.settings.temperature", "field not declared in schema")]),
+    ("setting-of-another-algorithm", _set(algo, settings={"order": "shuffled"}),
+     [("spec.algorithm.settings.order", "settings.order applies only to algorithm grid")]),
+    ("shared-setting-on-wrong-algorithm", _set(algo, settings={"nStartupTrials": 5}),
+     [("spec.algorithm.settings.nStartupTrials", "settings.nStartupTrials applies only to algorithm bayesian, tpe")]),
+    ("setting-above-bound", _set(algo, name="tpe", settings={"gamma": 1.5}),
+     [("spec.algorithm.settings.gamma", "Invalid value: 1.5: should be less than 1.0")]),
+    ("setting-below-bound", _set(algo, name="tpe", settings={"nStartupTrials": 0}),
+     [("spec.algorithm.settings.nStartupTrials", "Invalid value: 0: should be greater than or equal to 1")]),
+    ("setting-bad-enum", _set(algo, name="grid", settings={"order": "random"}),
+     [("spec.algorithm.settings.order",
+       "Unsupported value: \"random\": supported values: 'lexicographic' or 'shuffled'")]),
+    ("grid-float-without-step", _set(algo, name="grid"),
+     [("spec.algorithm", "the grid algorithm needs a finite grid: give every float parameter a step")]),
+    ("negative-seed", _set(algo, seed=-1),
+     [("spec.algorithm.seed", "Invalid value: -1: should be greater than or equal to 0")]),
+    # budget
+    ("parallelTrials-above-maxTrials", _set(spec, parallelTrials=11),
+     [("spec.parallelTrials", "parallelTrials must not exceed maxTrials")]),
+    ("maxTrials-zero", _set(spec, maxTrials=0),
+     [("spec.maxTrials", "Invalid value: 0: should be greater than or equal to 1")]),
+    ("maxTrials-above-limit", _set(spec, maxTrials=10001, parallelTrials=1),
+     [("spec.maxTrials", "Invalid value: 10001: should be less than or equal to 10000")]),
+    ("maxTrials-not-a-number", _set(spec, maxTrials="ten"),
+     [("spec.maxTrials", "Invalid value: \"ten\": Input should be a valid integer, unable to parse string as an "
+                         "integer")]),
+    ("maxFailedTrials-negative", _set(spec, maxFailedTrials=-1),
+     [("spec.maxFailedTrials", "Invalid value: -1: should be greater than or equal to 0")]),
+    # names
+    ("name-53-characters", _set(meta, name="a" * 53),
+     [("", "metadata.name must be at most 52 characters so trial Job names stay valid")]),
+    ("metric-with-spaces", _set(objective, metric="my accuracy"),
+     [("spec.objective.metric", "Invalid value: \"my accuracy\": should match '^[A-Za-z_][A-Za-z0-9_.\\-/]*$'")]),
+    ("additional-metric-with-spaces", _set(spec, additionalMetrics=["fit seconds"]),
+     [("spec.additionalMetrics[0]", "Invalid value: \"fit seconds\": should match '^[A-Za-z_][A-Za-z0-9_.\\-/]*$'")]),
+    ("additional-metric-too-long", _set(spec, additionalMetrics=["m" * 64]),
+     [("spec.additionalMetrics[0]", "Invalid value: String should have at most 63 characters")]),
+    ("target-not-a-number", _set(objective, target="high"),
+     [("spec.objective.target", "Invalid value: \"high\": Input should be a valid number, unable to parse string "
+                                "as a number")]),
+    # trial template
+    ("template-without-containers", _set(pod_spec, containers=[]),
+     [(f"{TC}.containers", "Required value: at least one container")]),
+    ("template-without-pod-template", lambda d: d["spec"]["trialTemplate"]["spec"].pop("template"),
+     [(TC, "Required value: a pod template with containers")]),
+    ("container-without-name", _pop(container, "name"), [(f"{TC}.containers[0].name", "Required value")]),
+    ("command-not-a-list", _set(container, command="python train.py"),
+     [(f"{TC}.containers[0].command", "must be a list of strings")]),
+    ("placeholder-unknown-parameter-in-args", _set(container, args=["--momentum", "${params.momentum}"]),
+     [(f"{TC}.containers[0].args[1]", "unknown parameter 'momentum' in placeholder ${params.momentum}")]),
+    ("placeholder-unknown-parameter-in-env", _set(container, env=[{"name": "X", "value": "${params.zz}"}]),
+     [(f"{TC}.containers[0].env[0].value", "unknown parameter 'zz' in placeholder ${params.zz}")]),
+    ("restartPolicy-Always", _set(pod_spec, restartPolicy="Always"),
+     [(f"{TC}.restartPolicy", 'Unsupported value: "Always": supported values: "Never", "OnFailure"')]),
+    ("template-label-not-a-string", _set(lambda d: d["spec"]["trialTemplate"], metadata={"labels": {"team": 1}}),
+     [("spec.trialTemplate.metadata.labels.team", "Invalid value: 1: Input should be a valid string")]),
+    ("template-spec-not-a-mapping", _set(lambda d: d["spec"]["trialTemplate"], spec="job"),
+     [("spec.trialTemplate.spec", "Invalid value: \"job\": Input should be a valid dictionary")]),
+    # resource identity
+    ("wrong-apiVersion", _set(top, apiVersion="kubetune.io/v1"),
+     [("apiVersion", "Unsupported value: \"kubetune.io/v1\": supported values: 'kubetune.io/v1alpha1'")]),
+    ("wrong-kind", _set(top, kind="Experiment"),
+     [("kind", "Unsupported value: \"Experiment\": supported values: 'TuningExperiment'")]),
+]
+
+
+@pytest.mark.parametrize("mutate, expected", [pytest.param(m, e, id=i) for i, m, e in CASES])
+def test_invalid_manifest(mutate: Callable[[dict], None], expected: list[tuple[str, str]]) -> None:
+    doc = copy.deepcopy(BASE)
+    mutate(doc)
+    _exp, problems = validate_document(doc)
+    assert [(p.path, p.message) for p in problems] == expected
+    # The same problems, through the YAML text path that `kubetune validate` and `kubetune run` use.
+    with pytest.raises(InvalidExperiment) as info:
+        parse_experiment(yaml.safe_dump(doc, sort_keys=False), "exp.yaml")
+    assert info.value.problems == [Problem(p, m) for p, m in expected]
+    for path, message in expected:
+        assert (f"  {path}: {message}" if path else f"  {message}") in str(info.value)
+
+
+def test_there_are_enough_invalid_cases() -> None:
+    assert len(CASES) >= 35
+    assert len({i for i, _m, _e in CASES}) == len(CASES)
+
+
+def test_categorical_value_that_is_a_mapping_gets_one_problem() -> None:
+    doc = copy.deepcopy(BASE)
+    doc["spec"]["parameters"][2]["values"] = ["adam", {"name": "sgd"}]
+    _exp, problems = validate_document(doc)
+    assert len(problems) == 1
+    assert problems[0].path == "spec.parameters[2].values"
+    assert problems[0].message.startswith('values[1] must be of type integer,string: "object"')
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    doc = copy.deepcopy(BASE)
+    doc["spec"]["objective"]["goal"] = "up"
+    doc["spec"]["parameters"][2]["bogus"] = True
+    doc["spec"].pop("maxTrials")
+    _exp, problems = validate_document(doc)
+    assert {p.path for p in problems} == {"spec.objective.goal", "spec.parameters[2].bogus", "spec.maxTrials"}
+
+
+def test_rule_problems_are_reported_together() -> None:
+    doc = copy.deepcopy(BASE)
+    doc["spec"]["parameters"][1]["min"] = 9
+    doc["spec"]["parameters"][0]["min"] = -1
+    doc["spec"]["parallelTrials"] = 20
+    _exp, problems = validate_document(doc)
+    assert [(p.path, p.message) for p in problems] == [
+        ("spec.parallelTrials", "parallelTrials must not exceed maxTrials"),
+        ("spec.parameters[0].min", "scale log needs min > 0"),
+        ("spec.parameters[1].min", "min must be less than max"),
+    ]
+
+
+# ------------------------------------------------------------------------------------------------- YAML level
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        pytest.param("apiVersion: kubetune.io/v1alpha1\nspec: {parameters: [1, 2\nkind: X\n",
+                     "invalid YAML: line 3, column 5: expected ',' or ']', but got ':'", id="unclosed-flow-sequence"),
+        pytest.param("spec:\n  objective: {metric: a\n",
+                     "invalid YAML: line 3, column 1: expected ',' or '}', but got '<stream end>'",
+                     id="unclosed-flow-mapping"),
+        pytest.param("spec:\n\tmaxTrials: 3\n",
+                     "invalid YAML: line 2, column 1: found character '\\t' that cannot start any token",
+                     id="tab-indentation"),
+        pytest.param("- 1\n- 2\n", "a TuningExperiment manifest must be a YAML mapping", id="a-list"),
+        pytest.param("", "expected exactly one TuningExperiment, found 0", id="empty-file"),
+        pytest.param("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n---\nkind: Secret\n",
+                     "expected exactly one TuningExperiment, found 0", id="only-other-kinds"),
+        pytest.param(BASE_YAML + "---\n" + BASE_YAML, "expected exactly one TuningExperiment, found 2",
+                     id="two-documents"),
+    ],
+)
+def test_invalid_yaml_and_documents(text: str, message: str) -> None:
+    with pytest.raises(InvalidExperiment) as info:
+        parse_experiment(text, "f.yaml")
+    assert info.value.problems == [Problem("", message)]
+    assert str(info.value).startswith("f.yaml: invalid TuningExperiment:\n")
+
+
+def test_other_kinds_in_the_same_file_are_ignored() -> None:
+    text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: ml}\n---\n" + BASE_YAML
+    exp = parse_experiment(text)
+    assert exp.metadata.name == "exp"
+
+
+def test_missing_file() -> None:
+    with pytest.raises(InvalidExperiment) as info:
+        load_experiment("/nonexistent/exp.yaml")
+    assert info.value.problems == [Problem("", "cannot read /nonexistent/exp.yaml: No such file or directory")]
+
+
+# ------------------------------------------------------------------------------------------------- valid ones
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_examples_are_valid(path: Path) -> None:
+    exp = load_experiment(path)
+    assert isinstance(exp, TuningExperiment)
+    assert exp.spec.max_trials >= exp.spec.parallel_trials
+
+
+def test_there_is_an_example() -> None:
+    assert ROOT / "examples" / "digits-svm.yaml" in EXAMPLES
+
+
+def test_base_is_valid_and_camel_case_is_read() -> None:
+    exp = parse_experiment(BASE_YAML)
+    s = exp.spec
+    assert (s.max_trials, s.parallel_trials, s.max_failed_trials) == (10, 2, 3)
+    assert [p.name for p in s.parameters] == ["lr", "layers", "opt"]
+    assert s.parameters[0].scale == "log" and s.parameters[2].values == ["adam", "sgd"]
+
+
+def test_minimal_manifest_gets_defaults() -> None:
+    exp, problems = validate_document(copy.deepcopy(MINIMAL))
+    assert problems == []
+    assert exp is not None
+    s = exp.spec
+    assert exp.metadata.name == "experiment"
+    assert s.parallel_trials == 1 and s.max_failed_trials == 3
+    assert s.algorithm.name == "tpe" and s.algorithm.seed is None
+    assert s.parameters[0].scale == "linear" and s.parameters[0].step is None
+    assert s.additional_metrics == []
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        pytest.param(_set(meta, name="a" * MAX_NAME_LENGTH), id="name-exactly-52"),
+        pytest.param(_set(spec, parallelTrials=10), id="parallel-equals-max"),
+        pytest.param(_set(P(1), scale="log", step=1), id="int-log-step-1"),
+        pytest.param(_set(P(1), step=3), id="step-equals-range"),
+        pytest.param(_set(P(2), values=["true", 1, "1", "2.5", 0]), id="mixed-categorical-values"),
+        pytest.param(lambda d: (_set(spec, parameters=[{"name": f"p{i}", "type": "int", "min": 0, "max": 1}
+                                                     for i in range(64)])(d),
+                                _set(container, command=["train", "${params.p63}"], env=[])(d)),
+                     id="64-parameters"),
+        pytest.param(_set(algo, name="grid", settings={"order": "shuffled"}),
+                     id="grid-with-finite-space"),
+        pytest.param(_set(algo, name="tpe", settings={"nStartupTrials": 3, "gamma": 0.25}), id="tpe-settings"),
+        pytest.param(_set(algo, name="bayesian", settings={"nStartupTrials": 3}), id="bayesian-shared-setting"),
+        pytest.param(_set(pod_spec, restartPolicy="OnFailure"), id="restart-on-failure"),
+        pytest.param(_set(objective, target=0.9), id="target"),
+        pytest.param(_set(spec, maxFailedTrials=0), id="no-failures-allowed"),
+    ],
+)
+def test_valid_variations(mutate: Callable[[dict], None]) -> None:
+    doc = copy.deepcopy(BASE)
+    mutate(doc)
+    if doc["spec"]["algorithm"]["name"] == "grid":  # a finite grid: the float gets a step
+        doc["spec"]["parameters"][0].update(scale="linear", step=0.001)
+    exp, problems = validate_document(doc)
+    assert problems == []
+    assert exp is not None
+
+
+SETTING_VALUES = {"nStartupTrials": 5, "maxModelTrials": 50, "nCandidates": 64, "order": "shuffled",
+                  "nEiCandidates": 12, "gamma": 0.2, "multivariate": False, "priorWeight": 2.0, "constantLiar": False,
+                  "resourceParameter": "layers", "minResource": 1, "maxResource": 4, "reductionFactor": 2}
+REQUIRED_SETTINGS = {"hyperband": {"resourceParameter": "layers"}}
+
+
+@pytest.mark.parametrize("alias", sorted(SETTING_OWNERS))
+def test_every_setting_is_accepted_by_its_own_algorithm_only(alias: str) -> None:
+    assert alias in SETTING_VALUES, "a new setting needs a value here"
+    for name in sorted(SAMPLERS):
+        doc = copy.deepcopy(BASE)
+        doc["spec"]["algorithm"] = {"name": name, "settings": {**REQUIRED_SETTINGS.get(name, {}),
+                                                               alias: SETTING_VALUES[alias]}}
+        if name == "grid":
+            doc["spec"]["parameters"][0].update(scale="linear", step=0.001)
+        _exp, problems = validate_document(doc)
+        if name in SETTING_OWNERS[alias]:
+            assert problems == [], (alias, name)
+        else:
+            assert Problem(f"spec.algorithm.settings.{alias}",
+                           f"settings.{alias} applies only to algorithm {', '.join(SETTING_OWNERS[alias])}") \
+                in problems, (alias, name)
+
+
+# ------------------------------------------------------------------------------------------------- the CLI
+
+def _kubetune(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "kubetune", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=120)
+
+
+def test_cli_validate_valid(tmp_path: Path) -> None:
+    path = tmp_path / "ok.yaml"
+    path.write_text(BASE_YAML)
+    r = _kubetune("validate", str(path), str(ROOT / "examples" / "digits-svm.yaml"))
+    assert r.returncode == 0, r.stderr
+    assert f"{path}: valid TuningExperiment 'exp' (3 parameters, algorithm random, maxTrials 10)" in r.stdout
+    assert "valid TuningExperiment 'digits-svm'" in r.stdout
+    assert r.stderr == ""
+
+
+def test_cli_validate_invalid(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(BASE_YAML)
+    bad = tmp_path / "bad.yaml"
+    doc = copy.deepcopy(BASE)
+    doc["spec"]["parameters"][0]["min"] = 0
+    doc["spec"]["parallelTrials"] = 99
+    bad.write_text(yaml.safe_dump(doc))
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("spec: [1\n")
+    r = _kubetune("validate", str(bad), str(good), str(broken))
+    assert r.returncode == 1
+    assert r.stderr.splitlines() == [
+        f"{bad}: invalid TuningExperiment:",
+        "  spec.parallelTrials: parallelTrials must not exceed maxTrials",
+        "  spec.parameters[0].min: scale log needs min > 0",
+        f"{broken}: invalid TuningExperiment:",
+        "  invalid YAML: line 2, column 1: expected ',' or ']', but got '<stream end>'",
+    ]
+    # The valid file in between is still checked and reported.
+    assert f"{good}: valid TuningExperiment 'exp'" in r.stdout
+
+
+def test_cli_validate_usage_error() -> None:
+    r = _kubetune("validate")
+    assert r.returncode == 2
+    assert "the following arguments are required: files" in r.stderr
