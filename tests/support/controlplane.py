@@ -67,7 +67,7 @@ except (OSError, AttributeError):  # not Linux/glibc: children may outlive a kil
     _PRCTL = None
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """``preexec_fn``: Linux SIGKILLs the child when the thread that spawned it dies.
 
     So a killed test run (SIGTERM/SIGKILL to pytest) leaks no processes.
@@ -556,7 +556,7 @@ class ControlPlane:
         proc = subprocess.Popen(
             [str(self.bin_dir / name), *args], stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.workdir,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         self._procs.append((name, proc))
         return proc

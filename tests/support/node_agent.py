@@ -28,7 +28,6 @@ is 127.0.0.1), scheduling constraints (every pod is bound here), ``kubectl logs`
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import datetime
 import json
 import os
@@ -56,21 +55,7 @@ MAX_TERMINATION_MESSAGE = 4096
 TOKEN_SECONDS = 3600
 
 
-_PR_SET_PDEATHSIG = 1
-_PRCTL: Callable[..., int] | None
-try:
-    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl  # resolved before any fork
-except (OSError, AttributeError):  # not Linux/glibc: children may outlive a killed parent
-    _PRCTL = None
-
-
-def _die_with_parent() -> None:
-    """``preexec_fn``: Linux SIGKILLs the child when the thread that spawned it dies.
-
-    So a killed test run (SIGTERM/SIGKILL to pytest) leaks no processes.
-    """
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+from controlplane import die_with_parent as _die_with_parent  # noqa: E402  (same folder)
 
 
 def now() -> str:
