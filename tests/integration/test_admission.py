@@ -12,6 +12,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from kubetune.engine import DEFAULT_ALGORITHM
 from kubetune.validation import validate_document
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -133,11 +134,12 @@ def test_stored_experiment_keeps_the_whole_job_template(crd_ready: None, kube_ap
     """trialTemplate.spec is preserved as written (no pruning below its first level)."""
     custom = client.CustomObjectsApi(kube_api)
     doc = copy.deepcopy(EXAMPLE)
+    del doc["spec"]["algorithm"]  # defaulted by the schema
     custom.create_namespaced_custom_object("kubetune.io", "v1alpha1", namespace, "tuningexperiments", doc)
     stored = custom.get_namespaced_custom_object("kubetune.io", "v1alpha1", namespace, "tuningexperiments",
                                                  doc["metadata"]["name"])
     assert stored["spec"]["trialTemplate"] == doc["spec"]["trialTemplate"]
-    assert stored["spec"]["parallelTrials"] == 2 and stored["spec"]["algorithm"]["name"] == "tpe"
+    assert stored["spec"]["parallelTrials"] == 2 and stored["spec"]["algorithm"] == {"name": DEFAULT_ALGORITHM}
     # defaults from the schema
     assert stored["spec"]["parameters"][0]["scale"] == "log"
     assert stored["spec"]["parameters"][3]["scale"] == "linear"

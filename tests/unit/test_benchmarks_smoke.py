@@ -15,8 +15,6 @@ from benchmarks import latency, quality
 
 
 def test_peers_are_installed_for_the_benchmark() -> None:
-    pytest.importorskip("optuna")
-    pytest.importorskip("hyperopt")
     assert quality.available(quality.OPTIMIZERS) == (quality.OPTIMIZERS, [])
 
 

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from kubetune.engine import SAMPLERS
+from kubetune.engine import DEFAULT_ALGORITHM, SAMPLERS
 from kubetune.spec import MAX_NAME_LENGTH, SETTING_OWNERS, TuningExperiment
 from kubetune.validation import InvalidExperiment, Problem, load_experiment, parse_experiment, validate_document
 
@@ -374,7 +374,7 @@ def test_minimal_manifest_gets_defaults() -> None:
     s = exp.spec
     assert exp.metadata.name == "experiment"
     assert s.parallel_trials == 1 and s.max_failed_trials == 3
-    assert s.algorithm.name == "tpe" and s.algorithm.seed is None
+    assert s.algorithm.name == DEFAULT_ALGORITHM == "bayesian" and s.algorithm.seed is None
     assert s.parameters[0].scale == "linear" and s.parameters[0].step is None
     assert s.additional_metrics == []
 

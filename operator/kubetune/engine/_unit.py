@@ -89,14 +89,14 @@ def unit_history(space: SearchSpace, history: Sequence[Observation]) -> UnitHist
     """
     complete = [o for o in history if o.state is ObservationState.COMPLETE and _finite(o.loss)]
     pruned = [o for o in history if o.state is ObservationState.PRUNED]
-    y_c = np.array([float(o.loss) for o in complete], dtype=float)  # type: ignore[arg-type]
+    y_c = np.array([float(o.loss or 0.0) for o in complete], dtype=float)  # all finite (filtered above)
     params: list[Mapping[str, ParamValue]] = [o.params for o in complete]
     ys = list(y_c)
     if pruned:
         def order(o: Observation) -> tuple[float, float]:
             step = o.last_step if o.last_step is not None else -1
-            last = o.intermediate[-1][1] if o.intermediate else (o.loss if _finite(o.loss) else math.inf)
-            return (-float(step), float(last) if _finite(last) else math.inf)
+            last = o.intermediate[-1][1] if o.intermediate else o.loss
+            return (-float(step), float(last) if last is not None and _finite(last) else math.inf)
 
         ranked = sorted(pruned, key=order)
         if len(y_c):

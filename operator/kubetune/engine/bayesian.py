@@ -21,7 +21,7 @@ per suggestion. docs/benchmarks.md has the measured speed and search quality aga
 from __future__ import annotations
 
 import contextlib
-from typing import ContextManager
+from typing import Any, ContextManager
 
 import numpy as np
 from pydantic import Field
@@ -33,7 +33,7 @@ from .space import CategoricalDistribution, ParamValue, SearchSpace
 
 _FIT_SUBSET = 128
 _MAX_GRID = 100_000
-_controller: object | None = None
+_controller: Any = None
 
 
 def _single_threaded_blas() -> ContextManager[object]:
@@ -45,7 +45,7 @@ def _single_threaded_blas() -> ContextManager[object]:
             from threadpoolctl import ThreadpoolController
 
             _controller = ThreadpoolController()
-        return _controller.limit(limits=1, user_api="blas")  # type: ignore[attr-defined, no-any-return]
+        return _controller.limit(limits=1, user_api="blas")  # type: ignore[no-any-return]
     except Exception:  # threadpoolctl missing or an unknown BLAS: run as is
         return contextlib.nullcontext()
 
@@ -216,7 +216,7 @@ class BayesianSampler(Sampler):
             U, a = U[keep], a[keep]
         # The final ranking, best first, skipping configurations already tried or pending.
         for u in U:
-            p = self.space.from_unit(u)
+            p = self.space.from_unit(u.tolist())
             k = self.space.key(p)
             if k not in ctx.seen:
                 ctx.seen.add(k)

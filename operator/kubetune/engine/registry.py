@@ -18,7 +18,7 @@ SAMPLERS: dict[str, type[Sampler]] = {
                              HyperbandSampler)
 }
 
-DEFAULT_ALGORITHM = "tpe"
+DEFAULT_ALGORITHM = "bayesian"
 
 
 def sampler_class(name: str) -> type[Sampler]:

@@ -199,7 +199,7 @@ class TPESampler(Sampler):
         u[self._num_idx] = num
         for j, i in enumerate(self._cat_idx):
             u[i] = (cat[j] + 0.5) / self._cat_k[j]
-        return self.space.from_unit(u)
+        return self.space.from_unit(u.tolist())
 
     # -- density estimation -------------------------------------------------------------------------------------
 

@@ -1,0 +1,231 @@
+"""One ask/tell interface over kubetune's algorithms and the peers (Optuna, scikit-optimize, Hyperopt).
+
+``ask(n)`` returns ``n`` configurations to evaluate together (a batch of parallel trials); ``tell`` reports their
+losses. Every peer runs with its library defaults plus its own documented way of proposing a batch:
+
+* Optuna TPE: ``TPESampler(seed=..., constant_liar=True)`` (the liar only matters for batches), ``study.ask``;
+* scikit-optimize GP: ``Optimizer(base_estimator="GP")``, batches by ``ask(n_points=n)`` (its constant liar);
+* Hyperopt TPE: ``tpe.suggest`` one trial at a time; trials suggested but not yet told count as infinitely bad
+  (Hyperopt's own treatment of running trials);
+* random search: kubetune's ``random`` algorithm.
+
+Peers are imported lazily: they are benchmark extras (``pip install .[bench]``), never runtime dependencies.
+Optuna's GPSampler is not included: it needs PyTorch, whose PyPI wheel pulls the CUDA stack (see
+docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from functools import partial
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+import numpy as np
+
+from kubetune.engine import (
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+    Observation,
+    ObservationState,
+    ParamValue,
+    SearchSpace,
+    make_sampler,
+)
+
+Params = dict[str, ParamValue]
+
+
+class Optimizer(Protocol):
+    def ask(self, n: int) -> list[Params]: ...
+
+    def tell(self, params: list[Params], losses: list[float]) -> None: ...
+
+
+class KubetuneOptimizer:
+    """A kubetune algorithm, driven exactly like the operator drives it (stateless, whole history each call)."""
+
+    def __init__(self, algorithm: str, space: SearchSpace, seed: int, settings: Mapping[str, object] | None = None):
+        self.sampler = make_sampler(algorithm, space, seed=seed, settings=settings)
+        self.history: list[Observation] = []
+
+    def ask(self, n: int) -> list[Params]:
+        return self.sampler.suggest(self.history, [], n=n)
+
+    def tell(self, params: list[Params], losses: list[float]) -> None:
+        self.history += [Observation(p, ObservationState.COMPLETE, loss=l) for p, l in zip(params, losses)]
+
+
+class OptunaTPE:
+    def __init__(self, space: SearchSpace, seed: int) -> None:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        self.space = space
+        self.study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed, constant_liar=True))
+        self.dists: dict[str, Any] = {name: _optuna_dist(d) for name, d in space.dims}
+        self.trials: list[Any] = []
+
+    def ask(self, n: int) -> list[Params]:
+        self.trials = [self.study.ask(self.dists) for _ in range(n)]
+        return [dict(t.params) for t in self.trials]  # type: ignore[attr-defined]
+
+    def tell(self, params: list[Params], losses: list[float]) -> None:
+        for t, l in zip(self.trials, losses):
+            self.study.tell(t, l)
+
+
+def _optuna_dist(d: object) -> Any:
+    import optuna.distributions as od
+
+    if isinstance(d, FloatDistribution):
+        return od.FloatDistribution(d.low, d.high, log=d.log, step=d.step)
+    if isinstance(d, IntDistribution):
+        return od.IntDistribution(d.low, d.high, log=d.log, step=d.step)
+    assert isinstance(d, CategoricalDistribution)
+    return od.CategoricalDistribution(list(d.choices))
+
+
+class SkoptGP:
+    """scikit-optimize's GP optimizer; stepped parameters are searched as integer step indexes."""
+
+    def __init__(self, space: SearchSpace, seed: int) -> None:
+        from skopt import Optimizer as SkOptimizer
+        from skopt.space import Categorical, Integer, Real
+
+        dims: list[object] = []
+        self.decode: list[Callable[[Any], ParamValue]] = []
+        for _name, d in space.dims:
+            if isinstance(d, CategoricalDistribution):
+                dims.append(Categorical([str(i) for i in range(len(d.choices))]))
+                self.decode.append(partial(_choice, d))
+            elif isinstance(d, FloatDistribution) and d.step is None:
+                dims.append(Real(d.low, d.high, prior="log-uniform" if d.log else "uniform"))
+                self.decode.append(partial(_requantize, d))
+            elif isinstance(d, IntDistribution) and d.step == 1:
+                dims.append(Integer(d.low, d.high, prior="log-uniform" if d.log else "uniform"))
+                self.decode.append(_int)
+            else:
+                grid = d.grid() or []
+                dims.append(Integer(0, len(grid) - 1))
+                self.decode.append(partial(_grid_value, grid))
+        self.names = space.names
+        self.opt = SkOptimizer(dims, base_estimator="GP", random_state=seed)
+        self.raw: list[list[object]] = []
+
+    def ask(self, n: int) -> list[Params]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.raw = [self.opt.ask()] if n == 1 else self.opt.ask(n_points=n)
+        return [{k: f(v) for k, f, v in zip(self.names, self.decode, x)} for x in self.raw]
+
+    def tell(self, params: list[Params], losses: list[float]) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.opt.tell([list(x) for x in self.raw], [float(l) for l in losses])
+
+
+def _choice(d: CategoricalDistribution, v: Any) -> ParamValue:
+    return d.choices[int(v)]
+
+
+def _requantize(d: FloatDistribution | IntDistribution, v: Any) -> ParamValue:
+    return d.from_unit(d.to_unit(float(v)))
+
+
+def _int(v: Any) -> ParamValue:
+    return int(v)
+
+
+def _grid_value(grid: Sequence[ParamValue], v: Any) -> ParamValue:
+    return grid[int(v)]
+
+
+class HyperoptTPE:
+    def __init__(self, space: SearchSpace, seed: int) -> None:
+        from hyperopt import Domain, Trials, hp
+
+        hspace: dict[str, object] = {}
+        for name, d in space.dims:
+            if isinstance(d, CategoricalDistribution):
+                hspace[name] = hp.choice(name, list(d.choices))
+            elif isinstance(d, FloatDistribution):
+                if d.step is not None:
+                    hspace[name] = hp.quniform(name, d.low, d.high, d.step)
+                elif d.log:
+                    hspace[name] = hp.loguniform(name, math.log(d.low), math.log(d.high))
+                else:
+                    hspace[name] = hp.uniform(name, d.low, d.high)
+            else:
+                if d.log:
+                    hspace[name] = hp.qloguniform(name, math.log(d.low), math.log(d.high), 1)
+                else:
+                    hspace[name] = hp.quniform(name, d.low, d.high, d.step)
+        self.space = space
+        self.domain = Domain(lambda p: 0.0, hspace)
+        self.trials = Trials()
+        self.rng = np.random.default_rng(seed)
+        self.pending: list[dict[str, object]] = []
+
+    def ask(self, n: int) -> list[Params]:
+        from hyperopt import space_eval, tpe
+
+        out: list[Params] = []
+        self.pending = []
+        for _ in range(n):
+            tid = self.trials.new_trial_ids(1)
+            self.trials.refresh()
+            docs = tpe.suggest(tid, self.domain, self.trials, int(self.rng.integers(2**31 - 1)))
+            self.trials.insert_trial_docs(docs)
+            self.trials.refresh()
+            doc = docs[0]
+            vals = {k: v[0] for k, v in doc["misc"]["vals"].items() if v}
+            raw = space_eval(self.domain.expr, vals)
+            out.append({name: self._fix(d, raw[name]) for name, d in self.space.dims})
+            self.pending.append(doc)
+        return out
+
+    @staticmethod
+    def _fix(d: object, v: object) -> ParamValue:
+        if isinstance(d, CategoricalDistribution):
+            return v  # type: ignore[return-value]
+        assert isinstance(d, (FloatDistribution, IntDistribution))
+        return d.from_unit(d.to_unit(float(v)))  # type: ignore[arg-type]
+
+    def tell(self, params: list[Params], losses: list[float]) -> None:
+        from hyperopt import JOB_STATE_DONE, STATUS_OK
+
+        tids = {doc["tid"] for doc in self.pending}
+        for doc, l in zip(self.pending, losses):
+            assert doc["tid"] in tids
+            for stored in self.trials._dynamic_trials:
+                if stored["tid"] == doc["tid"]:
+                    stored["state"] = JOB_STATE_DONE
+                    stored["result"] = {"loss": float(l), "status": STATUS_OK}
+        self.trials.refresh()
+
+
+PEERS: dict[str, Callable[[SearchSpace, int], Optimizer]] = {
+    "optuna-tpe": OptunaTPE,
+    "skopt-gp": SkoptGP,
+    "hyperopt-tpe": HyperoptTPE,
+}
+
+KUBETUNE = ("bayesian", "tpe", "sobol", "random")
+
+
+def make_optimizer(name: str, space: SearchSpace, seed: int) -> Optimizer:
+    """``kubetune-<algorithm>`` (``random`` is the random-search baseline) or a peer name from :data:`PEERS`.
+
+    Kubetune settings may follow in brackets, for experiments: ``kubetune-tpe[multivariate=false,gamma=0.2]``.
+    """
+    if name.startswith("kubetune-"):
+        algo, _, rest = name.removeprefix("kubetune-").partition("[")
+        settings = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in rest.rstrip("]").split(",") if kv)}
+        return KubetuneOptimizer(algo, space, seed, settings)
+    if name == "random":
+        return KubetuneOptimizer("random", space, seed)
+    return PEERS[name](space, seed)
