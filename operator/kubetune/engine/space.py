@@ -73,6 +73,9 @@ class FloatDistribution:
             v = math.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low)))
         else:
             v = self.low + u * (self.high - self.low)
+        if self.step is None:
+            # 12 significant digits: exact bounds at the ends, no 999.9999999999989 in commands and tables
+            v = float(f"{v:.12g}")
         if self.step is not None:
             k = round((v - self.low) / self.step)
             k = min(max(k, 0), self._n_steps)
