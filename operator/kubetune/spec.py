@@ -278,7 +278,11 @@ class ExperimentSpec(KubeModel):
         description="The search space, a list keyed by parameter name.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
-    algorithm: Algorithm = Field(default_factory=Algorithm, description="The search algorithm.")
+    algorithm: Algorithm = Field(
+        default_factory=Algorithm,
+        description="The search algorithm.",
+        json_schema_extra={"default": {}},  # so the API server fills in the name's default before CEL runs
+    )
     early_stopping: Optional[EarlyStopping] = Field(
         None, description="Optional: stop hopeless trials early from their intermediate reports (median or asha)."
     )
