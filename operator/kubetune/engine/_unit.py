@@ -133,6 +133,25 @@ def sobol_unique(sampler: Sampler, ctx: SuggestContext, n: int) -> list[dict[str
     return out + sampler._random_unique(ctx, n - len(out))
 
 
+def startup(
+    sampler: Sampler, ctx: SuggestContext, n: int, n_startup: int
+) -> tuple[list[dict[str, ParamValue]], UnitHistory | None]:
+    """The initial design shared by the model-based samplers.
+
+    Returns quasi-random points while fewer than ``n_startup`` trials exist, and the history in the unit cube.
+    The history is ``None`` when the batch is already complete or the model has too little to learn from (the
+    batch is then filled with random points).
+    """
+    started = len(ctx.history) + len(ctx.pending)
+    out: list[dict[str, ParamValue]] = []
+    if started < n_startup:
+        out = sobol_unique(sampler, ctx, min(n, n_startup - started))
+    hist = unit_history(sampler.space, ctx.history)
+    if len(out) == n or len(hist.y) < 2:
+        return out + sampler._random_unique(ctx, n - len(out)), None
+    return out, hist
+
+
 def quantize(space: SearchSpace, u: np.ndarray) -> np.ndarray:
     """Snap unit coordinates onto the values the space can represent (bin centres for ints and categories)."""
     return np.array([space.to_unit(space.from_unit(row)) for row in np.atleast_2d(u)], dtype=float)

@@ -27,7 +27,7 @@ import numpy as np
 from pydantic import Field
 
 from ._gp import GaussianProcess, log_expected_improvement, warp_targets
-from ._unit import ModelSettings, categorical_sizes, sobol_unique, to_unit_matrix, unit_history
+from ._unit import ModelSettings, categorical_sizes, startup, to_unit_matrix
 from .base import Sampler, SuggestContext
 from .space import CategoricalDistribution, ParamValue, SearchSpace
 
@@ -129,13 +129,9 @@ class BayesianSampler(Sampler):
 
     def _suggest_model(self, ctx: SuggestContext, n: int) -> list[dict[str, ParamValue]]:
         s = self._s
-        started = len(ctx.history) + len(ctx.pending)
-        out: list[dict[str, ParamValue]] = []
-        if started < s.n_startup_trials:
-            out = sobol_unique(self, ctx, min(n, s.n_startup_trials - started))
-        hist = unit_history(self.space, ctx.history)
-        if len(out) == n or len(hist.y) < 2:
-            return out + self._random_unique(ctx, n - len(out))
+        out, hist = startup(self, ctx, n, s.n_startup_trials)
+        if hist is None:
+            return out
         X, y = self._model_subset(ctx, hist.X, hist.y)
         z = warp_targets(y)
         E = self._encode(X)

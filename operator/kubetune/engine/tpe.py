@@ -28,7 +28,7 @@ import numpy as np
 from pydantic import Field
 from scipy.special import logsumexp, ndtr, ndtri
 
-from ._unit import ModelSettings, categorical_sizes, sobol_unique, to_unit_matrix, unit_history
+from ._unit import ModelSettings, categorical_sizes, startup, to_unit_matrix
 from .base import Sampler, SuggestContext
 from .space import ParamValue, SearchSpace
 
@@ -144,13 +144,9 @@ class TPESampler(Sampler):
 
     def _suggest(self, ctx: SuggestContext, n: int) -> list[dict[str, ParamValue]]:
         s = self._s
-        started = len(ctx.history) + len(ctx.pending)
-        out: list[dict[str, ParamValue]] = []
-        if started < s.n_startup_trials:
-            out = sobol_unique(self, ctx, min(n, s.n_startup_trials - started))
-        hist = unit_history(self.space, ctx.history)
-        if len(out) == n or len(hist.y) < 2:
-            return out + self._random_unique(ctx, n - len(out))
+        out, hist = startup(self, ctx, n, s.n_startup_trials)
+        if hist is None:
+            return out
         order = np.argsort(hist.y, kind="stable")
         n_good = min(max(int(math.ceil(s.gamma * len(order))), 1), _MAX_GOOD)
         good, bad = hist.X[order[:n_good]], hist.X[order[n_good:]]
