@@ -109,7 +109,7 @@ def _debug(ex: Experiments, op: OperatorProcess, name: str) -> str:
 
 
 def test_experiment_runs_to_success_with_real_jobs_and_sdk(operator: OperatorProcess, trial_namespace: str,
-                                                           kube_api: client.ApiClient) -> None:
+                                                           kube_api: client.ApiClient, control_plane: Any) -> None:
     ex = Experiments(kube_api, trial_namespace)
     ex.create(experiment("quad", parameters=[X], max_trials=6, parallel=2, algorithm="sobol"))
     done = wait_for("the experiment to finish", lambda: ex.finished("quad"), timeout=180,
@@ -145,6 +145,12 @@ def test_experiment_runs_to_success_with_real_jobs_and_sdk(operator: OperatorPro
         assert '"x"' in env["KUBETUNE_PARAMS"]
     reasons = {e.reason for e in ex.events("quad")}
     assert {"TrialCreated", "BestTrialImproved", "ExperimentSucceeded"} <= reasons
+    # `kubectl get tex`: best value, trials succeeded/created/max, the Succeeded condition and reason, age
+    header, row = control_plane.kubectl("get", "tex", "quad", "-n", trial_namespace).stdout.splitlines()
+    assert header.split() == ["NAME", "BEST", "SUCCEEDED-TRIALS", "TRIALS", "MAX", "SUCCEEDED", "REASON", "AGE"]
+    cells = row.split()
+    assert cells[0] == "quad" and float(cells[1]) == pytest.approx(best["objectiveValue"], abs=1e-6)
+    assert cells[2:7] == ["6", "6", "6", "True", "MaxTrialsReached"]
 
 
 def test_failed_missing_metric_and_termination_message_trials(operator: OperatorProcess, trial_namespace: str,
