@@ -272,6 +272,8 @@ class Reconciler:
         self.state = ClusterState()
         self.workers: dict[Key, ExperimentWorker] = {}
         self.api_factory = api_factory
+        self.leading = True
+        """False while another replica holds the leader Lease (see leader.py): the view is fed, no worker runs."""
 
     def experiment_changed(self, key: Key, body: dict[str, Any] | None) -> None:
         if body is None:
@@ -304,7 +306,7 @@ class Reconciler:
         self.wake(key)
 
     def wake(self, key: Key) -> None:
-        if key not in self.state.experiments:
+        if key not in self.state.experiments or not self.leading:
             return
         worker = self.workers.get(key)
         if worker is None or worker.task is None or worker.task.done():
@@ -317,3 +319,4 @@ class Reconciler:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self.workers.clear()  # a later leadership starts from the cluster, not from what this replica cached
