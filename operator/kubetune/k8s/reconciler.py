@@ -133,7 +133,7 @@ class ExperimentWorker:
                     await asyncio.to_thread(events.post, self.api, body, "TrialFailed",
                                             f"{trial_name(name, t.number)}: {t.reason}: {t.message}", True)
 
-        plan: Plan = await asyncio.to_thread(make_plan, spec, list(trials.values()), experiment=name)
+        plan: Plan = await asyncio.to_thread(prometheus.timed_plan(body), spec, list(trials.values()), experiment=name)
 
         stopped: list[Trial] = []
         for order in plan.stop:
