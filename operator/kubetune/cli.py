@@ -38,8 +38,15 @@ def _cmd_crd(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except KeyboardInterrupt:  # Ctrl-C before the run started or after it ended: no trial is running
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
     from .local.progress import Progress, describe
-    from .local.runner import LocalRunner
+    from .local.runner import LocalRunner, RunRefused
 
     try:
         exp = load_experiment(args.file)
@@ -73,12 +80,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     progress = Progress(live=None if not args.quiet else False)
     print(f"running {exp.metadata.name}: {spec.max_trials} trials, {spec.parallel_trials} at a time, "
           f"algorithm {spec.algorithm.name}; results in {out_dir}/", file=sys.stderr)
-    runner = LocalRunner(exp, out_dir, on_event=progress)
-    result = runner.run()
+    runner = LocalRunner(exp, out_dir, on_event=progress, fresh=args.fresh)
+    try:
+        result = runner.run()
+    except RunRefused as e:
+        progress.close()
+        print(f"cannot run: {e}", file=sys.stderr)
+        return 2
     progress.close()
     outcome = result.outcome
     if result.interrupted:
-        print(f"interrupted; {len(result.trials)} trials recorded in {out_dir}/results.csv", file=sys.stderr)
+        print(f"interrupted; {len(result.trials)} trials recorded in {out_dir}/results.csv; "
+              f"run the same command again to continue", file=sys.stderr)
     elif outcome is not None:
         word = "succeeded" if outcome.succeeded else "failed"
         print(f"experiment {word}: {outcome.reason}: {outcome.message}", file=sys.stderr)
@@ -110,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-trials", "-n", type=int, help="override spec.maxTrials")
     run.add_argument("--out", "-o", help="results directory (default kubetune-runs/<name>)")
     run.add_argument("--quiet", "-q", action="store_true", help="no live status line, one line per trial")
+    run.add_argument("--fresh", action="store_true",
+                     help="discard the run recorded in the results directory instead of continuing it")
     run.set_defaults(func=_cmd_run)
 
     val = sub.add_parser("validate", help="check experiment files offline, with the API server's rules")

@@ -37,6 +37,11 @@ class Progress:
         spec = runner.spec
         metric = spec.objective.metric
         trials = runner.all_trials()
+        if event == "resumed" and runner.resumed is not None:
+            recorded, lost = runner.resumed
+            self.reported.update(t.number for t in trials if not t.active)
+            self._line(f"continuing the run in {runner.out_dir}: {recorded} trials recorded earlier"
+                       + (f", {lost} of them lost when it ended (recorded Canceled, not run again)" if lost else ""))
         for t in trials:
             if not t.active and t.number not in self.reported:
                 self.reported.add(t.number)
