@@ -145,11 +145,21 @@ def validate_document(doc: Any) -> tuple[TuningExperiment | None, list[Problem]]
     if not problems:
         names = [p.name for p in exp.spec.parameters]
         problems += [Problem("spec.trialTemplate." + p, m) for p, m in template_problems(exp.spec.trial_template.spec, names)]
+        for i, param in enumerate(exp.spec.parameters):
+            try:
+                param.to_distribution()
+            except (ValueError, TypeError, ArithmeticError) as e:
+                problems.append(Problem(f"spec.parameters[{i}]", _first_line(e)))
+    if not problems:
         try:
             check_algorithm(exp.spec)
-        except (ValueError, TypeError) as e:
-            problems.append(Problem("spec.algorithm", str(e).splitlines()[0] if str(e) else type(e).__name__))
+        except (ValueError, TypeError, ArithmeticError) as e:
+            problems.append(Problem("spec.algorithm", _first_line(e)))
     return exp, problems
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
 def load_experiment(path: str | Path) -> TuningExperiment:

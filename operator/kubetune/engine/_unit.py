@@ -74,8 +74,10 @@ def to_unit_matrix(space: SearchSpace, params: Sequence[Mapping[str, ParamValue]
                 v = np.maximum(v, lo)
         if dist.log:
             col = (np.log(v) - math.log(lo)) / (math.log(hi) - math.log(lo))
-        else:
+        elif math.isfinite(hi - lo):
             col = (v - lo) / (hi - lo)
+        else:  # bounds near the float limit: the same ratio with halved terms, which stay finite
+            col = (0.5 * v - 0.5 * lo) / (0.5 * hi - 0.5 * lo)
         out[:, j] = np.clip(col, 0.0, 1.0)
     return out
 

@@ -84,11 +84,18 @@ class BayesianSampler(Sampler):
         for i, k in enumerate(sizes):
             col_dim += [i] * max(k, 1)
         self._col_dim = np.array(col_dim)
+        # Unit coordinates of every value of small finite numeric dimensions, to snap candidates onto them; the
+        # total is bounded (_MAX_GRID), and larger or continuous dimensions snap by arithmetic (_snap).
         self._grids: list[np.ndarray | None] = []
+        budget = _MAX_GRID
         for i in self._num_idx:
             dist = space.distributions[i]
-            g = None if dist.grid() is None or len(dist.grid() or []) > _MAX_GRID else dist.grid()
-            self._grids.append(None if g is None else np.unique([dist.to_unit(v) for v in g]))
+            n = dist.n_values
+            if n is None or n > budget:
+                self._grids.append(None)
+                continue
+            budget -= n
+            self._grids.append(np.unique([dist.to_unit(dist.value(k)) for k in range(n)]))
 
     @property
     def _s(self) -> BayesianSettings:
@@ -116,6 +123,9 @@ class BayesianSampler(Sampler):
                 pos = np.clip(np.searchsorted(g, U[:, i]), 1, len(g) - 1)
                 left, right = g[pos - 1], g[pos]
                 U[:, i] = np.where(U[:, i] - left <= right - U[:, i], left, right)
+            elif self.space.distributions[i].n_values is not None:
+                dist = self.space.distributions[i]
+                U[:, i] = [dist.to_unit(dist.from_unit(float(u))) for u in U[:, i]]
         for i in self._cat_idx:
             k = self._sizes[i]
             U[:, i] = (np.minimum((U[:, i] * k).astype(int), k - 1) + 0.5) / k

@@ -1,9 +1,14 @@
 """Grid search over every combination of parameter values.
 
 Needs a finite grid: int and categorical parameters always are; a float parameter needs a ``step``. Points are
-enumerated lazily by index (mixed radix), so large grids cost nothing up front. ``order: shuffled`` visits the grid
-in a pseudo-random order given by an affine permutation of the indices, seeded by the experiment seed, which is
-better than lexicographic order when the budget is smaller than the grid.
+enumerated lazily by index (mixed radix over each axis's ``n_values``, the ``k``-th value of an axis by arithmetic),
+so a grid of any size (64 axes of a billion values each) costs nothing up front and nothing is ever listed.
+``order: shuffled`` visits the grid in a pseudo-random order given by an affine permutation of the indices, seeded
+by the experiment seed, which is better than lexicographic order when the budget is smaller than the grid.
+
+A suggestion walks the visiting order from its start and skips configurations already tried or pending. Every
+skipped index is a distinct configuration of the history or pending trials (the index-to-configuration map is
+one-to-one), so a call looks at no more than ``len(history) + len(pending) + n`` indices, whatever the grid size.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+import numpy as np
 from pydantic import Field
 
 from .base import Sampler, SamplerSettings, SuggestContext
@@ -30,16 +36,18 @@ class GridSampler(Sampler):
 
     def __init__(self, space: SearchSpace, **kwargs: object) -> None:
         super().__init__(space, **kwargs)  # type: ignore[arg-type]
-        if space.grid_size() is None:
+        size = space.grid_size()
+        if size is None:
             raise ValueError("the grid algorithm needs a finite grid: give every float parameter a step")
-        self._axes = [d.grid() or [] for d in space.distributions]
-        self._size = math.prod(len(a) for a in self._axes)
+        self._size: int = size
 
     def _point(self, index: int) -> dict[str, ParamValue]:
         out: dict[str, ParamValue] = {}
-        for name, axis in reversed(list(zip(self.space.names, self._axes))):
-            index, r = divmod(index, len(axis))
-            out[name] = axis[r]
+        for name, dist in reversed(self.space.dims):
+            n = dist.n_values
+            assert n is not None
+            index, r = divmod(index, n)
+            out[name] = dist.value(r)
         return {n: out[n] for n in self.space.names}
 
     def _permutation(self) -> tuple[int, int]:
@@ -47,17 +55,27 @@ class GridSampler(Sampler):
         if self.settings.order == "lexicographic" or self._size <= 1:  # type: ignore[attr-defined]
             return 1, 0
         rng = self._rng(0)
-        a = int(rng.integers(1, max(self._size, 2)))
-        while math.gcd(a, self._size) != 1:
+        a = _below(rng, 1, max(self._size, 2))
+        while math.gcd(a, self._size) != 1:  # a few steps: coprimes are dense
             a = a % self._size + 1
-        return a, int(rng.integers(0, self._size))
+        return a, _below(rng, 0, self._size)
 
     def _suggest(self, ctx: SuggestContext, n: int) -> list[dict[str, ParamValue]]:
         a, b = self._permutation()
         out: list[dict[str, ParamValue]] = []
-        for i in range(self._size):
+        # Each skipped index is a distinct seen configuration, so this bound is never what ends the walk early
+        # while the grid has room; it only makes the walk's cost independent of the grid size.
+        for i in range(min(self._size, len(ctx.seen) + n)):
             point = self._point((a * i + b) % self._size)
             out += self._take_unique(ctx, [point], 1)
             if len(out) == n:
                 break
         return out
+
+
+def _below(rng: np.random.Generator, low: int, high: int) -> int:
+    """A uniform integer in ``[low, high)``; Python ints of any size (numpy's stop at 2**63)."""
+    if high <= 2**62:
+        return int(rng.integers(low, high))
+    span = high - low
+    return low + int.from_bytes(rng.bytes(span.bit_length() // 8 + 9), "little") % span

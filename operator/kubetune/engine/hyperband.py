@@ -36,7 +36,7 @@ from .base import Observation, ObservationState, Sampler, SamplerSettings, Sugge
 from .space import IntDistribution, ParamValue, SearchSpace
 
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
-_ENUMERATE_LIMIT = 200_000
+_ENUMERATE_LIMIT = 4096
 
 
 class HyperbandSettings(SamplerSettings):
@@ -121,9 +121,10 @@ class HyperbandSampler(Sampler):
         self.ladder = _ladder(dist, lo, hi, self.eta)
         self.s_max = len(self.ladder) - 1
         # Bracket s starts on ladder index s_max - s; its share of new configurations is Hyperband's n_s.
-        sizes = [math.ceil((self.s_max + 1) / (s + 1) * self.eta ** s) for s in range(self.s_max + 1)]
-        total = float(sum(sizes))
+        sizes = [_bracket_size(self.s_max, s, self.eta) for s in range(self.s_max + 1)]
+        total = sum(sizes)
         self._shares = [n / total for n in sizes]
+        self._rungs = {v: i for i, v in enumerate(self.ladder)}
         self._others = [(n, d) for n, d in space.dims if n != self.resource]
 
     # -- the bracket structure ----------------------------------------------------------------------------------
@@ -144,8 +145,8 @@ class HyperbandSampler(Sampler):
 
     def _rung_index(self, value: ParamValue) -> int | None:
         try:
-            return self.ladder.index(int(value))
-        except (ValueError, TypeError):
+            return self._rungs.get(int(value))
+        except (ValueError, TypeError, OverflowError):
             return None
 
     def lineages(
@@ -183,20 +184,25 @@ class HyperbandSampler(Sampler):
     def promotions(self, lineages: Sequence[_Lineage]) -> list[dict[str, ParamValue]]:
         """Configurations to run on their next rung now, higher rungs first."""
         out: list[dict[str, ParamValue]] = []
-        for k in range(self.s_max - 1, -1, -1):
-            for s in range(self.s_max, -1, -1):
-                base = self.s_max - s
-                if base > k:
+        # Group once by (rung, base rung): the ladder has up to ~1,000 rungs for a resource range near the float
+        # limit, so scanning every lineage for every (rung, bracket) pair would not be bounded.
+        groups: dict[tuple[int, int], list[_Lineage]] = {}
+        for lin in lineages:
+            if lin.base is None:
+                continue
+            for k in lin.finished:
+                if lin.base <= k < self.s_max:
+                    groups.setdefault((k, lin.base), []).append(lin)
+        for k, base in sorted(groups, key=lambda kb: (-kb[0], kb[1])):  # higher rungs first, then by bracket
+            rung = groups[(k, base)]
+            quota = len(rung) // self.eta
+            if quota == 0:
+                continue
+            ranked = sorted(rung, key=lambda lin: lin.finished[k])[:quota]
+            for lin in ranked:
+                if math.isinf(lin.finished[k][0]) or any(i > k for i in lin.started):
                     continue
-                rung = [lin for lin in lineages if lin.base == base and k in lin.finished]
-                quota = len(rung) // self.eta
-                if quota == 0:
-                    continue
-                ranked = sorted(rung, key=lambda lin: lin.finished[k])[:quota]
-                for lin in ranked:
-                    if math.isinf(lin.finished[k][0]) or any(i > k for i in lin.started):
-                        continue
-                    out.append({**lin.params, self.resource: self.ladder[k + 1]})
+                out.append({**lin.params, self.resource: self.ladder[k + 1]})
         return out
 
     # -- Sampler ------------------------------------------------------------------------------------------------
@@ -211,10 +217,10 @@ class HyperbandSampler(Sampler):
     def _other_size(self) -> int | None:
         size = 1
         for _, d in self._others:
-            g = d.grid()
-            if g is None:
+            n = d.n_values
+            if n is None:
                 return None
-            size *= len(g)
+            size *= n
         return size
 
     def _suggest(self, ctx: SuggestContext, n: int) -> list[dict[str, ParamValue]]:
@@ -239,21 +245,47 @@ class HyperbandSampler(Sampler):
             if key not in seen:
                 seen.add(key)
                 return params
+        # Random draws keep hitting taken configurations: the space is finite and nearly used up. A large grid is
+        # walked by index from a random start instead of listed. Every skipped index is a distinct taken lineage, so the
+        # walk looks at no more than len(seen) + 1 indices, whatever the grid size.
         size = self._other_size()
-        if size is None or size > _ENUMERATE_LIMIT:
+        if size is None:
             return None
-        names = [n for n, _ in self._others]
-        free = []
-        for values in itertools.product(*(d.grid() or [] for _, d in self._others)):
-            params = dict(zip(names, values))
-            params[self.resource] = self.ladder[-1]
-            if self.lineage_key(params) not in seen:
-                free.append(params)
-        if not free:
-            return None
-        params = free[int(ctx.rng.integers(len(free)))]
-        seen.add(self.lineage_key(params))
-        return params
+        if size <= _ENUMERATE_LIMIT:  # small: a uniform choice among the free configurations
+            names = [n for n, _ in self._others]
+            free = []
+            for values in itertools.product(*(d.grid() or [] for _, d in self._others)):
+                params = dict(zip(names, values))
+                params[self.resource] = self.ladder[-1]
+                if self.lineage_key(params) not in seen:
+                    free.append(params)
+            if not free:
+                return None
+            params = free[int(ctx.rng.integers(len(free)))]
+            seen.add(self.lineage_key(params))
+            return params
+        start = int(ctx.rng.integers(size)) if size <= 2**62 else int(ctx.rng.integers(2**62))
+        for i in range(min(size, len(seen) + 1)):
+            index = (start + i) % size
+            params = {self.resource: self.ladder[-1]}
+            for name, dist in reversed(self._others):
+                n = dist.n_values
+                assert n is not None
+                index, r = divmod(index, n)
+                params[name] = dist.value(r)
+            key = self.lineage_key(params)
+            if key not in seen:
+                seen.add(key)
+                return params
+        return None
+
+
+def _bracket_size(s_max: int, s: int, eta: int) -> int:
+    """Hyperband's ``n_s = ceil((s_max + 1) / (s + 1) * eta^s)``; in integers once ``eta^s`` leaves float range."""
+    power = eta**s
+    if power < 2**53:
+        return math.ceil((s_max + 1) / (s + 1) * power)
+    return -(-((s_max + 1) * power) // (s + 1))
 
 
 def _ladder(dist: IntDistribution, lo: int, hi: int, eta: int) -> list[int]:

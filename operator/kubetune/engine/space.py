@@ -5,7 +5,13 @@ interval, so that algorithms can work in ``[0, 1]^d`` and never handle log scale
 
 * ``to_unit(value)`` maps a value of the distribution into ``[0, 1]`` (log-aware);
 * ``from_unit(u)`` maps any ``u`` in ``[0, 1]`` back to a valid value (log-aware, quantized to ``step``, clipped);
-* ``grid()`` lists every value when the distribution is finite, else returns ``None``.
+* ``n_values`` is the number of values of a finite distribution (``None`` for a continuous float), and
+  ``value(k)`` its ``k``-th value, both by arithmetic: nothing here is ever sized by a range or a grid.
+
+Bounds may be anywhere in the float range (the API server admits any finite number), so every formula stays finite
+when ``high - low`` overflows a float. A float parameter must be resolvable at the magnitude of its bounds: a
+``step`` of at least ``1e-9 * max(1, |low|, |high|)`` and, without a step, ``high - low`` of at least
+``1e-6 * max(|low|, |high|)``; anything finer would quantize onto fewer distinct values than it claims.
 
 Categorical distributions map their choices to the centres of ``len(choices)`` equal bins, so a uniform ``u`` picks
 every choice with the same probability.
@@ -17,6 +23,7 @@ be serialised to JSON as they are.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence, Union
 
@@ -24,12 +31,53 @@ ParamValue = Union[float, int, str, bool]
 Params = Mapping[str, ParamValue]
 
 _MAX_GRID = 1_000_000
+"""The most values :meth:`grid` lists; everything else works by arithmetic."""
+_FLOAT_MAX = sys.float_info.max
+MIN_STEP_RATIO = 1e-9
+"""A float step must be at least this times ``max(1, |low|, |high|)``."""
+MIN_RANGE_RATIO = 1e-6
+"""A float without a step needs ``high - low`` of at least this times ``max(|low|, |high|, 1e-300)``."""
 
 
 def _clip01(u: float) -> float:
     if not math.isfinite(u):
         raise ValueError(f"unit value must be finite, got {u!r}")
     return min(1.0, max(0.0, float(u)))
+
+
+def _lerp(lo: float, hi: float, u: float) -> float:
+    """``lo + u * (hi - lo)``, also when ``hi - lo`` overflows a float."""
+    d = hi - lo
+    if math.isfinite(d):
+        return lo + u * d
+    return lo * (1.0 - u) + hi * u  # lo < 0 < hi here, so no partial sum overflows
+
+
+def _ratio(v: float, lo: float, hi: float) -> float:
+    """``(v - lo) / (hi - lo)`` for ``lo <= v <= hi``, also when ``hi - lo`` overflows a float."""
+    d = hi - lo
+    if math.isfinite(d):
+        return (v - lo) / d
+    return (0.5 * v - 0.5 * lo) / (0.5 * hi - 0.5 * lo)
+
+
+def _exp(x: float, ceiling: float) -> float:
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return ceiling
+
+
+def _steps(v: float, low: float, step: float) -> float:
+    """``(v - low) / step`` (finite for finite arguments with ``step >= 1e-9 * |low|, |v|``)."""
+    d = v - low
+    if math.isfinite(d):
+        return d / step
+    return (0.5 * v - 0.5 * low) / step * 2.0
+
+
+def _magnitude(low: float, high: float) -> float:
+    return max(abs(low), abs(high))
 
 
 @dataclass(frozen=True)
@@ -55,49 +103,84 @@ class FloatDistribution:
                 raise ValueError(f"step ({self.step}) must not exceed high - low ({self.high - self.low})")
             if self.log:
                 raise ValueError("step cannot be combined with a log scale for a float parameter")
+            finest = MIN_STEP_RATIO * max(1.0, _magnitude(self.low, self.high))
+            if self.step < finest:
+                raise ValueError(f"step ({self.step:g}) is too fine for the magnitude of min and max: it must be at "
+                                 f"least {MIN_STEP_RATIO:g} * max(1, |min|, |max|) = {finest:g}")
+        else:
+            narrowest = MIN_RANGE_RATIO * max(_magnitude(self.low, self.high), 1e-300)
+            if 0.5 * self.high - 0.5 * self.low < 0.5 * narrowest:
+                raise ValueError(f"min and max are too close for their magnitude: max - min must be at least "
+                                 f"{MIN_RANGE_RATIO:g} * max(|min|, |max|) = {narrowest:g}")
+
+    @property
+    def n_values(self) -> int | None:
+        """The number of values with a step (``None`` without), by arithmetic."""
+        if self.step is None:
+            return None
+        return int(math.floor(_steps(self.high, self.low, self.step) + 1e-9)) + 1
 
     @property
     def _n_steps(self) -> int:
+        n = self.n_values
+        assert n is not None
+        return n - 1
+
+    def value(self, k: int) -> float:
+        """The ``k``-th value (``0 <= k < n_values``) of a stepped parameter."""
         assert self.step is not None
-        return int(math.floor((self.high - self.low) / self.step + 1e-9))
+        v = self.low + k * self.step
+        if not math.isfinite(v):
+            v = 2.0 * (0.5 * self.low + 0.5 * (k * self.step))
+        v = round(v, 12)
+        return float(min(self.high, max(self.low, v)))
+
+    def _clamp(self, value: ParamValue) -> float:
+        v = float(value)
+        return self.low if math.isnan(v) else min(self.high, max(self.low, v))
 
     def to_unit(self, value: ParamValue) -> float:
-        v = float(value)
+        v = self._clamp(value)
         if self.log:
             return _clip01((math.log(v) - math.log(self.low)) / (math.log(self.high) - math.log(self.low)))
-        return _clip01((v - self.low) / (self.high - self.low))
+        return _clip01(_ratio(v, self.low, self.high))
 
     def from_unit(self, u: float) -> float:
         u = _clip01(u)
         if self.log:
-            v = math.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low)))
+            v = _exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low)), self.high)
         else:
-            v = self.low + u * (self.high - self.low)
+            v = _lerp(self.low, self.high, u)
         if self.step is None:
             # 12 significant digits: exact bounds at the ends, no 999.9999999999989 in commands and tables
             v = float(f"{v:.12g}")
         if self.step is not None:
-            k = round((v - self.low) / self.step)
-            k = min(max(k, 0), self._n_steps)
-            v = self.low + k * self.step
-            v = round(v, 12)
+            k = round(_steps(min(self.high, max(self.low, v)), self.low, self.step))
+            return self.value(min(max(k, 0), self._n_steps))
         return float(min(self.high, max(self.low, v)))
 
     def contains(self, value: ParamValue) -> bool:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return False
-        v = float(value)
+        try:
+            v = float(value)
+        except OverflowError:
+            return False
         if not (self.low - 1e-12 <= v <= self.high + 1e-12):
             return False
         if self.step is not None:
-            k = (v - self.low) / self.step
-            return abs(k - round(k)) < 1e-6
+            kf = _steps(self._clamp(v), self.low, self.step)
+            k = round(kf)
+            return abs(kf - k) < 1e-6 or v == self.value(min(max(k, 0), self._n_steps))
         return True
 
     def grid(self) -> list[float] | None:
-        if self.step is None:
+        """Every value of a stepped parameter (at most ``_MAX_GRID``: use :attr:`n_values` and :meth:`value`)."""
+        n = self.n_values
+        if n is None:
             return None
-        return [float(round(self.low + k * self.step, 12)) for k in range(self._n_steps + 1)]
+        _check_listable(n)
+        return [self.value(k) for k in range(n)]
 
 
 @dataclass(frozen=True)
@@ -120,29 +203,48 @@ class IntDistribution:
             raise ValueError(f"step ({self.step}) must not exceed high - low ({self.high - self.low})")
         if self.log and self.step != 1:
             raise ValueError("an int parameter on a log scale needs step 1")
+        if max(abs(self.low), abs(self.high), self.step) > _FLOAT_MAX:
+            raise ValueError("int bounds and step must be finite floating-point numbers")
 
     @property
     def _top(self) -> int:
         return self.low + ((self.high - self.low) // self.step) * self.step
 
+    @property
+    def n_values(self) -> int:
+        return (self.high - self.low) // self.step + 1
+
+    def value(self, k: int) -> int:
+        """The ``k``-th value, ``0 <= k < n_values``."""
+        return self.low + k * self.step
+
     def to_unit(self, value: ParamValue) -> float:
         # Integers own the interval [v - 0.5, v + 0.5] so that from_unit(uniform) is uniform over the values.
-        v = float(value)
+        if isinstance(value, int):
+            v = float(min(max(value, self.low), self.high))
+        else:
+            v = float(value)
+            v = float(self.low) if math.isnan(v) else min(float(self.high), max(float(self.low), v))
         lo, hi = self.low - 0.5 * self.step, self._top + 0.5 * self.step
         if self.log:
             lo, hi = max(lo, 0.5), hi
             return _clip01((math.log(max(v, lo)) - math.log(lo)) / (math.log(hi) - math.log(lo)))
-        return _clip01((v - lo) / (hi - lo))
+        return _clip01(_ratio(v, lo, hi))
 
     def from_unit(self, u: float) -> int:
         u = _clip01(u)
         lo, hi = self.low - 0.5 * self.step, self._top + 0.5 * self.step
         if self.log:
             lo = max(lo, 0.5)
-            x = math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
+            x = _exp(math.log(lo) + u * (math.log(hi) - math.log(lo)), hi)
         else:
-            x = lo + u * (hi - lo)
-        k = round((x - self.low) / self.step)
+            x = _lerp(lo, hi, u)
+        d = x - self.low
+        if math.isfinite(d):
+            k = round(d / self.step)
+        else:  # the index itself is beyond the float range: round in integers
+            q, r = divmod(int(x) - self.low, self.step)
+            k = q + (1 if 2 * r > self.step or (2 * r == self.step and q % 2) else 0)
         k = min(max(k, 0), (self._top - self.low) // self.step)
         return int(self.low + k * self.step)
 
@@ -158,6 +260,8 @@ class IntDistribution:
         return self.low <= value <= self.high and (value - self.low) % self.step == 0
 
     def grid(self) -> list[int]:
+        """Every value (at most ``_MAX_GRID``: use :attr:`n_values` and :meth:`value`)."""
+        _check_listable(self.n_values)
         return list(range(self.low, self._top + 1, self.step))
 
 
@@ -198,8 +302,20 @@ class CategoricalDistribution:
             return False
         return True
 
+    @property
+    def n_values(self) -> int:
+        return len(self.choices)
+
+    def value(self, k: int) -> ParamValue:
+        return self.choices[k]
+
     def grid(self) -> list[ParamValue]:
         return list(self.choices)
+
+
+def _check_listable(n: int) -> None:
+    if n > _MAX_GRID:
+        raise ValueError(f"{n} values are too many to list; use n_values and value(k)")
 
 
 def _choice_key(value: ParamValue) -> tuple[str, object]:
@@ -262,22 +378,26 @@ class SearchSpace:
                 out.append(_choice_key(v))
             elif isinstance(d, IntDistribution):
                 out.append(int(v))
-            else:
+            elif d.step is not None:
                 out.append(round(float(v), 12))
+            else:
+                # Continuous values carry 12 significant digits (see from_unit): at any magnitude.
+                out.append(float(f"{float(v):.12g}"))
         return tuple(out)
 
     def grid_size(self) -> int | None:
-        """Number of points of the full grid, or ``None`` when some dimension is continuous."""
+        """Number of points of the full grid (an exact int, never materialised), or ``None`` when some dimension
+        is continuous."""
         size = 1
         for d in self.distributions:
-            g = d.grid()
-            if g is None:
+            n = d.n_values
+            if n is None:
                 return None
-            size *= len(g)
-            if size > _MAX_GRID * 1000:
-                return size
+            size *= n
         return size
 
     def cardinality(self) -> float:
         size = self.grid_size()
-        return math.inf if size is None else float(size)
+        if size is None or size.bit_length() > 1000:
+            return math.inf
+        return float(size)
