@@ -438,6 +438,7 @@ class ControlPlane:
         self.logs_dir = self.workdir / "logs"
         self.sa_issuer = SA_ISSUER
         self._procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self._args: dict[str, list[str]] = {}  # each component's arguments, for restart()
         self._log_files: list[IO[bytes]] = []
         self.port = 0
         self.server = ""
@@ -559,7 +560,47 @@ class ControlPlane:
             preexec_fn=die_with_parent,
         )
         self._procs.append((name, proc))
+        self._args[name] = list(args)
         return proc
+
+    # -- faults ------------------------------------------------------------
+
+    def process(self, name: str) -> subprocess.Popen[bytes]:
+        """The running process of component *name* (``etcd``, ``kube-apiserver``, ...)."""
+        return next(proc for n, proc in self._procs if n == name)
+
+    def restart(self, name: str, down_seconds: float = 3.0, sig: int = signal.SIGKILL) -> float:
+        """Stop component *name* with *sig*, keep it down *down_seconds*, start it again.
+
+        It comes back with the same arguments: the same port, certificates and
+        etcd data directory, so clients reconnect to the same cluster.  Returns
+        once it is ready again (etcd healthy, the API server's ``/readyz`` ok);
+        the result is the time it was unavailable, in seconds.
+        """
+        old = self.process(name)
+        t0 = time.monotonic()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(old.pid, sig)
+        try:
+            old.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(old.pid, signal.SIGKILL)
+            old.wait()
+        index = next(i for i, (_n, p) in enumerate(self._procs) if p is old)
+        del self._procs[index]
+        time.sleep(down_seconds)
+        proc = self._spawn(name, self._args[name])
+        self._procs.insert(index, self._procs.pop())  # keep the stop order: newest component first
+        if name == "etcd":
+            url = next(a.split("=", 1)[1] for a in self._args[name]
+                       if a.startswith("--listen-client-urls="))
+            self._wait(name, proc, lambda: self._http_ok(f"{url}/health"), 60)
+        elif name == "kube-apiserver":
+            self._wait(name, proc, lambda: self._api_ok("/readyz"), 120)
+        else:
+            self._wait(name, proc, lambda: True, 10)
+        return time.monotonic() - t0
 
     def _wait(self, name: str, proc: subprocess.Popen[bytes], ready: Callable[[], bool],
               timeout: float) -> None:

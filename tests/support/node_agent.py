@@ -19,6 +19,17 @@ What a process gets (see :meth:`PodWorker._environment`):
   token bound to the pod), ``ca.crt`` and ``namespace``;
 * ``KUBETUNE_TERMINATION_LOG``: a file standing in for ``terminationMessagePath``.
 
+Like a kubelet it rides out API faults (the API server or etcd restarting, dropped
+connections, 5xx/429 answers): every API call (list/watch, bind, status writes, token
+requests, config reads, deletes, the node heartbeat) is retried with backoff until it
+goes through or the agent stops, and the pod list is re-read after every broken watch
+(pods deleted meanwhile have their processes stopped).  So a pod's final status is
+always written eventually.  :attr:`NodeAgent.faults` counts the retried calls.
+
+Every process started is recorded in the launch log (:meth:`NodeAgent.launches`, and
+``launches.jsonl`` in the work directory): pod uid and name, the owning Job's uid, the
+``kubetune.io/trial`` label, pid and time -- so tests count what really ran.
+
 Not emulated: images (the command runs on the host), volumes, init and other
 containers (reported as not run), probes, resource limits, networking (every pod
 is 127.0.0.1), scheduling constraints (every pod is bound here), ``kubectl logs``/
@@ -29,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import http.client
 import json
 import os
 import platform
@@ -42,9 +54,11 @@ import tempfile
 import threading
 import time
 import urllib.parse
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
+import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
@@ -53,6 +67,13 @@ Obj = dict[str, Any]
 #: Like kubelet: the termination message is cut to this many bytes.
 MAX_TERMINATION_MESSAGE = 4096
 TOKEN_SECONDS = 3600
+#: Client-side bound of one API request (connect, read); a watch's read bound is longer.
+REQUEST_TIMEOUT = (5.0, 30.0)
+#: Backoff of retried API calls: first delay, growth factor, cap (seconds).
+BACKOFF = (0.1, 2.0, 2.0)
+TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+T = TypeVar("T")
 
 
 from controlplane import die_with_parent as _die_with_parent  # noqa: E402  (same folder)
@@ -122,6 +143,30 @@ class PodGone(Exception):
     """The pod (this uid) no longer exists."""
 
 
+class AgentStopping(Exception):
+    """The agent is stopping: a retried API call gives up."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """An API failure worth retrying: no connection, a cut response, 5xx, 429, timeouts."""
+    if isinstance(exc, ApiException):
+        return exc.status is None or exc.status == 0 or exc.status in TRANSIENT_STATUS
+    return isinstance(exc, (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError))
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One process the agent started for a pod's container."""
+
+    namespace: str
+    pod: str
+    pod_uid: str
+    job_uid: str
+    trial: str
+    pid: int
+    time: float
+
+
 class PodWorker(threading.Thread):
     """Runs one pod's first container and reports its status. One per pod uid."""
 
@@ -168,7 +213,7 @@ class PodWorker(threading.Thread):
     def run(self) -> None:
         try:
             self._run()
-        except PodGone:
+        except (PodGone, AgentStopping):
             pass
         except Exception as exc:  # noqa: BLE001 -- a worker must never die silently
             self.agent.error(f"{self.name}: {exc!r}")
@@ -247,6 +292,7 @@ class PodWorker(threading.Thread):
                 [exe, *argv[1:]], cwd=self.dir / "work", env=env, stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                 preexec_fn=_die_with_parent)
+        self.agent.record_launch(self.pod, self.proc.pid)
 
     def _wait(self, start_time: float) -> tuple[int, str]:
         """Wait for the process; returns (exit code, pod-level failure reason or '')."""
@@ -350,12 +396,14 @@ class PodWorker(threading.Thread):
         raise ValueError(f"unsupported valueFrom for env {var['name']}: {sorted(source)}")
 
     def _config_data(self, kind: str, ref: Obj) -> dict[str, str]:
-        core = self.agent.core
+        core, call = self.agent.core, self.agent.call
         try:
             if kind == "configmap":
-                return dict(core.read_namespaced_config_map(ref["name"], self.namespace).data or {})
+                return dict(call("read configmap", core.read_namespaced_config_map,
+                                 ref["name"], self.namespace).data or {})
             import base64  # noqa: PLC0415
-            raw = core.read_namespaced_secret(ref["name"], self.namespace).data or {}
+            raw = call("read secret", core.read_namespaced_secret,
+                       ref["name"], self.namespace).data or {}
             return {k: base64.b64decode(v).decode() for k, v in raw.items()}
         except ApiException as exc:
             if exc.status == 404 and ref.get("optional"):
@@ -375,8 +423,8 @@ class PodWorker(threading.Thread):
                 "spec": {"expirationSeconds": TOKEN_SECONDS, "audiences": [],
                          "boundObjectRef": {"apiVersion": "v1", "kind": "Pod",
                                             "name": self.pod_name, "uid": self.uid}}}
-        resp = self.agent.core.create_namespaced_service_account_token(
-            sa, self.namespace, body, _preload_content=False)
+        resp = self.agent.call("token request", self.agent.core.create_namespaced_service_account_token,
+                               sa, self.namespace, body, _preload_content=False)
         token = json.loads(resp.data)["status"]["token"]
         tmp = self.sa_dir / ".token.tmp"
         tmp.write_text(token)
@@ -448,12 +496,18 @@ class PodWorker(threading.Thread):
         self._update_status(statuses, phase, pod_reason, message)
 
     def _mutate_status(self, mutate: Callable[[Obj], None]) -> None:
-        """Read-modify-write the pod's status subresource, retrying on conflicts."""
-        core = self.agent.core
-        for _ in range(10):
+        """Read-modify-write the pod's status subresource until it is written.
+
+        Transient API failures are retried by :meth:`NodeAgent.call`; conflicts
+        (others write the pod too) re-read and retry.  Only the pod going away
+        (:class:`PodGone`) or the agent stopping ends this without a write.
+        """
+        core, call = self.agent.core, self.agent.call
+        conflicts = 0
+        while True:
             try:
-                pod = json.loads(core.read_namespaced_pod(
-                    self.pod_name, self.namespace, _preload_content=False).data)
+                pod = json.loads(call("read pod", core.read_namespaced_pod,
+                                      self.pod_name, self.namespace, _preload_content=False).data)
             except ApiException as exc:
                 if exc.status == 404:
                     raise PodGone() from exc
@@ -463,8 +517,8 @@ class PodWorker(threading.Thread):
             status = pod.setdefault("status", {})
             mutate(status)
             try:
-                core.replace_namespaced_pod_status(
-                    self.pod_name, self.namespace, pod, _preload_content=False)
+                call("write pod status", core.replace_namespaced_pod_status,
+                     self.pod_name, self.namespace, pod, _preload_content=False)
                 self.pod = pod
                 return
             except ApiException as exc:
@@ -472,7 +526,9 @@ class PodWorker(threading.Thread):
                     raise PodGone() from exc
                 if exc.status != 409:
                     raise
-        raise RuntimeError(f"could not update status of {self.namespace}/{self.pod_name}")
+            conflicts += 1
+            if self.agent.stopping.wait(min(0.01 * conflicts, 0.5)):
+                raise AgentStopping("write pod status")
 
     def _delete_now(self) -> None:
         """Final step of graceful deletion, as a kubelet does: delete with grace 0."""
@@ -527,6 +583,12 @@ class NodeAgent:
         self.capacity = {"cpu": cpu, "memory": memory, "pods": str(max_pods)}
         self.heartbeat_seconds = heartbeat_seconds
         self.errors: list[str] = []
+        self.faults: dict[str, int] = {}
+        """Retried API calls by what was attempted (connection refused, 5xx, 429, timeouts)."""
+        self.relists = 0
+        """Times the pod list was read again after a watch ended or broke."""
+        self.launch_log = self.workdir / "launches.jsonl"
+        self._launches: list[Launch] = []
         self._workers: dict[str, PodWorker] = {}
         self._force_deleted: set[str] = set()
         self._lock = threading.Lock()
@@ -536,8 +598,54 @@ class NodeAgent:
 
     # -- public -------------------------------------------------------------
 
+    @property
+    def stopping(self) -> threading.Event:
+        """Set once :meth:`stop` was called."""
+        return self._stop
+
+    def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` -- an API call -- retried with backoff while it fails transiently.
+
+        Other errors are raised; :class:`AgentStopping` once the agent stops.
+        """
+        delay, factor, cap = BACKOFF
+        kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # classified right below
+                if not is_transient(exc):
+                    raise
+                self._fault(what)
+            if self._stop.wait(delay):
+                raise AgentStopping(what)
+            delay = min(delay * factor, cap)
+
+    def _fault(self, what: str) -> None:
+        with self._lock:
+            self.faults[what] = self.faults.get(what, 0) + 1
+
+    def record_launch(self, pod: Obj, pid: int) -> None:
+        """Append one started process to the launch log."""
+        meta = pod["metadata"]
+        job_uid = next((o.get("uid", "") for o in meta.get("ownerReferences") or []
+                        if o.get("kind") == "Job" and o.get("controller")), "")
+        entry = Launch(namespace=meta["namespace"], pod=meta["name"], pod_uid=meta["uid"],
+                       job_uid=job_uid, trial=(meta.get("labels") or {}).get("kubetune.io/trial", ""),
+                       pid=pid, time=time.time())
+        with self._lock:
+            self._launches.append(entry)
+            with open(self.launch_log, "a") as f:
+                f.write(json.dumps(asdict(entry)) + "\n")
+
+    def launches(self, namespace: str | None = None) -> list[Launch]:
+        """Every process started so far (in *namespace* if given), oldest first."""
+        with self._lock:
+            return [x for x in self._launches if namespace is None or x.namespace == namespace]
+
     def start(self) -> "NodeAgent":
         """Register the node and start the watch and heartbeat threads."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self._make_shims()
         self._register_node()
         for target, name in ((self._watch_loop, "watch"), (self._heartbeat_loop, "heartbeat")):
@@ -601,11 +709,13 @@ class NodeAgent:
     def force_delete(self, namespace: str, name: str, uid: str) -> None:
         """Delete a pod with grace period 0 (preconditioned on its uid)."""
         try:
-            self.core.delete_namespaced_pod(
-                name, namespace, grace_period_seconds=0,
-                body=client.V1DeleteOptions(grace_period_seconds=0,
-                                            preconditions=client.V1Preconditions(uid=uid)),
-                _preload_content=False)
+            self.call("delete pod", self.core.delete_namespaced_pod,
+                      name, namespace, grace_period_seconds=0,
+                      body=client.V1DeleteOptions(grace_period_seconds=0,
+                                                  preconditions=client.V1Preconditions(uid=uid)),
+                      _preload_content=False)
+        except AgentStopping:
+            pass
         except ApiException as exc:
             if exc.status not in (404, 409):
                 self.error(f"deleting {namespace}/{name}: {exc.status} {exc.reason}")
@@ -647,33 +757,35 @@ class NodeAgent:
             "labels": {"kubernetes.io/hostname": self.node_name, "kubernetes.io/os": "linux",
                        "kubernetes.io/arch": "amd64", "kubetune.io/test-node": "true"}}}
         try:
-            self.core.create_node(body, _preload_content=False)
+            self.call("register node", self.core.create_node, body, _preload_content=False)
         except ApiException as exc:
             if exc.status != 409:
                 raise
         # Admission (TaintNodesByCondition) adds a not-ready taint at creation; a
         # kubelet's node-lifecycle controller would remove it. We are Ready now.
-        self.core.patch_node(self.node_name, {"spec": {"taints": None}}, _preload_content=False)
-        self.core.patch_node_status(self.node_name, {"status": self._node_status()},
-                                    _preload_content=False)
+        self.call("register node", self.core.patch_node, self.node_name,
+                  {"spec": {"taints": None}}, _preload_content=False)
+        self.call("register node", self.core.patch_node_status, self.node_name,
+                  {"status": self._node_status()}, _preload_content=False)
         self._renew_lease()
 
     def _renew_lease(self) -> None:
         ns, name = "kube-node-lease", self.node_name
         spec = {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": now_micro()}
         try:
-            self.coordination.patch_namespaced_lease(name, ns, {"spec": spec},
-                                                     _preload_content=False)
+            self.call("heartbeat", self.coordination.patch_namespaced_lease, name, ns,
+                      {"spec": spec}, _preload_content=False)
         except ApiException as exc:
             if exc.status != 404:
                 raise
-            node = self.core.read_node(name)
+            node = self.call("heartbeat", self.core.read_node, name)
             body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                     "metadata": {"name": name, "ownerReferences": [{
                         "apiVersion": "v1", "kind": "Node", "name": name,
                         "uid": node.metadata.uid}]},
                     "spec": spec}
-            self.coordination.create_namespaced_lease(ns, body, _preload_content=False)
+            self.call("heartbeat", self.coordination.create_namespaced_lease, ns, body,
+                      _preload_content=False)
 
     def _heartbeat_loop(self) -> None:
         while not self._stop.wait(self.heartbeat_seconds):
@@ -681,8 +793,10 @@ class NodeAgent:
                 self._renew_lease()
                 conditions = [{"type": c["type"], "lastHeartbeatTime": now()}
                               for c in self._node_status()["conditions"]]
-                self.core.patch_node_status(self.node_name, {"status": {"conditions": conditions}},
-                                            _preload_content=False)
+                self.call("heartbeat", self.core.patch_node_status, self.node_name,
+                          {"status": {"conditions": conditions}}, _preload_content=False)
+            except AgentStopping:
+                return
             except Exception as exc:  # noqa: BLE001
                 if not self._stop.is_set():
                     self.error(f"heartbeat: {exc!r}")
@@ -690,27 +804,46 @@ class NodeAgent:
     # -- pods -----------------------------------------------------------------
 
     def _watch_loop(self) -> None:
-        """List + watch all pods forever; relist after 410 Gone, timeouts and errors."""
+        """List + watch all pods forever; relist after 410 Gone, timeouts and broken watches."""
+        delay, factor, cap = BACKOFF
         while not self._stop.is_set():
             try:
                 self.sync_once()
+                delay = BACKOFF[0]
+                continue
+            except AgentStopping:
+                return
             except Exception as exc:  # noqa: BLE001 -- keep the node alive
-                if not self._stop.is_set():
+                if self._stop.is_set():
+                    return
+                if is_transient(exc):
+                    self._fault("watch pods")
+                else:
                     self.error(f"watch: {exc!r}")
-                    self._stop.wait(1)
+            self._stop.wait(delay)
+            delay = min(delay * factor, cap)
 
     def sync_once(self, resource_version: str | None = None, timeout: int = 30,
                   new_watch: Callable[[], watch.Watch] = watch.Watch) -> str:
         """One list (skipped if *resource_version* is given) and one watch from there.
 
         Returns ``"expired"`` if the watch hit 410 Gone (the caller relists),
-        else ``"timeout"`` / ``"stopped"``.  Other API errors are raised.
-        *new_watch* lets tests inject a watch that fails.
+        else ``"timeout"`` / ``"stopped"``.  Other API errors are raised (the
+        caller retries transient ones).  The list also stops the processes of
+        pods that disappeared while no watch was open (their DELETED event was
+        missed).  *new_watch* lets tests inject a watch that fails.
         """
         rv = resource_version
         if rv is None:
-            listing = json.loads(self.core.list_pod_for_all_namespaces(
-                _preload_content=False).data)
+            listing = json.loads(self.call(
+                "list pods", self.core.list_pod_for_all_namespaces, _preload_content=False).data)
+            self.relists += 1
+            present = {pod["metadata"]["uid"] for pod in listing["items"]}
+            with self._lock:
+                vanished = [w for uid, w in self._workers.items()
+                            if uid not in present and w.is_alive()]
+            for w in vanished:
+                w.kill_now()
             for pod in listing["items"]:
                 self._handle(pod, deleted=False)
             rv = listing["metadata"]["resourceVersion"]
@@ -720,14 +853,15 @@ class NodeAgent:
         try:
             for event in pods_watch.stream(
                     self.core.list_pod_for_all_namespaces, resource_version=rv,
-                    timeout_seconds=timeout, allow_watch_bookmarks=True):
+                    timeout_seconds=timeout, allow_watch_bookmarks=True,
+                    _request_timeout=(REQUEST_TIMEOUT[0], timeout + REQUEST_TIMEOUT[1])):
                 if self._stop.is_set():
                     return "stopped"
                 kind, pod = event["type"], event["raw_object"]
                 if kind == "ERROR":
                     if pod.get("code") == 410:
                         return "expired"
-                    raise RuntimeError(f"watch error event: {pod}")
+                    raise ApiException(status=pod.get("code"), reason=f"watch error event: {pod}")
                 if kind != "BOOKMARK":
                     self._handle(pod, deleted=kind == "DELETED")
         except ApiException as exc:
@@ -774,7 +908,8 @@ class NodeAgent:
         body = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
                 "target": {"apiVersion": "v1", "kind": "Node", "name": self.node_name}}
         try:
-            self.core.create_namespaced_pod_binding(name, namespace, body, _preload_content=False)
+            self.call("bind pod", self.core.create_namespaced_pod_binding, name, namespace, body,
+                      _preload_content=False)
         except ApiException as exc:
             if exc.status not in (404, 409):  # gone, or already bound
                 self.error(f"binding {namespace}/{name}: {exc.status} {exc.reason}")

@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 from kubernetes import client
 
+from controlplane import die_with_parent
+
 GROUP, VERSION, PLURAL = "kubetune.io", "v1alpha1", "tuningexperiments"
 
 
@@ -24,6 +26,8 @@ class OperatorProcess:
         self.extra_args = extra_args or []
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.kills = 0
+        """Times :meth:`kill` ended a running operator."""
 
     @property
     def log_path(self) -> Path:
@@ -33,10 +37,12 @@ class OperatorProcess:
         self.starts += 1
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
         log = open(self.log_path, "wb")
+        scoped = any(a in ("-n", "--namespace") or a.startswith("--namespace=") for a in self.extra_args)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kubetune", "operator", "--all-namespaces", "--liveness", "",
-             "--metrics-port", "0", *self.extra_args],
+            [sys.executable, "-m", "kubetune", "operator", *([] if scoped else ["--all-namespaces"]),
+             "--liveness", "", "--metrics-port", "0", *self.extra_args],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=die_with_parent,  # a killed test run leaks no operator
         )
         log.close()
         return self
@@ -45,6 +51,11 @@ class OperatorProcess:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, sig)
             self.proc.wait(timeout=30)
+            self.kills += 1
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
