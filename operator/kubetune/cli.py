@@ -110,6 +110,9 @@ def _cmd_operator(args: argparse.Namespace) -> int:
         liveness=args.liveness,
         metrics_port=args.metrics_port,
         verbose=args.verbose,
+        leader_election=args.leader_election,
+        lease_name=args.lease_name,
+        lease_namespace=args.lease_namespace,
     )
 
 
@@ -142,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint ('' = off)")
     op.add_argument("--metrics-port", type=int, default=9090, help="Prometheus metrics port (0 = off)")
     op.add_argument("--verbose", "-v", action="store_true")
+    op.add_argument("--leader-election", action=argparse.BooleanOptionalAction, default=False,
+                    help="reconcile only while holding a coordination.k8s.io Lease (for more than one replica)")
+    op.add_argument("--lease-name", default="", help="the Lease's name (default kubetune-operator)")
+    op.add_argument("--lease-namespace", default="",
+                    help="the Lease's namespace (default: $POD_NAMESPACE, else 'default')")
     op.set_defaults(func=_cmd_operator)
     return parser
 

@@ -1,4 +1,4 @@
-"""Operator start-up and shutdown: kopf settings, the metrics endpoint, stopping the workers."""
+"""Operator start-up and shutdown: kopf settings, the metrics endpoint, leader election, stopping the workers."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import kopf
 
 from .. import labels as L
 from .. import prometheus
+from ..leader import KubernetesLeaseStore, LeaderElection, LeaderElector, default_identity
 from .state import reconciler
 
 log = logging.getLogger("kubetune.operator")
@@ -27,10 +28,45 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     if port:
         memo.metrics_runner = await prometheus.serve(port)
         log.info("serving Prometheus metrics on :%d/metrics", port)
+    lease = getattr(memo, "leader_election", None)  # (namespace, name), set by `kubetune operator --leader-election`
+    if lease:
+        memo.election = start_leader_election(*lease)
+
+
+def start_leader_election(namespace: str, name: str) -> LeaderElection:
+    """Workers run only while this replica holds the Lease; the watches keep every replica's view warm."""
+    from ..api import api
+
+    from ... import __version__
+
+    identity = default_identity()
+    client = api().client
+    # The field manager of everything this replica writes (managedFields) names the replica.
+    client.user_agent = f"kubetune@{identity}/{__version__}"
+    rec = reconciler()
+    rec.leading = False
+
+    async def started() -> None:
+        rec.leading = True
+        for key in list(rec.state.experiments):
+            rec.wake(key)
+
+    async def stopped() -> None:
+        rec.leading = False
+        await rec.stop()
+
+    election = LeaderElection(LeaderElector(KubernetesLeaseStore(client, namespace, name), identity),
+                              started, stopped)
+    log.info("leader election on lease %s/%s as %s", namespace, name, identity)
+    election.start()
+    return election
 
 
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    election = getattr(memo, "election", None)
+    if election is not None:
+        await election.close()  # stops the workers, then releases the Lease
     await reconciler().stop()
     runner = getattr(memo, "metrics_runner", None)
     if runner is not None:
@@ -40,3 +76,8 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.probe(id="experiments")
 def experiments_probe(**_: Any) -> int:
     return len(reconciler().state.experiments)
+
+
+@kopf.on.probe(id="leading")
+def leading_probe(**_: Any) -> bool:
+    return reconciler().leading
