@@ -1,74 +1,266 @@
 """The Kubernetes API client, configured once (in-cluster, else the kubeconfig), and small helpers over it.
 
 Every call here is blocking; the reconciler runs them in worker threads so the event loop never waits on them.
+
+Requests are retried the way kopf retries its own: server errors (500, 502, 503, 504), throttling (429, waiting at
+least the server's ``Retry-After``, capped) and transport failures (connection refused or reset, timeouts) are
+retried with jittered exponential backoff, for a bounded number of attempts and a bounded total time; other client
+errors (4xx) are not. Every attempt has a connect and a read timeout, so a hung connection cannot hold a worker
+thread. Each helper is safe to repeat after a lost response: a create that finds its own object (409, same owner
+uid) is done, a delete that finds nothing (404) is done, merge patches are idempotent.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from ..spec import GROUP, PLURAL, VERSION
+from . import prometheus
 
-__all__ = ["ApiException", "Api", "api"]
+__all__ = ["Api", "ApiException", "ForeignObject", "RetryPolicy", "api", "error_code", "retryable"]
+
+log = logging.getLogger("kubetune.api")
+T = TypeVar("T")
+
+RETRYABLE_STATUS = frozenset({0, 429, 500, 502, 503, 504})
+"""HTTP statuses worth another attempt (0: the client got no HTTP response, e.g. a TLS failure)."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How one request is attempted: attempts, backoff, Retry-After cap, total time and per-attempt timeouts."""
+
+    attempts: int = 6
+    backoff: float = 0.5
+    """The first wait; it doubles per attempt up to :attr:`backoff_max`."""
+    backoff_max: float = 16.0
+    jitter: float = 0.5
+    """Each wait is shortened by a random fraction up to this, so workers that failed together retry apart."""
+    retry_after_max: float = 30.0
+    deadline: float = 90.0
+    """No new attempt starts when its wait would end later than this after the first attempt started."""
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+    random: Callable[[], float] = random.random
+
+    @property
+    def timeout(self) -> tuple[float, float]:
+        return (self.connect_timeout, self.read_timeout)
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """The wait after failed attempt ``attempt`` (1-based): jittered exponential backoff, and at least the
+        server's ``Retry-After`` (capped at :attr:`retry_after_max`)."""
+        wait = min(self.backoff * 2 ** (attempt - 1), self.backoff_max) * (1.0 - self.jitter * self.random())
+        if retry_after is not None:
+            wait = max(wait, min(retry_after, self.retry_after_max))
+        return wait
+
+
+DEFAULT_POLICY = RetryPolicy()
+EVENT_POLICY = RetryPolicy(attempts=2, backoff=0.2, deadline=5.0, read_timeout=10.0)
+"""Events are best effort: one quick retry, then they are dropped."""
+
+
+class ForeignObject(Exception):
+    """An object of the name the operator needs exists but belongs to another owner (e.g. an earlier experiment
+    of the same name that is being garbage-collected). It is never adopted; the caller retries later."""
+
+    def __init__(self, kind: str, name: str, owners: list[str]) -> None:
+        super().__init__(f"{kind} {name} exists and is owned by {', '.join(owners) or 'nobody'}, not by this "
+                         "experiment")
+        self.kind, self.name, self.owners = kind, name, owners
+
+
+def error_code(e: BaseException) -> int | None:
+    """The HTTP status of a failed request, 0 when no response arrived, None when ``e`` is no API failure."""
+    if isinstance(e, ApiException):
+        return int(e.status or 0)
+    if isinstance(e, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)):
+        return 0
+    return None
+
+
+def retryable(e: BaseException) -> bool:
+    code = error_code(e)
+    return code is not None and code in RETRYABLE_STATUS
+
+
+def retry_after(e: BaseException) -> float | None:
+    """The server's ``Retry-After`` in seconds (the header, else the Status details), when it sent one."""
+    if not isinstance(e, ApiException):
+        return None
+    value: Any = (e.headers or {}).get("Retry-After")
+    if value is None and e.body:
+        try:
+            value = (json.loads(e.body).get("details") or {}).get("retryAfterSeconds")
+        except (ValueError, TypeError, AttributeError):
+            value = None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):  # absent, or an HTTP date: the backoff applies
+        return None
+    return seconds if seconds >= 0 else None
+
+
+def _owner_uids(obj: Any) -> list[str]:
+    return [o.uid for o in (obj.metadata.owner_references or [])]
 
 
 class Api:
-    def __init__(self) -> None:
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config()
-        self.client = client.ApiClient()
-        self.core = client.CoreV1Api(self.client)
-        self.batch = client.BatchV1Api(self.client)
-        self.custom = client.CustomObjectsApi(self.client)
+    """The few calls the operator makes, each retried by :attr:`policy` (events by :attr:`event_policy`).
+
+    ``core``, ``batch`` and ``custom`` are the generated ``CoreV1Api``, ``BatchV1Api`` and ``CustomObjectsApi``
+    (or anything with the same methods); without them the client is configured from the cluster or kubeconfig.
+    """
+
+    def __init__(self, core: Any = None, batch: Any = None, custom: Any = None, *,
+                 policy: RetryPolicy = DEFAULT_POLICY, event_policy: RetryPolicy = EVENT_POLICY) -> None:
+        self.client: Any = None
+        if core is None or batch is None or custom is None:
+            try:
+                config.load_incluster_config()
+            except config.ConfigException:
+                config.load_kube_config()
+            self.client = client.ApiClient()
+            core = core or client.CoreV1Api(self.client)
+            batch = batch or client.BatchV1Api(self.client)
+            custom = custom or client.CustomObjectsApi(self.client)
+        self.core, self.batch, self.custom = core, batch, custom
+        self.policy, self.event_policy = policy, event_policy
+
+    def call(self, verb: str, fn: Callable[..., T], *args: Any, policy: RetryPolicy | None = None,
+             **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` with a timeout, retried while the failure is retryable and the policy allows.
+
+        Every failed attempt is counted in ``kubetune_api_errors_total{verb, code}``. The last failure is raised
+        with ``attempts`` (how many were made) set on it.
+        """
+        p = policy or self.policy
+        started = p.clock()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return fn(*args, _request_timeout=p.timeout, **kwargs)
+            except Exception as e:
+                code = error_code(e)
+                if code is None:
+                    raise
+                prometheus.count_api_error(verb, code)
+                e.attempts = attempt  # type: ignore[attr-defined]
+                if not retryable(e) or attempt >= p.attempts:
+                    raise
+                wait = p.delay(attempt, retry_after(e))
+                if p.clock() - started + wait > p.deadline:
+                    raise
+                log.warning("%s failed (%s), attempt %d of %d; retrying in %.1fs", verb, _describe(e), attempt,
+                            p.attempts, wait)
+                p.sleep(wait)
+
+    # -- Jobs ---------------------------------------------------------------------------------------------------
 
     def create_job(self, namespace: str, body: dict[str, Any]) -> bool:
-        """Create a Job; False when it already exists (trial names are deterministic, so that is harmless)."""
-        try:
-            self.batch.create_namespaced_job(namespace, body)
-            return True
-        except ApiException as e:
-            if e.status == 409:
-                return False
-            raise
+        """Create a trial Job. True when it was created by this call (including by an attempt whose response was
+        lost); False when this experiment's Job of that name already existed. Raises :class:`ForeignObject` when
+        a Job of that name belongs to another owner: it is never adopted."""
+        name = body["metadata"]["name"]
+        ours = {o["uid"] for o in body["metadata"].get("ownerReferences") or []}
+        for _ in range(2):
+            try:
+                self.call("create_job", self.batch.create_namespaced_job, namespace, body)
+                return True
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+                retried = getattr(e, "attempts", 1) > 1
+            try:
+                existing = self.call("get_job", self.batch.read_namespaced_job, name, namespace)
+            except ApiException as e:
+                if e.status == 404:  # it went away in between: create again
+                    continue
+                raise
+            owners = _owner_uids(existing)
+            if not ours or ours & set(owners):
+                return retried  # an earlier attempt of this call made it, or it was made before
+            raise ForeignObject("Job", name, owners)
+        raise ApiException(status=409, reason=f"Job {name} keeps conflicting")
 
     def delete_job(self, namespace: str, name: str) -> None:
+        """Delete a Job and (in the background) its pods; nothing to do when it is already gone."""
         try:
-            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+            self.call("delete_job", self.batch.delete_namespaced_job, name, namespace,
+                      propagation_policy="Background")
         except ApiException as e:
             if e.status != 404:
                 raise
 
-    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURAL, name, {"status": status}
-        )
+    # -- the experiment -----------------------------------------------------------------------------------------
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> bool:
+        """Merge ``status`` into the experiment's status; False when the experiment is gone (404)."""
+        try:
+            self.call("patch_status", self.custom.patch_namespaced_custom_object_status,
+                      GROUP, VERSION, namespace, PLURAL, name, {"status": status})
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            return False
+        return True
+
+    # -- ConfigMaps ---------------------------------------------------------------------------------------------
 
     def list_configmaps(self, namespace: str, selector: str) -> list[Any]:
-        return list(self.core.list_namespaced_config_map(namespace, label_selector=selector).items)
+        return list(self.call("list_configmaps", self.core.list_namespaced_config_map, namespace,
+                              label_selector=selector).items)
 
     def upsert_configmap_data(self, namespace: str, body: dict[str, Any]) -> None:
-        """Merge ``body['data']`` into the ConfigMap, creating it when missing."""
+        """Merge ``body['data']`` into the ConfigMap, creating it when missing. Raises :class:`ForeignObject`
+        when a ConfigMap of that name belongs to another owner (its data would go with that owner)."""
         name = body["metadata"]["name"]
-        try:
-            self.core.patch_namespaced_config_map(name, namespace, {"data": body["data"]})
-        except ApiException as e:
-            if e.status != 404:
-                raise
+        ours = {o["uid"] for o in body["metadata"].get("ownerReferences") or []}
+        patch = {"data": body["data"]}
+        for _ in range(2):
             try:
-                self.core.create_namespaced_config_map(namespace, body)
-            except ApiException as e2:
-                if e2.status != 409:
+                current = self.call("patch_configmap", self.core.patch_namespaced_config_map, name, namespace, patch)
+                break
+            except ApiException as e:
+                if e.status != 404:
                     raise
-                self.core.patch_namespaced_config_map(name, namespace, {"data": body["data"]})
+            try:
+                current = self.call("create_configmap", self.core.create_namespaced_config_map, namespace, body)
+                break
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+        else:
+            raise ApiException(status=409, reason=f"ConfigMap {name} keeps conflicting")
+        owners = _owner_uids(current)
+        if ours and owners and not ours & set(owners):
+            raise ForeignObject("ConfigMap", name, owners)
+
+    # -- Events -------------------------------------------------------------------------------------------------
 
     def create_event(self, namespace: str, body: dict[str, Any]) -> None:
-        self.core.create_namespaced_event(namespace, body)
+        self.call("create_event", self.core.create_namespaced_event, namespace, body, policy=self.event_policy)
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, ApiException):
+        return f"{e.status} {e.reason}"
+    return f"{type(e).__name__}: {e}"[:300]
 
 
 @lru_cache(maxsize=1)

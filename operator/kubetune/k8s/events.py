@@ -1,9 +1,14 @@
-"""Kubernetes Events on the experiment, for `kubectl describe` (trial created, failed, pruned, best improved)."""
+"""Kubernetes Events on the experiment, for `kubectl describe` (trial created, failed, pruned, best improved).
+
+Events are best effort: a failed post is retried once (see :data:`kubetune.k8s.api.EVENT_POLICY`), then logged and
+dropped; it never fails the reconcile that posts it.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..spec import API_VERSION, KIND
 from .api import Api, ApiException
@@ -35,5 +40,6 @@ def post(api: Api, experiment: Mapping[str, Any], reason: str, message: str, war
     }
     try:
         api.create_event(meta["namespace"], body)
-    except ApiException as e:  # events are best effort
-        log.debug("cannot post event %s: %s", reason, e)
+    except Exception as e:  # noqa: BLE001  (events are best effort: no failure here fails a reconcile)
+        log.warning("cannot post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"],
+                    f"{e.status} {e.reason}" if isinstance(e, ApiException) else repr(e)[:300])

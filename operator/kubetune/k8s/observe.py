@@ -34,6 +34,8 @@ class PodSummary:
     """The pod object no longer exists (this is its last known state)."""
     deleted_while_running: bool = False
     """Deletion was requested before the pod reached a final phase (set by :func:`merge_pod`)."""
+    job_uid: str = ""
+    """The uid of the Job that owns the pod (a Job of the same name made earlier owns other pods)."""
 
     @property
     def ended(self) -> bool:
@@ -62,6 +64,16 @@ class JobSummary:
     deleting: bool = False
     start_time: str | None = None
     completion_time: str | None = None
+    uid: str = ""
+    owner_uid: str = ""
+    """The uid of the experiment that controls the Job (an earlier experiment of the same name owns other Jobs)."""
+
+
+def _controller_uid(meta: Mapping[str, Any]) -> str:
+    for owner in meta.get("ownerReferences") or []:
+        if isinstance(owner, Mapping) and owner.get("controller"):
+            return str(owner.get("uid") or "")
+    return ""
 
 
 def summarize_pod(body: Mapping[str, Any]) -> PodSummary | None:
@@ -90,6 +102,7 @@ def summarize_pod(body: Mapping[str, Any]) -> PodSummary | None:
         termination_message=message,
         start_time=status.get("startTime"),
         created=meta.get("creationTimestamp") or "",
+        job_uid=_controller_uid(meta),
     )
 
 
@@ -124,6 +137,8 @@ def summarize_job(body: Mapping[str, Any]) -> JobSummary | None:
         deleting=bool(meta.get("deletionTimestamp")),
         start_time=status.get("startTime"),
         completion_time=status.get("completionTime"),
+        uid=meta.get("uid") or "",
+        owner_uid=_controller_uid(meta),
     )
 
 

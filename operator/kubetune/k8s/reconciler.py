@@ -7,6 +7,11 @@ work (API calls, the suggestion engine) runs in worker threads, so the event loo
 
 No finalizer is needed: deleting an experiment deletes its Jobs and result ConfigMaps through owner references,
 and a worker whose experiment disappeared from the view stops.
+
+Memory stays bounded however many trials an experiment runs: the view holds the Jobs that exist (active ones and
+the newest finished ones kept for logs) and their pods, a deleted Job's pods go with it, a view whose experiment
+and objects are all gone is dropped, and per-trial worker state is kept only while the trial is active. What grows
+is the records dict, one bounded record per trial (the same records the ConfigMaps hold).
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -25,9 +31,16 @@ from ..template import template_problems, trial_name
 from ..trials import Trial, TrialState
 from ..validation import Problem, rule_problems
 from . import events, prometheus
-from .api import Api, ApiException, api
+from .api import Api, ApiException, ForeignObject, api
 from .jobs import build_job
-from .observe import ClusterView, JobSummary, PodSummary, lost_trial, merge_pod, observe_trial
+from .observe import (
+    ClusterView,
+    JobSummary,
+    PodSummary,
+    lost_trial,
+    merge_pod,
+    observe_trial,
+)
 from .status import changed, running_status, stalled_status
 from .store import TrialStore
 
@@ -57,6 +70,16 @@ def parse_spec(body: Mapping[str, Any]) -> tuple[ExperimentSpec | None, list[Pro
     return (None if problems else spec), problems
 
 
+@dataclass(frozen=True)
+class Timing:
+    """The worker loop's clock: resync period, debounce, and the backoff after a failed reconcile."""
+
+    resync: float = RESYNC_SECONDS
+    debounce: float = DEBOUNCE_SECONDS
+    backoff: float = 1.0
+    backoff_max: float = 60.0
+
+
 @dataclass
 class ClusterState:
     """What the watch handlers have seen."""
@@ -69,14 +92,17 @@ class ClusterState:
 
 
 class ExperimentWorker:
-    def __init__(self, key: Key, state: ClusterState, api_factory: Any = api) -> None:
+    def __init__(self, key: Key, state: ClusterState, api_factory: Any = api, timing: Timing = Timing()) -> None:
         self.key = key
         self.state = state
         self.api_factory = api_factory
+        self.timing = timing
         self.wakeup = asyncio.Event()
         self.records: dict[int, Trial] | None = None
         self.uid: str | None = None
-        self.seen_jobs: set[str] = set()
+        self.seen: set[int] = set()
+        """Active trials whose Job has been seen: if it disappears before the trial finished, the trial is lost
+        (not created again). Numbers leave the set once their trial is recorded as finished."""
         self.last_best: int | None = None
         self.task: asyncio.Task[None] | None = None
 
@@ -85,22 +111,26 @@ class ExperimentWorker:
         return self.api_factory()
 
     async def run(self) -> None:
-        backoff = 1.0
+        timing = self.timing
+        backoff = timing.backoff
         while True:
             try:
                 await self.reconcile()
-                backoff = 1.0
-                timeout = RESYNC_SECONDS
+                backoff = timing.backoff
+                timeout = timing.resync
             except asyncio.CancelledError:
                 raise
+            except (ApiException, ForeignObject) as e:  # the API's own retries gave up: try again later
+                log.warning("reconciling %s/%s failed: %s; retrying in %.1fs", *self.key, _describe(e), backoff)
+                timeout, backoff = backoff, min(backoff * 2, timing.backoff_max)
             except Exception:
-                log.exception("reconciling %s/%s failed; retrying in %.0fs", *self.key, backoff)
-                timeout, backoff = backoff, min(backoff * 2, 60.0)
+                log.exception("reconciling %s/%s failed; retrying in %.1fs", *self.key, backoff)
+                timeout, backoff = backoff, min(backoff * 2, timing.backoff_max)
             try:
                 await asyncio.wait_for(self.wakeup.wait(), timeout)
             except asyncio.TimeoutError:
                 pass
-            await asyncio.sleep(DEBOUNCE_SECONDS)
+            await asyncio.sleep(timing.debounce)
             self.wakeup.clear()
 
     # -- one reconcile ------------------------------------------------------------------------------------------
@@ -113,7 +143,7 @@ class ExperimentWorker:
         meta = body["metadata"]
         name, namespace = meta["name"], meta["namespace"]
         if meta.get("uid") != self.uid:  # a new experiment under the same name: start over
-            self.uid, self.records, self.seen_jobs, self.last_best = meta.get("uid"), None, set(), None
+            self.uid, self.records, self.seen, self.last_best = meta.get("uid"), None, set(), None
         spec, problems = parse_spec(body)
         if spec is None:
             message = "; ".join(str(p) for p in problems)[:2000]
@@ -123,7 +153,7 @@ class ExperimentWorker:
         if self.records is None:
             self.records = await asyncio.to_thread(store.load)
         view = self.state.view(self.key)
-        trials, finished_now, missing_jobs = self._observe(spec, name, view)
+        trials, finished_now, missing_jobs, stale_jobs = self._observe(spec, name, view)
         if finished_now:
             await asyncio.to_thread(store.save, finished_now)
             for t in finished_now:
@@ -132,6 +162,9 @@ class ExperimentWorker:
                 if t.state is TrialState.FAILED:
                     await asyncio.to_thread(events.post, self.api, body, "TrialFailed",
                                             f"{trial_name(name, t.number)}: {t.reason}: {t.message}", True)
+
+        for job_name in stale_jobs:  # stopped trials whose Job survived (a failed delete, or a restart in between)
+            await asyncio.to_thread(self.api.delete_job, namespace, job_name)
 
         plan: Plan = await asyncio.to_thread(prometheus.timed_plan(body), spec, list(trials.values()), experiment=name)
 
@@ -193,23 +226,36 @@ class ExperimentWorker:
         return [self.records[n] if n in self.records and self.records[n].state.finished else t
                 for n, t in trials.items()]
 
-    def _observe(self, spec: ExperimentSpec, name: str, view: ClusterView) -> tuple[dict[int, Trial], list[Trial], list[int]]:
-        """Trials as of now; the ones that just finished (to record); pending ones whose Job must be (re)made."""
-        assert self.records is not None
+    def _ours(self, job: JobSummary) -> bool:
+        """Whether the Job belongs to this experiment (a Job left by an earlier experiment of the same name, still
+        being garbage-collected, has the same name and labels but another owner uid)."""
+        return not job.owner_uid or job.owner_uid == self.uid
+
+    def _observe(
+        self, spec: ExperimentSpec, name: str, view: ClusterView
+    ) -> tuple[dict[int, Trial], list[Trial], list[int], list[str]]:
+        """Trials as of now; the ones that just finished (to record); pending ones whose Job must be (re)made;
+        Jobs of trials recorded as stopped that still run (to delete)."""
+        records = self.records
+        assert records is not None
         trials: dict[int, Trial] = {}
         finished_now: list[Trial] = []
         missing: list[int] = []
-        jobs_by_number: dict[int, JobSummary] = {j.number: j for j in view.jobs.values()}
-        self.seen_jobs |= set(view.jobs)
-        for number in sorted(set(self.records) | set(jobs_by_number)):
-            rec = self.records.get(number)
+        stale: list[str] = []
+        jobs_by_number: dict[int, JobSummary] = {j.number: j for j in view.jobs.values() if self._ours(j)}
+        self.seen = {n for n in self.seen if not (n in records and records[n].state.finished)}
+        self.seen |= {n for n in jobs_by_number if not (n in records and records[n].state.finished)}
+        for number in sorted(set(records) | set(jobs_by_number)):
+            rec = records.get(number)
+            job = jobs_by_number.get(number)
             if rec is not None and rec.state.finished:
                 trials[number] = rec
+                if job is not None and not (job.deleting or job.complete or job.failed):
+                    stale.append(job.name)
                 continue
-            job = jobs_by_number.get(number)
             if job is None:
                 assert rec is not None
-                if trial_name(name, number) in self.seen_jobs:
+                if number in self.seen:
                     obs = lost_trial(rec)
                 else:
                     trials[number] = rec
@@ -219,17 +265,19 @@ class ExperimentWorker:
                 trials[number] = rec or Trial(number, dict(job.params), TrialState.RUNNING)
                 continue
             else:
-                obs = observe_trial(spec, job, view.pods_of(job.name), rec)
+                pods = [p for p in view.pods_of(job.name) if not (p.job_uid and job.uid) or p.job_uid == job.uid]
+                obs = observe_trial(spec, job, pods, rec)
             trials[number] = obs.trial
             if obs.final:
                 finished_now.append(obs.trial)
-        return trials, finished_now, missing
+        return trials, finished_now, missing, stale
 
     async def _cleanup_jobs(self, namespace: str, view: ClusterView) -> None:
         assert self.records is not None
         done = sorted(
             (j for j in view.jobs.values()
-             if not j.deleting and j.number in self.records and self.records[j.number].state.finished),
+             if self._ours(j) and not j.deleting and j.number in self.records
+             and self.records[j.number].state.finished),
             key=lambda j: j.number,
         )
         for job in done[: max(len(done) - KEEP_FINISHED_JOBS, 0)]:
@@ -240,12 +288,8 @@ class ExperimentWorker:
         if not changed(old, status):
             return
         meta = body["metadata"]
-        try:
-            await asyncio.to_thread(self.api.patch_status, meta["namespace"], meta["name"], status)
-        except ApiException as e:
-            if e.status != 404:
-                raise
-            return
+        if not await asyncio.to_thread(self.api.patch_status, meta["namespace"], meta["name"], status):
+            return  # the experiment is gone (404): nothing to report to
         # Keep our copy current until the watch delivers the new object.
         merged = {**old, **{k: v for k, v in status.items() if v is not None}}
         for k, v in status.items():
@@ -254,6 +298,12 @@ class ExperimentWorker:
         current = self.state.experiments.get(self.key)
         if current is not None and current["metadata"].get("uid") == meta.get("uid"):
             current["status"] = merged
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, ApiException):
+        return f"{e.status} {e.reason}"
+    return str(e)[:300]
 
 
 def _api_message(e: ApiException) -> str:
@@ -268,10 +318,11 @@ def _api_message(e: ApiException) -> str:
 class Reconciler:
     """Owns one worker per experiment."""
 
-    def __init__(self, api_factory: Any = api) -> None:
+    def __init__(self, api_factory: Any = api, timing: Timing = Timing()) -> None:
         self.state = ClusterState()
         self.workers: dict[Key, ExperimentWorker] = {}
         self.api_factory = api_factory
+        self.timing = timing
         self.leading = True
         """False while another replica holds the leader Lease (see leader.py): the view is fed, no worker runs."""
 
@@ -296,21 +347,33 @@ class Reconciler:
                 view.pods.pop(pod.name, None)
         else:
             view.jobs[name] = summary
+        self._forget_if_empty(key, view)
         self.wake(key)
 
     def pod_changed(self, key: Key, name: str, summary: PodSummary | None) -> None:
         view = self.state.view(key)
-        merged = merge_pod(view.pods.get(name), summary, name)
-        if merged is not None:
-            view.pods[name] = merged
+        previous = view.pods.get(name)
+        if summary is None and (previous is None or previous.job not in view.jobs):
+            # Its Job is gone already (a deleted Job's pods end after it): nothing is left to judge by it.
+            view.pods.pop(name, None)
+        else:
+            merged = merge_pod(previous, summary, name)
+            if merged is not None:
+                view.pods[name] = merged
+        self._forget_if_empty(key, view)
         self.wake(key)
+
+    def _forget_if_empty(self, key: Key, view: ClusterView) -> None:
+        """Drop the view of an experiment that is gone once its last Job and pod are gone too."""
+        if key not in self.state.experiments and not view.jobs and not view.pods:
+            self.state.views.pop(key, None)
 
     def wake(self, key: Key) -> None:
         if key not in self.state.experiments or not self.leading:
             return
         worker = self.workers.get(key)
         if worker is None or worker.task is None or worker.task.done():
-            worker = self.workers[key] = worker or ExperimentWorker(key, self.state, self.api_factory)
+            worker = self.workers[key] = worker or ExperimentWorker(key, self.state, self.api_factory, self.timing)
             worker.task = asyncio.get_running_loop().create_task(worker.run(), name=f"kubetune:{key[0]}/{key[1]}")
         worker.wakeup.set()
 
