@@ -8,7 +8,8 @@ ValidatingAdmissionPolicy admits/denies real patches made with pod-bound tokens)
 `helm uninstall` through the test node, and `kubectl apply -k deploy/ --server-side --dry-run=server`.
 
 The operator Deployment is installed with replicaCount=0: there is no operator image here, and the test node
-would otherwise run the pod's command on this host.
+would otherwise run the pod's command on this host. The Pod Security Standard "restricted" admission of the operator
+pod and the example trials is tested in test_trial_isolation.py.
 """
 
 from __future__ import annotations
@@ -143,29 +144,36 @@ def container(dep: Obj) -> Obj:
 @pytest.mark.parametrize("values", [
     [],
     ["--set", "watchNamespaces={ml,research}", "--set", "trialNamespaces={ml}"],
-    ["--set", "finalizerCleanup.enabled=true", "--set", "trialRbac.admissionPolicy.enabled=true"],
+    ["--set", "finalizerCleanup.enabled=true", "--set", "trialRbac.admissionPolicy.enabled=auto"],
     ["--set", "metrics.enabled=false", "--set", "rbac.create=false", "--set", "serviceAccount.create=false",
-     "--set", "trialRbac.create=false"],
-], ids=["default", "namespaced", "hook-and-policy", "minimal"])
+     "--set", "trialRbac.create=false", "--set", "leaderElection.enabled=false"],
+    ["--set", "replicaCount=2", "--set", "podDisruptionBudget.enabled=true"],
+], ids=["default", "namespaced", "hook-and-auto-policy", "minimal", "two-replicas"])
 def test_helm_lint_strict(bin_dir: Path, helm_home: Path, values: list[str]) -> None:
     out = helm(bin_dir, helm_home, "lint", "--strict", str(CHART), *values).stdout
     assert "0 chart(s) failed" in out
 
 
 def test_helm_rejects_values_outside_the_schema(bin_dir: Path, helm_home: Path) -> None:
-    proc = helm(bin_dir, helm_home, "template", "x", str(CHART), "--set", "replicaCount=2", check=False)
+    proc = helm(bin_dir, helm_home, "template", "x", str(CHART), "--set", "replicaCount=2",
+                "--set", "leaderElection.enabled=false", check=False)
+    assert proc.returncode != 0 and "replicaCount" in proc.stderr, "two replicas without leader election"
+    proc = helm(bin_dir, helm_home, "template", "x", str(CHART), "--set", "replicaCount=4", check=False)
     assert proc.returncode != 0 and "replicaCount" in proc.stderr
+    helm(bin_dir, helm_home, "template", "x", str(CHART), "--set", "replicaCount=2")
     proc = helm(bin_dir, helm_home, "template", "x", str(CHART), "--set", "watchNamespace=ml", check=False)
     assert proc.returncode != 0 and "watchNamespace" in proc.stderr
 
 
 def test_default_render_cluster_mode(bin_dir: Path, helm_home: Path) -> None:
-    objs = render(bin_dir, helm_home, "--api-versions", VAP_API)
+    objs = render(bin_dir, helm_home)  # the trial policy is on by default, also when nothing is known of the cluster
     kinds = sorted((o["kind"], o["metadata"]["name"], o["metadata"].get("namespace", "")) for o in objs)
     assert kinds == sorted([
         ("ServiceAccount", "kubetune", "kubetune"),
         ("ClusterRole", "kubetune", ""),
         ("ClusterRoleBinding", "kubetune", ""),
+        ("Role", "kubetune-leader-election", "kubetune"),
+        ("RoleBinding", "kubetune-leader-election", "kubetune"),
         ("Deployment", "kubetune", "kubetune"),
         ("Service", "kubetune-metrics", "kubetune"),
         ("ServiceAccount", "kubetune-trial", "kubetune"),
@@ -186,16 +194,26 @@ def test_default_render_cluster_mode(bin_dir: Path, helm_home: Path) -> None:
     assert crb["roleRef"]["name"] == "kubetune"
     assert crb["subjects"] == [{"kind": "ServiceAccount", "name": "kubetune", "namespace": "kubetune"}]
 
+    lrole = one(objs, "Role", "kubetune-leader-election", "kubetune")
+    assert lrole["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["kubetune"],
+         "verbs": ["get", "update"]}]
+    assert one(objs, "RoleBinding", "kubetune-leader-election")["subjects"] == crb["subjects"]
+
     dep = one(objs, "Deployment", "kubetune")
     spec = dep["spec"]
-    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     assert set(spec["selector"]["matchLabels"].items()) <= set(spec["template"]["metadata"]["labels"].items())
     pod = spec["template"]["spec"]
     assert pod["serviceAccountName"] == "kubetune"
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
     c = container(dep)
     assert c["command"] == ["kubetune", "operator"]
-    assert c["args"] == ["--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz", "--metrics-port=9090"]
+    assert c["args"] == ["--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz", "--metrics-port=9090",
+                         "--leader-election", "--lease-name=kubetune"]
+    assert {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}} in c["env"]
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {"health": 8080, "metrics": 9090}
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
@@ -251,15 +269,26 @@ def test_namespaced_render(bin_dir: Path, helm_home: Path) -> None:
 
 
 def test_admission_policy_modes(bin_dir: Path, helm_home: Path) -> None:
-    def has_policy(*args: str) -> bool:
+    def parts(*args: str) -> tuple[bool, bool]:
+        """(policy and binding rendered, trial Role with pods: patch rendered)"""
         objs = render(bin_dir, helm_home, *args)
-        return bool(find(objs, "ValidatingAdmissionPolicy")) and bool(find(objs, "ValidatingAdmissionPolicyBinding"))
+        policy = bool(find(objs, "ValidatingAdmissionPolicy")) and bool(find(objs, "ValidatingAdmissionPolicyBinding"))
+        roles = find(objs, "Role", "kubetune-trial")
+        assert bool(roles) == bool(find(objs, "RoleBinding", "kubetune-trial"))
+        return policy, bool(roles)
 
-    assert has_policy("--api-versions", VAP_API)                       # auto, the cluster serves the API
-    assert not has_policy()                                            # auto, nothing known (offline template)
-    assert has_policy("--set", "trialRbac.admissionPolicy.enabled=true")
-    assert not has_policy("--api-versions", VAP_API, "--set", "trialRbac.admissionPolicy.enabled=false")
-    assert not has_policy("--api-versions", VAP_API, "--set", "trialRbac.create=false")
+    auto = ["--set", "trialRbac.admissionPolicy.enabled=auto"]
+    off = ["--set", "trialRbac.admissionPolicy.enabled=false"]
+    unsafe = ["--set", "trialRbac.patchWithoutPolicy=true"]
+    assert parts() == (True, True)                                     # default: always the policy
+    assert parts("--api-versions", VAP_API, *auto) == (True, True)     # auto, the cluster serves the API
+    assert parts(*auto) == (False, False)                              # auto, nothing known: no patch right either
+    assert parts(*off) == (False, False)                               # no policy: termination message only
+    assert parts(*off, *unsafe) == (False, True)                       # explicitly trusted trials
+    warn = ["--set", "trialRbac.admissionPolicy.validationActions={Warn,Audit}"]
+    assert parts(*warn) == (True, False), "a policy that does not deny does not protect"
+    assert parts(*warn, *unsafe) == (True, True)
+    assert parts("--set", "trialRbac.create=false") == (False, False)
 
 
 def test_optional_parts_can_be_switched_off(bin_dir: Path, helm_home: Path) -> None:
@@ -308,7 +337,7 @@ def _kustomize(bin_dir: Path, path: Path) -> list[Obj]:
 
 
 def test_kustomization_matches_the_chart_defaults(bin_dir: Path, helm_home: Path) -> None:
-    chart = render(bin_dir, helm_home, "--api-versions", VAP_API, "--include-crds")
+    chart = render(bin_dir, helm_home, "--include-crds")
     kust = _kustomize(bin_dir, DEPLOY)
 
     def key(o: Obj) -> tuple[str, str, str]:
@@ -320,7 +349,8 @@ def test_kustomization_matches_the_chart_defaults(bin_dir: Path, helm_home: Path
     assert kust_keys == chart_keys
     assert key(one(kust, "Namespace")) == ("Namespace", "kubetune", "")
 
-    for kind, name in [("ClusterRole", "kubetune"), ("ClusterRoleBinding", "kubetune")]:
+    for kind, name in [("ClusterRole", "kubetune"), ("ClusterRoleBinding", "kubetune"),
+                       ("Role", "kubetune-leader-election"), ("RoleBinding", "kubetune-leader-election")]:
         a, b = one(chart, kind, name), one(kust, kind, name)
         assert a.get("rules") == b.get("rules") and a.get("subjects") == b.get("subjects")
     a, b = one(chart, "Deployment"), one(kust, "Deployment")
@@ -402,7 +432,7 @@ def test_helm_install_creates_the_operator_objects_and_least_privilege_rbac(
     fullname = release if "kubetune" in release else f"{release}-kubetune"
     apps, core, rbac = client.AppsV1Api(kube_api), client.CoreV1Api(kube_api), client.RbacAuthorizationV1Api(kube_api)
     dep = apps.read_namespaced_deployment(fullname, namespace)
-    assert dep.spec.replicas == 0 and dep.spec.strategy.type == "Recreate"
+    assert dep.spec.replicas == 0 and dep.spec.strategy.type == "RollingUpdate"
     c = dep.spec.template.spec.containers[0]
     assert c.command == ["kubetune", "operator"] and c.liveness_probe.http_get.path == "/healthz"
     core.read_namespaced_service_account(fullname, namespace)
@@ -432,6 +462,15 @@ def test_helm_install_creates_the_operator_objects_and_least_privilege_rbac(
         assert not _sar(kube_api, operator, verb, group, resource, namespace), f"operator may {verb} {resource}"
     for verb in ("create", "update", "delete"):
         assert not _sar(kube_api, operator, verb, "apiextensions.k8s.io", "customresourcedefinitions", None)
+    # leader election: its own Lease in the release namespace, nothing else
+    assert _sar_named(kube_api, operator, "create", "leases", namespace, None)
+    for verb in ("get", "update"):
+        assert _sar_named(kube_api, operator, verb, "leases", namespace, fullname)
+        assert not _sar_named(kube_api, operator, verb, "leases", namespace, "kube-scheduler")
+        assert not _sar_named(kube_api, operator, verb, "leases", other_ns, fullname)
+    for verb in ("delete", "list", "watch", "patch"):
+        assert not _sar_named(kube_api, operator, verb, "leases", namespace, fullname)
+    assert not _sar_named(kube_api, operator, "create", "leases", other_ns, None)
 
     trial = f"system:serviceaccount:{namespace}:kubetune-trial"
     assert _sar(kube_api, trial, "patch", "", "pods", namespace)
@@ -440,6 +479,18 @@ def test_helm_install_creates_the_operator_objects_and_least_privilege_rbac(
     assert not _sar(kube_api, trial, "patch", "", "pods", other_ns), "trial RBAC is namespaced"
     assert not _sar(kube_api, trial, "patch", "", "pods/status", namespace)
     assert not _sar(kube_api, trial, "get", "kubetune.io", "tuningexperiments", namespace)
+
+
+def _sar_named(api: client.ApiClient, user: str, verb: str, resource: str, namespace: str,
+               name: str | None) -> bool:
+    attrs = {"verb": verb, "group": "coordination.k8s.io", "resource": resource, "namespace": namespace}
+    if name:
+        attrs["name"] = name
+    review = client.AuthorizationV1Api(api).create_subject_access_review(
+        {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+         "spec": {"user": user, "groups": ["system:serviceaccounts", "system:authenticated"],
+                  "resourceAttributes": attrs}})
+    return bool(review.status.allowed)
 
 
 def _pod(name: str) -> Obj:
@@ -632,9 +683,9 @@ def test_operator_runs_under_the_charts_rbac(
         mode: str, control_plane: ControlPlane, node_agent: Any, bin_dir: Path, helm_home: Path, namespace: str,
         kube_api: client.ApiClient, tmp_path: Path) -> None:
     """The real operator, authenticated as the chart's ServiceAccount (namespaced mode: a Role in the namespace;
-    cluster mode: the ClusterRole), runs an experiment to success; its trials run as the chart's trial
-    ServiceAccount, so the SDK's annotation patches go through the trial Role and the ValidatingAdmissionPolicy.
-    RBAC denies the operator nothing along the way."""
+    cluster mode: the ClusterRole), runs an experiment to success with leader election on (the chart's Lease
+    Role); its trials run as the chart's trial ServiceAccount, so the SDK's annotation patches go through the
+    trial Role and the ValidatingAdmissionPolicy. RBAC denies the operator nothing along the way."""
     name = f"kt-{uuid.uuid4().hex[:6]}"
     fullname = f"{name}-kubetune"
     values = ["--set", f"watchNamespaces={{{namespace}}}"] if mode == "namespaced" else []
@@ -648,7 +699,8 @@ def test_operator_runs_under_the_charts_rbac(
         kubeconfig = control_plane.service_account_kubeconfig(namespace, fullname)
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "kubetune", "operator", *scope, "--liveness", "", "--metrics-port", "0"],
+                [sys.executable, "-m", "kubetune", "operator", *scope, "--liveness", "", "--metrics-port", "0",
+                 "--leader-election", f"--lease-name={fullname}", f"--lease-namespace={namespace}"],
                 env={**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"},
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         ex.create({
@@ -680,9 +732,13 @@ def test_operator_runs_under_the_charts_rbac(
             # every step arrived: the SDK's pod-annotation patches passed the trial Role and the admission policy
             assert len(rec["curve"]) == 3, rec
         # RBAC denials read 'x is forbidden: User "system:serviceaccount:..." cannot <verb> resource ...'
-        denied = [line for line in log_path.read_text(errors="replace").splitlines()
+        log_text = log_path.read_text(errors="replace")
+        denied = [line for line in log_text.splitlines()
                   if "is forbidden: User" in line or "Not enough permissions" in line]
         assert not denied, "the operator was denied something:\n" + "\n".join(denied[:20])
+        assert "leading as" in log_text and "leader election:" not in log_text, log_text[-3000:]
+        lease = client.CoordinationV1Api(kube_api).read_namespaced_lease(fullname, namespace)
+        assert lease.spec.holder_identity.endswith(f"_{proc.pid}")
     finally:
         if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)

@@ -113,7 +113,13 @@ def test_every_values_key_is_in_the_schema_and_documented() -> None:
 
 
 @pytest.mark.parametrize(("patch", "why"), [
-    ({"replicaCount": 2}, "kopf standalone: never more than one replica"),
+    ({"replicaCount": 2, "leaderElection": {"enabled": False}}, "without leader election: at most one replica"),
+    ({"replicaCount": 4}, "at most 3 replicas"),
+    ({"leaderElection": {"enabled": "yes"}}, "a boolean"),
+    ({"leaderElection": {"enabled": True, "leaseName": "Not A Name"}}, "a DNS name"),
+    ({"podDisruptionBudget": {"enabled": True, "maxUnavailable": 0}}, "a PDB that blocks every drain"),
+    ({"trialRbac": {"create": True, "serviceAccountName": "kubetune-trial", "patchWithoutPolicy": "no",
+                    "admissionPolicy": {"enabled": True, "validationActions": ["Deny"]}}}, "a boolean"),
     ({"unknownKey": True}, "unknown keys are rejected"),
     ({"watchNamespaces": ["Not_A_Namespace"]}, "namespace names are DNS labels"),
     ({"watchNamespaces": "ml"}, "a list, not a string"),
@@ -137,6 +143,54 @@ def test_schema_accepts_namespaced_mode_and_policy_modes() -> None:
         values.update(watchNamespaces=["ml", "research"], trialNamespaces=["ml"], replicaCount=0)
         values["trialRbac"]["admissionPolicy"]["enabled"] = enabled
         jsonschema.validate(values, schema)
+
+
+def test_defaults_are_safe_for_several_replicas_and_untrusted_trials() -> None:
+    import jsonschema
+    schema, values = _schema_and_values()
+    assert values["leaderElection"]["enabled"] is True
+    assert values["trialRbac"]["admissionPolicy"]["enabled"] is True
+    assert values["trialRbac"]["admissionPolicy"]["validationActions"] == ["Deny"]
+    assert values["trialRbac"]["patchWithoutPolicy"] is False
+    for n in (0, 1, 2, 3):
+        jsonschema.validate({**values, "replicaCount": n}, schema)
+    jsonschema.validate({**values, "replicaCount": 1, "leaderElection": {"enabled": False}}, schema)
+
+
+def _restricted_problems(pod: dict[str, Any], containers: list[dict[str, Any]]) -> list[str]:
+    """The Pod Security Standard "restricted" checks that concern what a template sets (the API server's PodSecurity
+    admission is the real judge: see tests/integration/test_trial_isolation.py)."""
+    problems = []
+    psc = pod.get("securityContext") or {}
+    if (psc.get("seccompProfile") or {}).get("type") not in ("RuntimeDefault", "Localhost"):
+        problems.append("pod seccompProfile")
+    for c in containers:
+        sc = c.get("securityContext") or {}
+        if sc.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{c['name']}: allowPrivilegeEscalation")
+        if (sc.get("capabilities") or {}).get("drop") != ["ALL"]:
+            problems.append(f"{c['name']}: capabilities.drop")
+        if not (sc.get("runAsNonRoot", psc.get("runAsNonRoot")) is True):
+            problems.append(f"{c['name']}: runAsNonRoot")
+    return problems
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in (ROOT / "examples").glob("*.yaml")))
+def test_example_trial_templates_are_restricted(example: str) -> None:
+    doc = yaml.safe_load((ROOT / "examples" / example).read_text())
+    pod = doc["spec"]["trialTemplate"]["spec"]["template"]["spec"]
+    assert _restricted_problems(pod, pod["containers"]) == []
+
+
+def test_operator_pod_defaults_are_restricted() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert _restricted_problems({"securityContext": values["podSecurityContext"]},
+                                [{"name": "operator", "securityContext": values["securityContext"]}]) == []
+    dep = next(o for o in _yaml_docs(DEPLOY / "deployment.yaml") if o["kind"] == "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    assert _restricted_problems(pod, pod["containers"]) == []
+    ns = next(o for o in _yaml_docs(DEPLOY / "namespace.yaml") if o["kind"] == "Namespace")
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
 # -- templates ----------------------------------------------------------------------------------------------------
@@ -252,11 +306,19 @@ def test_deploy_has_no_namespace_transformer_and_namespaces_are_explicit() -> No
 def test_deploy_deployment_runs_the_operator_like_the_chart() -> None:
     dep = next(o for o in _yaml_docs(DEPLOY / "deployment.yaml") if o["kind"] == "Deployment")
     assert dep["spec"]["replicas"] == 1
-    assert dep["spec"]["strategy"] == {"type": "Recreate"}
+    assert dep["spec"]["strategy"] == {"type": "RollingUpdate",
+                                       "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     pod = dep["spec"]["template"]["spec"]
     (c,) = pod["containers"]
     assert c["command"] == ["kubetune", "operator"]
     assert "--all-namespaces" in c["args"]
+    assert "--leader-election" in c["args"] and "--lease-name=kubetune" in c["args"]
+    role = next(o for o in _yaml_docs(DEPLOY / "rbac.yaml") if o["kind"] == "Role")
+    assert role["metadata"] == {**role["metadata"], "name": "kubetune-leader-election", "namespace": "kubetune"}
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["kubetune"],
+         "verbs": ["get", "update"]}]
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {"health": 8080, "metrics": 9090}

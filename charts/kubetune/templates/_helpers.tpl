@@ -106,6 +106,21 @@ ask the cluster; `helm template` needs `--api-versions admissionregistration.k8s
 {{- end }}
 
 {{/*
+Whether the trial Role grants `pods: patch` ("true" or empty): only behind an enforcing policy (rendered, with Deny),
+or when trialRbac.patchWithoutPolicy says every trial is trusted.
+*/}}
+{{- define "kubetune.trialPatch" -}}
+{{- if or .Values.trialRbac.patchWithoutPolicy (and (include "kubetune.trialPolicy" .) (has "Deny" .Values.trialRbac.admissionPolicy.validationActions)) }}true{{- end }}
+{{- end }}
+
+{{/*
+The leader-election Lease's name.
+*/}}
+{{- define "kubetune.leaseName" -}}
+{{- default (include "kubetune.fullname" .) .Values.leaderElection.leaseName }}
+{{- end }}
+
+{{/*
 The operator's rules inside a watched namespace (a Role in namespaced mode, part of the ClusterRole otherwise).
 */}}
 {{- define "kubetune.namespacedRules" -}}
