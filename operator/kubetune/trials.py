@@ -3,16 +3,53 @@
 from __future__ import annotations
 
 import enum
+import json
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from itertools import accumulate
+from typing import Any
 
 from .engine import Observation, ObservationState, ParamValue
 from .spec import Objective
 
+# -- record bounds ------------------------------------------------------------------------------------------------
+#
+# A record is serialized with ``json.dumps(record, separators=(",", ":"))`` (ASCII output: every non-ASCII character
+# is a ``\uXXXX`` escape), so its size in bytes is its length in characters, and that length is also an upper
+# bound on the UTF-8 size of any other JSON rendering of the same record. Every bound below is in those bytes.
+
 MAX_CURVE_POINTS = 200
 """Bound on the learning-curve points kept per trial (older points are thinned, the latest always kept)."""
+MAX_STEP = 2**53
+"""Steps are integers with ``0 <= step < MAX_STEP`` (exact as a float, so any JSON reader keeps them)."""
+MAX_METRICS = 64
+"""At most this many metrics per trial: the objective and additional metrics first, then the others by name."""
+MAX_METRIC_NAME = 128
+"""Metric names are 1..128 printable characters; longer names are dropped."""
+MAX_METRICS_BYTES = 4096
+"""The serialized ``metrics`` object of a record is at most this many bytes (fewer metrics are kept otherwise)."""
 MAX_MESSAGE = 1024
+"""A message is cut, on a character boundary, to at most this many serialized bytes."""
+MAX_SHORT_TEXT = 128
+"""Reasons and timestamps: at most this many serialized bytes each."""
+MAX_RECORD_BYTES = 16 * 1024
+"""The largest serialized record :meth:`Trial.to_record` produces (unless its parameters alone are larger).
+
+Why 16 KiB: a results ConfigMap holds ``SHARD_SIZE`` = 50 records, and the API server rejects a ConfigMap whose
+keys plus values exceed 1 MiB (etcd's limit for the whole object is 1.5 MiB). 50 records of 16,384 bytes under
+6-byte keys (``t00042``) are 50 * 16,390 = 819,500 bytes, 78 % of 1,048,576: 229,076 bytes of headroom.
+
+What the field bounds add up to: a curve of 200 points of ``[step,value]`` is at most 200 * 44 + 1 bytes (a
+16-digit step, a 24-character float, brackets and commas), metrics at most 4,096, message 1,026 with quotes,
+reason and two timestamps 3 * 130, keys and the number about 120: 14,433 bytes, leaving 1,951 for the
+parameters. 64 parameters with 63-character names and int64 or 12-digit float values need up to
+64 * 87 = 5,568, so a record at every field bound at once is thinned further: its curve first (older points), then
+its metrics (the last kept first), then its message, until it fits (see :meth:`Trial.fit`). Parameters are never
+cut: they are what the trial tried, and the spec bounds them.
+"""
+
+_ELLIPSIS = "\u2026"
 
 
 class TrialState(str, enum.Enum):
@@ -49,13 +86,16 @@ class Trial:
     params: dict[str, ParamValue]
     state: TrialState = TrialState.PENDING
     metrics: dict[str, float] = field(default_factory=dict)
-    """Latest reported metrics (the final report once finished)."""
+    """Latest reported metrics (the final report once finished), bounded by :meth:`fit`."""
     curve: list[tuple[int, float]] = field(default_factory=list)
     """Objective values reported with a step, in step order, bounded by :data:`MAX_CURVE_POINTS`."""
     reason: str = ""
     message: str = ""
     start_time: str | None = None
     completion_time: str | None = None
+    truncation: str = field(default="", compare=False)
+    """What was dropped or cut from the trial's output (empty when nothing); added to the recorded message and not
+    stored on its own."""
 
     @property
     def active(self) -> bool:
@@ -77,22 +117,95 @@ class Trial:
             return Observation(self.params, ObservationState.PRUNED, loss, inter)
         return Observation(self.params, ObservationState.FAILED, None, inter)
 
+    # -- bounds -------------------------------------------------------------------------------------------------
+
+    def fit(self, first: Sequence[str] = ()) -> list[str]:
+        """Apply the record bounds to this trial in place and return what was cut (empty when nothing).
+
+        ``first`` names the metrics kept before all others (the objective, then the additional metrics); without
+        it the current order of :attr:`metrics` is the priority. Idempotent: a fitted trial fits again unchanged.
+        The notes are added to :attr:`truncation`; the message itself is composed by :meth:`recorded_message`.
+        """
+        notes: list[str] = []
+        metrics, dropped = bound_metrics(self.metrics, list(first) + list(self.metrics))
+        if dropped:
+            notes.append(f"kept {len(metrics)} of {len(metrics) + dropped} metrics")
+        curve = make_curve(self.curve)
+        if len(curve) < len(self.curve):
+            notes.append(f"kept {len(curve)} of {len(self.curve)} curve points")
+        self.metrics, self.curve = metrics, curve
+        self.reason = clip_text(self.reason, MAX_SHORT_TEXT)
+        self.start_time = clip_text(self.start_time, MAX_SHORT_TEXT) if self.start_time else self.start_time
+        self.completion_time = (clip_text(self.completion_time, MAX_SHORT_TEXT) if self.completion_time
+                                else self.completion_time)
+        for text in notes:
+            self.note(text)
+        cut = self._fit_record()
+        return notes + cut
+
+    def note(self, text: str) -> None:
+        """Add ``text`` to what was cut from this trial's output."""
+        if text and text not in self.truncation:
+            self.truncation = f"{self.truncation}; {text}" if self.truncation else text
+
+    def recorded_message(self) -> str:
+        """The message as recorded: the trial's message and what was cut, within :data:`MAX_MESSAGE` bytes (what
+        was cut is kept whole when it can be; the message gives way)."""
+        note = self.truncation
+        if not note or note in self.message:
+            return clip_text(self.message, MAX_MESSAGE)
+        if not self.message:
+            return clip_text(note, MAX_MESSAGE)
+        note = clip_text(note, MAX_MESSAGE // 2)
+        room = MAX_MESSAGE - (json_size(note) - 2) - 2
+        return f"{clip_text(self.message, room)}; {note}"
+
+    def _fit_record(self) -> list[str]:
+        """Thin the curve, then drop the last metrics, until the serialized record is within MAX_RECORD_BYTES."""
+        base, points, kept = self.truncation, len(self.curve), len(self.metrics)
+        notes: list[str] = []
+        while record_size(self._record()) > MAX_RECORD_BYTES:
+            if len(self.curve) > 1:
+                self.curve = thin_curve(self.curve, len(self.curve) // 2)
+            elif len(self.metrics) > 1:
+                self.metrics = dict(list(self.metrics.items())[: len(self.metrics) // 2])
+            else:
+                break  # the parameters alone are larger than the budget
+            notes = []
+            if len(self.curve) < points:
+                notes.append(f"the curve was thinned to {len(self.curve)} points to fit the record")
+            if len(self.metrics) < kept:
+                notes.append(f"kept {len(self.metrics)} of {kept} metrics to fit the record")
+            self.truncation = base
+            for text in notes:
+                self.note(text)
+        return notes
+
     # -- records ------------------------------------------------------------------------------------------------
 
-    def to_record(self) -> dict[str, Any]:
+    def _record(self) -> dict[str, Any]:
         rec: dict[str, Any] = {"number": self.number, "params": self.params, "state": self.state.value}
         if self.metrics:
             rec["metrics"] = self.metrics
         if self.curve:
             rec["curve"] = [list(p) for p in self.curve]
-        for key in ("reason", "message", "start_time", "completion_time"):
-            value = getattr(self, key)
+        message = self.recorded_message()
+        for key, value in (("reason", self.reason), ("message", message), ("start_time", self.start_time),
+                           ("completion_time", self.completion_time)):
             if value:
-                rec[key] = value[:MAX_MESSAGE] if key == "message" else value
+                rec[key] = value
         return rec
 
+    def to_record(self) -> dict[str, Any]:
+        """The trial as stored: every bound applied (see :data:`MAX_RECORD_BYTES`), so at most that many bytes
+        serialized unless the parameters alone are larger."""
+        bounded = Trial(self.number, self.params, self.state, dict(self.metrics), list(self.curve), self.reason,
+                        self.message, self.start_time, self.completion_time, self.truncation)
+        bounded.fit()
+        return bounded._record()
+
     @classmethod
-    def from_record(cls, rec: Mapping[str, Any]) -> "Trial":
+    def from_record(cls, rec: Mapping[str, Any]) -> Trial:
         return cls(
             number=int(rec["number"]),
             params=dict(rec["params"]),
@@ -104,6 +217,97 @@ class Trial:
             start_time=rec.get("start_time"),
             completion_time=rec.get("completion_time"),
         )
+
+
+# -- bounded pieces ---------------------------------------------------------------------------------------------
+
+
+def json_size(value: Any) -> int:
+    """Bytes of ``value`` serialized as records are (ASCII JSON, compact separators)."""
+    return len(json.dumps(value, separators=(",", ":")))
+
+
+def record_size(record: Mapping[str, Any]) -> int:
+    return json_size(record)
+
+
+def finite_float(value: Any) -> float | None:
+    """``value`` as a finite float, or ``None`` (booleans, non-numbers, NaN, infinities, ints beyond float range)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        f = float(value)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) else None
+
+
+def valid_step(step: Any) -> int | None:
+    """``step`` as an int when it is an integer (not a bool; a whole float is accepted) in ``[0, MAX_STEP)``."""
+    if isinstance(step, bool):
+        return None
+    if isinstance(step, float):
+        if not (0.0 <= step < MAX_STEP) or not step.is_integer():
+            return None
+        return int(step)
+    if isinstance(step, int) and 0 <= step < MAX_STEP:
+        return step
+    return None
+
+
+def valid_metric_name(name: Any) -> bool:
+    return isinstance(name, str) and 0 < len(name) <= MAX_METRIC_NAME and name.isprintable()
+
+
+def bound_metrics(metrics: Mapping[Any, Any], first: Sequence[str] = ()) -> tuple[dict[str, float], int]:
+    """At most :data:`MAX_METRICS` valid metrics within :data:`MAX_METRICS_BYTES`, and how many were dropped.
+
+    Valid: a name of 1..:data:`MAX_METRIC_NAME` printable characters and a finite number. The names in ``first``
+    come first, in that order; the others follow sorted by name. Keeping stops at the first metric that does not
+    fit, so the kept metrics are always a prefix of that order.
+    """
+    valid: dict[str, float] = {}
+    for name, value in metrics.items():
+        f = finite_float(value)
+        if f is not None and valid_metric_name(name):
+            valid[name] = f
+    order = list(dict.fromkeys([n for n in first if n in valid]))
+    seen = set(order)
+    order += sorted(n for n in valid if n not in seen)
+    kept: dict[str, float] = {}
+    size = 2  # {}
+    for name in order[:MAX_METRICS]:
+        entry = json_size(name) + 1 + json_size(valid[name]) + (1 if kept else 0)
+        if size + entry > MAX_METRICS_BYTES:
+            break
+        kept[name] = valid[name]
+        size += entry
+    return kept, len(metrics) - len(kept)
+
+
+def make_curve(points: Iterable[tuple[Any, Any]], limit: int = MAX_CURVE_POINTS) -> list[tuple[int, float]]:
+    """A bounded curve from ``(step, value)`` points in report order: invalid steps and values are left out, a later
+    point for the same step wins, sorted by step, thinned to ``limit`` points (the latest always kept)."""
+    by_step: dict[int, float] = {}
+    for step, value in points:
+        s, v = valid_step(step), finite_float(value)
+        if s is not None and v is not None:
+            by_step[s] = v
+    return thin_curve(sorted(by_step.items()), limit)
+
+
+def clip_text(text: str, max_bytes: int) -> str:
+    """``text`` cut on a character boundary so that it serializes to at most ``max_bytes`` (quotes excluded), with
+    an ellipsis when cut."""
+    if json_size(text) - 2 <= max_bytes:
+        return text
+    head = text[:max_bytes]
+    costs = list(accumulate(json_size(c) - 2 for c in head))
+    room = max_bytes - (json_size(_ELLIPSIS) - 2)
+    n = 0
+    while n < len(costs) and costs[n] <= room:
+        n += 1
+    return head[:n] + _ELLIPSIS
 
 
 def add_curve_point(curve: list[tuple[int, float]], step: int, value: float) -> list[tuple[int, float]]:
@@ -118,5 +322,6 @@ def thin_curve(curve: list[tuple[int, float]], limit: int = MAX_CURVE_POINTS) ->
     """Keep at most ``limit`` points: drop every other point of the older half until it fits; keep the last."""
     while len(curve) > limit:
         half = len(curve) // 2
-        curve = curve[:half:2] + curve[half:]
+        thinned = curve[:half:2] + curve[half:]
+        curve = thinned if len(thinned) < len(curve) else curve[len(curve) - limit:]
     return curve

@@ -9,12 +9,19 @@ annotation update happens before its termination and the two watch streams are n
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any
 
-from ..metrics import METRICS_ANNOTATION, MetricsFormatError, Report, parse_annotation, parse_termination_message
+from ..metrics import (
+    METRICS_ANNOTATION,
+    MetricsFormatError,
+    Report,
+    parse_annotation,
+    parse_termination_report,
+)
 from ..spec import ExperimentSpec
-from ..trials import Reason, Trial, TrialState, add_curve_point
+from ..trials import Reason, Trial, TrialState, bound_metrics, make_curve
 from . import labels as L
 
 
@@ -152,7 +159,7 @@ class Observed:
 
 
 def _report(pods: list[PodSummary]) -> tuple[Report | None, str | None]:
-    """The newest report among the trial's pods, and an error text when the annotation is malformed."""
+    """The newest report among the trial's pods, and an error text when an annotation is unusable."""
     best: Report | None = None
     error = None
     for pod in sorted(pods, key=lambda p: p.created):
@@ -168,8 +175,38 @@ def _report(pods: list[PodSummary]) -> tuple[Report | None, str | None]:
     return best, error
 
 
+def _final_metrics(metric: str, trial: Trial, report: Report | None, report_error: str | None,
+                   terminated: list[PodSummary], notes: list[str]) -> str | None:
+    """Complete ``trial.metrics`` from the termination messages when the objective is missing; the reason the
+    objective is unusable (``None`` when it is there, or simply was never reported)."""
+    problem = report.problem(metric) if report is not None else None
+    if metric in trial.metrics:
+        return None
+    for pod in terminated:
+        if not pod.termination_message:
+            continue
+        try:
+            term = parse_termination_report(pod.termination_message)
+        except MetricsFormatError as e:
+            report_error = report_error or str(e)
+            continue
+        if term is None:
+            continue
+        trial.metrics.update(term.metrics)
+        problem = problem or term.problem(metric)
+        notes += term.notes
+    if metric in trial.metrics:
+        return None
+    return problem or report_error
+
+
 def observe_trial(spec: ExperimentSpec, job: JobSummary, pods: list[PodSummary], base: Trial | None) -> Observed:
-    """The state of one trial whose Job exists and that is not recorded as finished."""
+    """The state of one trial whose Job exists and that is not recorded as finished.
+
+    What the trial reported is untrusted: it is parsed with bounds (:mod:`kubetune.metrics`) and the trial is held
+    to the record bounds (:meth:`Trial.fit`). A finished trial whose output was cut says so in its message and in
+    :attr:`Trial.truncation`.
+    """
     metric = spec.objective.metric
     trial = Trial(
         number=job.number,
@@ -178,10 +215,11 @@ def observe_trial(spec: ExperimentSpec, job: JobSummary, pods: list[PodSummary],
         start_time=job.start_time or (base.start_time if base else None),
     )
     report, report_error = _report(pods)
+    notes: list[str] = []
     if report is not None:
-        trial.metrics = dict(report.metrics)
-        for step, value in report.objective_curve(metric):
-            trial.curve = add_curve_point(trial.curve, step, value)
+        trial.metrics = dict(report.metrics)  # bounded below: objective and additional metrics first
+        trial.curve = make_curve(report.objective_curve(metric))
+        notes += report.notes
     terminated = [p for p in sorted(pods, key=lambda p: p.created) if p.ended]
     interrupted = [p for p in pods if p.deleted_while_running]
     if job.complete:
@@ -194,23 +232,17 @@ def observe_trial(spec: ExperimentSpec, job: JobSummary, pods: list[PodSummary],
             trial.message = "the trial's pod was deleted while it ran" + (
                 f"; it exited with code {last.exit_code}" if last.exit_code is not None else "")
             trial.completion_time = job.completion_time
-            return Observed(trial, final=True)
-        if metric not in trial.metrics:
-            for pod in terminated:
-                if pod.termination_message:
-                    try:
-                        trial.metrics.update(parse_termination_message(pod.termination_message) or {})
-                    except MetricsFormatError as e:
-                        report_error = report_error or str(e)
+            return _final(spec, trial, notes)
+        problem = _final_metrics(metric, trial, report, report_error, terminated, notes)
         trial.completion_time = job.completion_time
         if metric in trial.metrics:
             trial.state, trial.reason = TrialState.SUCCEEDED, Reason.COMPLETED
-        elif report_error:
-            trial.state, trial.reason, trial.message = TrialState.FAILED, Reason.INVALID_METRICS, report_error
+        elif problem:
+            trial.state, trial.reason, trial.message = TrialState.FAILED, Reason.INVALID_METRICS, problem
         else:
             trial.state, trial.reason = TrialState.FAILED, Reason.METRICS_MISSING
             trial.message = f"the trial finished without reporting the objective metric {metric!r}"
-        return Observed(trial, final=True)
+        return _final(spec, trial, notes)
     if job.failed:
         trial.state = TrialState.FAILED
         trial.completion_time = job.completion_time
@@ -229,10 +261,22 @@ def observe_trial(spec: ExperimentSpec, job: JobSummary, pods: list[PodSummary],
             if deleted:
                 detail += ", pod deleted while running"
         trial.message = detail or job.failure_reason
-        return Observed(trial, final=True)
+        return _final(spec, trial, notes)
     if any(p.phase == "Running" for p in pods) or report is not None:
         trial.state = TrialState.RUNNING
+    trial.metrics, _ = bound_metrics(trial.metrics, spec.metric_names)
+    for text in notes:
+        trial.note(text)
     return Observed(trial)
+
+
+def _final(spec: ExperimentSpec, trial: Trial, notes: list[str]) -> Observed:
+    """A trial that just finished, held to the record bounds; what was cut goes into its message."""
+    for text in notes:
+        trial.note(text)
+    trial.fit(spec.metric_names)
+    trial.message = trial.recorded_message()
+    return Observed(trial, final=True)
 
 
 def lost_trial(base: Trial) -> Observed:

@@ -162,6 +162,9 @@ class ExperimentWorker:
                 if t.state is TrialState.FAILED:
                     await asyncio.to_thread(events.post, self.api, body, "TrialFailed",
                                             f"{trial_name(name, t.number)}: {t.reason}: {t.message}", True)
+                if t.truncation:  # the trial's output was cut to the record bounds
+                    await asyncio.to_thread(events.post, self.api, body, "TrialOutputTruncated",
+                                            f"{trial_name(name, t.number)}: {t.truncation}", True)
 
         for job_name in stale_jobs:  # stopped trials whose Job survived (a failed delete, or a restart in between)
             await asyncio.to_thread(self.api.delete_job, namespace, job_name)
