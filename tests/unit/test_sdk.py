@@ -16,12 +16,12 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-
 from kubetune.metrics import parse_annotation, parse_termination_message
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -150,17 +150,31 @@ def test_report_accepts_numeric_types_that_convert(tmp_path: Path) -> None:
         ("kt.report(acc=None)", "metric 'acc' must be a number, got NoneType"),
         ("kt.report(acc=[0.9])", "metric 'acc' must be a number, got list"),
         ("kt.report()", "report() needs at least one metric, e.g. report(accuracy=0.9)"),
-        ("kt.report(step=-1, acc=1)", "step must be a non-negative integer, got -1"),
-        ("kt.report(step=1.5, acc=1)", "step must be a non-negative integer, got 1.5"),
-        ("kt.report(step='2', acc=1)", "step must be a non-negative integer, got '2'"),
-        ("kt.report(step=True, acc=1)", "step must be a non-negative integer, got True"),
-        ("kt.report(step=float('nan'), acc=1)", "step must be a non-negative integer, got nan"),
-        ("kt.report(step=[1], acc=1)", "step must be a non-negative integer, got [1]"),
+        ("kt.report(step=-1, acc=1)", "step must be an integer from 0 to 2**53 - 1, got -1"),
+        ("kt.report(step=1.5, acc=1)", "step must be an integer from 0 to 2**53 - 1, got 1.5"),
+        ("kt.report(step='2', acc=1)", "step must be an integer from 0 to 2**53 - 1, got '2'"),
+        ("kt.report(step=True, acc=1)", "step must be an integer from 0 to 2**53 - 1, got True"),
+        ("kt.report(step=float('nan'), acc=1)", "step must be an integer from 0 to 2**53 - 1, got nan"),
+        ("kt.report(step=float('inf'), acc=1)", "step must be an integer from 0 to 2**53 - 1, got inf"),
+        ("kt.report(step=[1], acc=1)", "step must be an integer from 0 to 2**53 - 1, got [1]"),
+        ("kt.report(step=2**53, acc=1)", "step must be an integer from 0 to 2**53 - 1, got 9007199254740992"),
+        ("kt.report(step=2**80, acc=1)", "step must be an integer from 0 to 2**53 - 1, got 1208925819614629174706176"),
+        ("kt.report(step=1e300, acc=1)", "step must be an integer from 0 to 2**53 - 1, got 1e+300"),
+        ("kt.report(acc=1e308 * 10)", "metric 'acc' must be finite, got inf"),
+        ("kt.report(acc=-(10**5000))", "metric 'acc' must be finite, got -inf"),
+        ("kt.report(acc=Bad())", "metric 'acc' must be a number, got Bad"),
+        ("kt.report(**{'': 1})", "metric names must be 1 to 128 printable characters, got ''"),
+        ("kt.report(**{'a\\n': 1})", "metric names must be 1 to 128 printable characters, got 'a\\n'"),
+        ("kt.report(**{'x' * 129: 1})", "metric names must be 1 to 128 printable characters, got '"
+                                        + "x" * 56 + "..."),
     ],
 )
 def test_report_rejects_bad_values(tmp_path: Path, call: str, message: str) -> None:
     r = run_sdk(f"""
         import kubetune_trial as kt
+        class Bad:
+            def __float__(self):
+                raise RuntimeError("no")
         kt.report(ok=1.0)
         try:
             {call}
@@ -446,3 +460,99 @@ def test_report_file_takes_precedence_over_the_pod(tmp_path: Path, api: FakeAPIS
     assert r.returncode == 0, r.stderr
     assert api.requests == []
     assert [x["metrics"] for x in read_reports(tmp_path)] == [{"acc": 0.5}]
+
+
+# ------------------------------------------------------------------------------------------------- limits
+
+
+def test_at_most_64_distinct_metrics_and_the_refused_call_records_nothing(tmp_path: Path) -> None:
+    r = run_sdk("""
+        import kubetune_trial as kt
+        kt.report(**{f"m{i:02d}": float(i) for i in range(63)})
+        kt.report(m00=5.0, acc=0.5)  # the 64th distinct name, and an old one
+        try:
+            kt.report(acc=0.6, extra=1.0)
+        except kt.MetricsError as e:
+            print("MetricsError:", e)
+        print(kt.report(acc=0.7, m01=2.0))  # known names are still fine
+    """, **local_env(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        "MetricsError: a trial reports at most 64 distinct metrics; 'extra' would be number 65", "True"]
+    reports = read_reports(tmp_path)
+    assert [x["metrics"] for x in reports[1:]] == [{"m00": 5.0, "acc": 0.5}, {"acc": 0.7, "m01": 2.0}]
+    final = parse_termination_message((tmp_path / "termination-log").read_text())
+    assert final is not None and len(final) == 64 and final["acc"] == 0.7 and final["m00"] == 5.0
+
+
+def test_termination_line_fits_what_kubernetes_keeps_latest_metrics_first(tmp_path: Path) -> None:
+    # 64 names of 128 astral characters: one line of all of them would be about 100 KB.
+    r = run_sdk("""
+        import kubetune_trial as kt
+        names = [chr(0x1F600 + i) * 128 for i in range(63)]
+        kt.report(**{n: 0.25 for n in names})
+        kt.report(step=3, accuracy=0.875)
+    """, **local_env(tmp_path))
+    assert r.returncode == 0, r.stderr
+    text = (tmp_path / "termination-log").read_bytes()
+    assert len(text) <= 4096 and text.count(b"\n") == 1
+    final = parse_termination_message(text)
+    assert final is not None and final["accuracy"] == 0.875 and 1 < len(final) < 64
+
+
+def test_reporting_never_crashes_the_trial_on_write_errors(tmp_path: Path) -> None:
+    env = local_env(tmp_path, KUBETUNE_REPORT_FILE=str(tmp_path))  # a directory: cannot be opened for append
+    r = run_sdk("""
+        import kubetune_trial as kt
+        print(kt.report(step=0, acc=0.5), kt.report(acc=0.6))
+    """, **env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["True", "True"]
+    assert r.stderr.startswith("kubetune_trial: cannot write the report file (") and len(r.stderr.splitlines()) == 1
+    assert parse_termination_message((tmp_path / "termination-log").read_text()) == {"acc": 0.6}
+
+
+def test_kubernetes_annotation_stays_bounded(tmp_path: Path, api: FakeAPIServer, tls: dict[str, Path]) -> None:
+    # 64 metrics every step: 100 curve points of them would be about 600 KB; older points give way.
+    r = run_sdk("""
+        import kubetune_trial as kt
+        names = [f"metric_{i:02d}_" + "x" * 50 for i in range(63)]
+        for step in range(150):
+            kt.report(step=step, accuracy=step / 1000, **{n: step / 7 for n in names})
+    """, timeout=120, **k8s_env(tmp_path, api.port, tls["good_cert"]))
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""
+    texts = [json.loads(req["body"])["metadata"]["annotations"]["kubetune.io/metrics"] for req in api.requests]
+    assert len(texts) == 150
+    assert max(len(t.encode()) for t in texts) <= 128 * 1024 < len(texts[-1].encode()) * 3
+    last = parse_annotation(texts[-1])
+    assert last.metrics["accuracy"] == 0.149 and len(last.metrics) == 64 and last.seq == 150
+    curve = last.objective_curve("accuracy")
+    assert curve[-1] == (149, 0.149) and 10 < len(curve) < 100
+    assert [s for s, _ in curve] == sorted(s for s, _ in curve)
+
+
+def test_kubernetes_annotation_with_huge_names_keeps_the_metrics(tmp_path: Path, api: FakeAPIServer,
+                                                                 tls: dict[str, Path]) -> None:
+    # 64 names of 128 astral characters (12 escaped bytes each): the latest metrics alone are about 100 KB, so
+    # the curve gives way entirely; the metrics stay whole.
+    r = run_sdk("""
+        import kubetune_trial as kt
+        names = [chr(0x1F600 + i) * 128 for i in range(63)]
+        for step in range(3):
+            kt.report(step=step, accuracy=step / 1000, **{n: float(step) for n in names})
+    """, timeout=120, **k8s_env(tmp_path, api.port, tls["good_cert"]))
+    assert r.returncode == 0, r.stderr
+    texts = [json.loads(req["body"])["metadata"]["annotations"]["kubetune.io/metrics"] for req in api.requests]
+    assert max(len(t.encode()) for t in texts) <= 128 * 1024
+    last = parse_annotation(texts[-1])
+    assert last.metrics["accuracy"] == 0.002 and len(last.metrics) == 64
+
+
+def test_kubernetes_missing_ca_is_a_warning(tmp_path: Path, api: FakeAPIServer, tls: dict[str, Path]) -> None:
+    env = k8s_env(tmp_path, api.port, tls["good_cert"])
+    (Path(env["KUBETUNE_SERVICEACCOUNT_DIR"]) / "ca.crt").unlink()
+    r = run_sdk("import kubetune_trial as kt; print(kt.report(acc=0.5))", **env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "True" and api.requests == []
+    assert r.stderr.startswith("kubetune_trial: cannot read the service account's CA (")

@@ -17,6 +17,12 @@ Where the metrics go:
 * in both cases, the latest metrics also go to the termination-message file (``KUBETUNE_TERMINATION_LOG`` or
   ``/dev/termination-log``) as one JSON line, the fallback kubetune reads when the annotation cannot be written.
 
+Limits (what kubetune would drop anyway is refused here, with :class:`MetricsError`): metric names are 1..128
+printable characters, values are finite numbers, steps are integers in ``[0, 2**53)``, and a trial reports at most
+64 distinct metrics. The annotation is kept under 128 KiB (older curve points are thinned further when needed) and
+the termination-message line under 4 KiB (the metrics of the latest report first). Writing the report never
+raises: a failure to write is one warning on stderr, and the trial goes on.
+
 Stopping: kubetune stops a trial by sending it SIGTERM (Kubernetes does so when it deletes the trial's pod). Once
 :func:`report` has been called, SIGTERM no longer kills the process; it makes the next :func:`report` return
 ``False`` so the trial can exit cleanly. A trial that does not exit is killed after the pod's grace period.
@@ -41,6 +47,13 @@ __version__ = "0.1.0"
 
 METRICS_ANNOTATION = "kubetune.io/metrics"
 MAX_CURVE_POINTS = 100
+MAX_METRICS = 64
+MAX_METRIC_NAME = 128
+MAX_STEP = 2**53
+MAX_ANNOTATION_BYTES = 128 * 1024
+"""Half of what the API server allows for all of a pod's annotations together."""
+MAX_TERMINATION_BYTES = 4000
+"""Kubernetes keeps the last 4096 bytes of the termination message."""
 DEFAULT_SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
@@ -71,54 +84,106 @@ def should_stop() -> bool:
 
 def report(step: int | None = None, **metrics: float) -> bool:
     """Record metrics; pass ``step`` for intermediate reports (epoch, iteration). Returns False once the trial
-    should stop early. Raises :class:`MetricsError` for NaN, infinity or non-numeric values."""
+    should stop early. Raises :class:`MetricsError` for NaN, infinity, non-numeric values, bad names or steps, or
+    more than 64 distinct metrics; nothing of a refused call is recorded."""
     if not metrics:
         raise MetricsError("report() needs at least one metric, e.g. report(accuracy=0.9)")
     clean: dict[str, float] = {}
     for name, value in metrics.items():
-        if isinstance(value, (bool, str, bytes)):
-            raise MetricsError(f"metric {name!r} must be a number, got {type(value).__name__}")
-        if not isinstance(value, (int, float)):
-            try:
-                value = float(value)  # numpy scalars and the like
-            except (TypeError, ValueError):
-                raise MetricsError(f"metric {name!r} must be a number, got {type(value).__name__}") from None
-        try:
-            value = float(value)
-        except OverflowError:  # an int too large for a float
-            value = math.inf
-        if not math.isfinite(value):
-            raise MetricsError(f"metric {name!r} must be finite, got {value}")
-        clean[name] = value
+        if not isinstance(name, str) or not 0 < len(name) <= MAX_METRIC_NAME or not name.isprintable():
+            raise MetricsError(f"metric names must be 1 to {MAX_METRIC_NAME} printable characters, got "
+                               f"{_short(name)}")
+        clean[name] = _number(name, value)
     if step is not None:
-        try:
-            whole = not isinstance(step, (bool, str, bytes)) and int(step) == step and step >= 0
-        except (TypeError, ValueError, OverflowError):
-            whole = False
-        if not whole:
-            raise MetricsError(f"step must be a non-negative integer, got {step!r}")
-        step = int(step)
+        step = _step(step)
     _install_stop_handler()
     with _lock:
+        known = _state["latest"]
+        new = [n for n in clean if n not in known]
+        if len(known) + len(new) > MAX_METRICS:
+            raise MetricsError(f"a trial reports at most {MAX_METRICS} distinct metrics; "
+                               f"{_short(new[0])} would be number {len(known) + 1}")
         _state["seq"] += 1
-        _state["latest"].update(clean)
+        known.update(clean)
         if step is not None:
             curve = [p for p in _state["curve"] if p[0] != step] + [[step, clean]]
             curve.sort(key=lambda p: p[0])
-            while len(curve) > MAX_CURVE_POINTS:  # thin the older half, keep the recent points
-                half = len(curve) // 2
-                curve = curve[:half:2] + curve[half:]
-            _state["curve"] = curve
+            _state["curve"] = _thin(curve, MAX_CURVE_POINTS)
         doc = {
             "seq": _state["seq"],
             "step": step,
-            "metrics": dict(_state["latest"]),
+            "metrics": dict(known),
             "curve": list(_state["curve"]),
             "time": time.time(),
         }
-        _write_termination_log(doc["metrics"])
-        _send(doc, clean, step)
+        try:
+            _write_termination_log(_termination_line(known, clean))
+            _send(doc, clean, step)
+        except Exception as e:  # noqa: BLE001  # reporting never ends the trial
+            _warn(f"cannot report metrics ({type(e).__name__}: {e})")
     return not _stop.is_set()
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _number(name: str, value: object) -> float:
+    if isinstance(value, (bool, str, bytes)):
+        raise MetricsError(f"metric {name!r} must be a number, got {type(value).__name__}")
+    try:
+        number = float(value)  # type: ignore[arg-type]  # ints, floats, numpy scalars, Decimal, Fraction
+    except OverflowError:  # an int too large for a float
+        number = -math.inf if value < 0 else math.inf  # type: ignore[operator]
+    except Exception:  # noqa: BLE001  # whatever __float__ raises: not a number
+        raise MetricsError(f"metric {name!r} must be a number, got {type(value).__name__}") from None
+    if not math.isfinite(number):
+        raise MetricsError(f"metric {name!r} must be finite, got {number}")
+    return number
+
+
+def _step(step: object) -> int:
+    try:
+        whole = (not isinstance(step, (bool, str, bytes)) and int(step) == step  # type: ignore[call-overload]
+                 and 0 <= step < MAX_STEP)  # type: ignore[operator]
+    except Exception:  # noqa: BLE001  # whatever int() or the comparison raises: not a step
+        whole = False
+    if not whole:
+        raise MetricsError(f"step must be an integer from 0 to 2**53 - 1, got {_short(step)}")
+    return int(step)  # type: ignore[call-overload]
+
+
+def _thin(curve: list[Any], limit: int) -> list[Any]:
+    """At most ``limit`` points: thin the older half, keep the recent points."""
+    while len(curve) > limit:
+        half = len(curve) // 2
+        thinned = curve[:half:2] + curve[half:]
+        curve = thinned if len(thinned) < len(curve) else curve[len(curve) - limit:]
+    return curve
+
+
+def _annotation(doc: dict[str, Any]) -> str:
+    """The annotation text, within MAX_ANNOTATION_BYTES: older curve points give way first."""
+    text = json.dumps(doc, separators=(",", ":"))
+    curve = doc["curve"]
+    while len(text) > MAX_ANNOTATION_BYTES and curve:
+        curve = _thin(curve, len(curve) // 2)
+        text = json.dumps({**doc, "curve": curve}, separators=(",", ":"))
+    return text
+
+
+def _termination_line(latest: dict[str, float], first: dict[str, float]) -> str:
+    """One JSON line of the latest metrics within MAX_TERMINATION_BYTES (this report's metrics first)."""
+    kept: dict[str, float] = {}
+    size = len("{}\n")
+    for name in list(first) + [n for n in latest if n not in first]:
+        entry = len(json.dumps({name: latest[name]})) - 2 + (2 if kept else 0)  # '"name": value' and ', '
+        if size + entry > MAX_TERMINATION_BYTES:
+            break
+        kept[name] = latest[name]
+        size += entry
+    return json.dumps(kept) + "\n"
 
 
 # --------------------------------------------------------------------------------------------------- plumbing
@@ -139,13 +204,13 @@ def _install_stop_handler() -> None:
     signal.signal(signal.SIGTERM, on_term)
 
 
-def _write_termination_log(metrics: dict[str, float]) -> None:
+def _write_termination_log(line: str) -> None:
     path = os.environ.get("KUBETUNE_TERMINATION_LOG") or "/dev/termination-log"
     if not os.environ.get("KUBETUNE_TERMINATION_LOG") and not os.path.exists(path):
         return
     try:
         with open(path, "w") as f:
-            f.write(json.dumps(metrics) + "\n")
+            f.write(line)
     except OSError:
         pass
 
@@ -153,9 +218,12 @@ def _write_termination_log(metrics: dict[str, float]) -> None:
 def _send(doc: dict[str, Any], metrics: dict[str, float], step: int | None) -> None:
     report_file = os.environ.get("KUBETUNE_REPORT_FILE")
     if report_file:
-        with open(report_file, "a") as f:
-            f.write(json.dumps({"step": step, "metrics": metrics, "time": doc["time"]}) + "\n")
-            f.flush()
+        try:
+            with open(report_file, "a") as f:
+                f.write(json.dumps({"step": step, "metrics": metrics, "time": doc["time"]}) + "\n")
+                f.flush()
+        except OSError as e:
+            _warn(f"cannot write the report file ({e}); metrics go to the termination message only")
         return
     pod = os.environ.get("KUBETUNE_POD_NAME")
     if pod:
@@ -182,8 +250,12 @@ def _patch_pod(pod: str, doc: dict[str, Any]) -> None:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     url = f"https://{host}:{port}/api/v1/namespaces/{namespace}/pods/{pod}"
-    body = json.dumps({"metadata": {"annotations": {METRICS_ANNOTATION: json.dumps(doc, separators=(",", ":"))}}})
-    ctx = ssl.create_default_context(cafile=os.path.join(sa_dir, "ca.crt"))
+    body = json.dumps({"metadata": {"annotations": {METRICS_ANNOTATION: _annotation(doc)}}})
+    try:
+        ctx = ssl.create_default_context(cafile=os.path.join(sa_dir, "ca.crt"))
+    except (OSError, ssl.SSLError) as e:
+        _warn(f"cannot read the service account's CA ({e}); metrics go to the termination message only")
+        return
     request = urllib.request.Request(
         url,
         data=body.encode(),
@@ -199,7 +271,7 @@ def _patch_pod(pod: str, doc: dict[str, Any]) -> None:
             if e.code in (401, 403, 404, 422) or attempt == 3:
                 _warn(f"cannot annotate pod {namespace}/{pod}: HTTP {e.code}; metrics go to the termination message")
                 return
-        except (urllib.error.URLError, OSError, TimeoutError) as e:
+        except Exception as e:  # noqa: BLE001  # URLError, OSError, timeouts, http.client errors: retried
             if attempt == 3:
                 _warn(f"cannot reach the API server ({e}); metrics go to the termination message")
                 return
