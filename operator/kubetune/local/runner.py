@@ -317,6 +317,14 @@ def _read_tail(path: Path, limit: int) -> bytes:
         return b""
 
 
+def _utf8_tail(data: bytes) -> str:
+    """Decode the tail of a file strictly, but for a character cut at its start."""
+    start = 0
+    while start < min(len(data), 3) and 0x80 <= data[start] < 0xC0:
+        start += 1
+    return data[start:].decode()
+
+
 def _last_line(path: Path, limit: int = 200) -> str:
     lines = [ln for ln in _read_tail(path, 4096).decode(errors="replace").splitlines() if ln.strip()]
     return lines[-1].strip()[:limit] if lines else ""
@@ -647,9 +655,13 @@ class LocalRunner:
             lt.trial.curve = add_curve_point(lt.trial.curve, step, objective)
 
     def _merge_metrics(self, trial: Trial, metrics: dict[str, float]) -> None:
+        """Merge, keeping at most :data:`MAX_METRICS`: room is kept for the spec's own metrics."""
         own = self.spec.metric_names
+        room = MAX_METRICS - len(own)
         for k, v in metrics.items():
-            if k in trial.metrics or k in own or len(trial.metrics) < MAX_METRICS:
+            if k in trial.metrics or k in own:
+                trial.metrics[k] = v
+            elif room > 0 and sum(1 for m in trial.metrics if m not in own) < room:
                 trial.metrics[k] = v
 
     def _on_exit(self, lt: LocalTrial, code: int) -> None:
@@ -664,9 +676,12 @@ class LocalRunner:
             return
         metric = self.spec.objective.metric
         if metric not in lt.trial.metrics:
-            text = _read_tail(lt.directory / "termination-log", TERMINATION_MESSAGE_LIMIT).decode(errors="replace")
             try:
+                text = _utf8_tail(_read_tail(lt.directory / "termination-log", TERMINATION_MESSAGE_LIMIT))
                 self._merge_metrics(lt.trial, parse_termination_message(text) or {})
+            except UnicodeDecodeError:
+                self._finish(lt, TrialState.FAILED, Reason.INVALID_METRICS, "the termination message is not UTF-8")
+                return
             except MetricsFormatError as e:
                 self._finish(lt, TrialState.FAILED, Reason.INVALID_METRICS, str(e))
                 return
