@@ -96,6 +96,30 @@ def test_crashed_leader_is_replaced_after_the_lease_duration_and_not_before() ->
     assert not a.try_acquire_or_renew() and not a.is_leader
 
 
+@pytest.mark.parametrize("phase", [i / 10 for i in range(10)])
+def test_standby_takes_over_between_lease_duration_and_two_standby_periods_later(phase: float) -> None:
+    """A standby looks every standby_period (1 s), the leader renews every retry_period (2 s) until it dies: the
+    standby leads no sooner than lease_duration and no later than lease_duration + 2 standby periods after the
+    leader's last renew, whatever the phase between the two."""
+    clock, store = Clock(), MemoryLease()
+    a, b = electors(2, clock, store)
+    start = clock.now
+    events = [(start + k * TIMING.retry_period, a) for k in range(5)]  # a renews 5 times, then dies
+    events += [(start + phase + k * TIMING.standby_period, b) for k in range(40)]
+    last_renew = took_over = 0.0
+    for when, who in sorted(events, key=lambda e: (e[0], e[1] is b)):
+        clock.now = when
+        ok = who.try_acquire_or_renew()
+        if who is a:
+            assert ok
+            last_renew = when
+        elif ok:
+            took_over = when
+            break
+    assert took_over, "the standby never took over"
+    assert TIMING.lease_duration <= took_over - last_renew <= TIMING.lease_duration + 2 * TIMING.standby_period
+
+
 def test_leader_that_cannot_renew_stops_at_the_renew_deadline() -> None:
     clock, store = Clock(), MemoryLease()
     (a,) = electors(1, clock, store)
@@ -150,6 +174,8 @@ def test_timing_must_keep_the_renew_deadline_below_the_lease() -> None:
         Timing(lease_duration=10, renew_deadline=10, retry_period=2)
     with pytest.raises(ValueError):
         Timing(lease_duration=10, renew_deadline=5, retry_period=6)
+    with pytest.raises(ValueError):
+        Timing(lease_duration=10, renew_deadline=7, retry_period=2, standby_period=3)
 
 
 Step = tuple[str, int, float]
@@ -205,7 +231,7 @@ def test_election_loop_stops_the_workers_when_renewing_hangs() -> None:
         return real_get()
 
     store.get = get  # type: ignore[method-assign]
-    timing = Timing(lease_duration=1.0, renew_deadline=0.6, retry_period=0.1)
+    timing = Timing(lease_duration=1.0, renew_deadline=0.6, retry_period=0.1, standby_period=0.1)
     elector = LeaderElector(store, "replica-0", timing)
     calls: list[str] = []
 

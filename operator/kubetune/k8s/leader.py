@@ -35,11 +35,17 @@ class Timing:
     renew_deadline: float = 7.0
     """The holder stops leading when it could not renew for this long; must be below ``lease_duration``."""
     retry_period: float = 2.0
-    """How often every replica tries to acquire or renew."""
+    """How often the leader renews."""
+    standby_period: float = 1.0
+    """How often a standby looks at the Lease. A standby counts the lease duration from when it first saw the
+    current record, so a shorter look-up period shortens the handover (at most lease_duration + 2 x this after the
+    last renew) without making it less safe."""
 
     def __post_init__(self) -> None:
         if not 0 < self.retry_period < self.renew_deadline < self.lease_duration:
             raise ValueError("leader election needs 0 < retry_period < renew_deadline < lease_duration")
+        if not 0 < self.standby_period <= self.retry_period:
+            raise ValueError("leader election needs 0 < standby_period <= retry_period")
 
 
 @dataclass(frozen=True)
@@ -248,9 +254,9 @@ class LeaderElection:
             except Exception as e:  # the API server is unreachable or refused: retry
                 log.warning("leader election: %s", str(e).splitlines()[0] if str(e) else type(e).__name__)
             await self._follow()
-            pause = timing.retry_period
+            pause = timing.standby_period
             if self.leading:
-                pause = min(pause, max(self.elector.time_left(), 0.05))
+                pause = min(timing.retry_period, max(self.elector.time_left(), 0.05))
             await asyncio.sleep(pause)
 
     async def _follow(self) -> None:
