@@ -204,15 +204,15 @@ def test_never_two_leaders(plan: list[Step]) -> None:
                 reps[i].try_acquire_or_renew()
             else:
                 reps[i].release()
-        leaders = [r.identity for r, up in zip(reps, alive) if up and r.is_leader]
+        leaders = [r.identity for r, up in zip(reps, alive, strict=True) if up and r.is_leader]
         assert len(leaders) <= 1, f"two leaders at {clock.now}: {leaders}"
     # liveness: the survivors keep trying every retry period; someone leads within lease + 2 retries
     if any(alive):
         start = clock.now
-        while not any(r.is_leader for r, up in zip(reps, alive) if up):
+        while not any(r.is_leader for r, up in zip(reps, alive, strict=True) if up):
             assert clock.now - start <= TIMING.lease_duration + 2 * TIMING.retry_period, "nobody took over"
             clock.now += TIMING.retry_period
-            for r, up in zip(reps, alive):
+            for r, up in zip(reps, alive, strict=True):
                 if up:
                     r.try_acquire_or_renew()
 
@@ -260,3 +260,43 @@ def test_election_loop_stops_the_workers_when_renewing_hangs() -> None:
         assert calls == ["started", "stopped"]  # close() does not stop twice
 
     asyncio.run(scenario())
+
+
+class FakeBatch:
+    def __init__(self, failures: int, on_call: object = None) -> None:
+        self.calls = 0
+        self.failures = failures
+        self.on_call = on_call
+
+    def create_namespaced_job(self, namespace: str, body: dict, **_: object) -> dict:
+        from kubernetes.client.exceptions import ApiException
+
+        self.calls += 1
+        if callable(self.on_call):
+            self.on_call()
+        if self.calls <= self.failures:
+            raise ApiException(status=500, reason="Internal Server Error")
+        return body
+
+
+def test_no_api_call_starts_or_is_retried_once_the_replica_stopped_leading() -> None:
+    from kubetune.k8s.api import Api
+    from kubetune.k8s.handlers.lifecycle import NotLeading, fence_api_calls
+
+    job = {"metadata": {"name": "exp-0000", "ownerReferences": [{"uid": "u"}]}}
+    leading = [True]
+    lose_lease_on_first_call = FakeBatch(failures=1, on_call=lambda: leading.__setitem__(0, False))
+    client = Api(core=object(), batch=lose_lease_on_first_call, custom=object())
+    client.policy = replace(client.policy, sleep=lambda s: None)
+    fence_api_calls(client, lambda: leading[0])
+    with pytest.raises(NotLeading):  # the first attempt failed with a 500 after the lease was lost: no retry
+        client.create_job("ns", job)
+    assert lose_lease_on_first_call.calls == 1
+    with pytest.raises(NotLeading):  # no new call starts at all
+        client.create_job("ns", job)
+    assert lose_lease_on_first_call.calls == 1
+
+    leading[0] = True  # leading again: calls and retries go through as before
+    flaky = FakeBatch(failures=1)
+    client.batch = flaky
+    assert client.create_job("ns", job) is True and flaky.calls == 2

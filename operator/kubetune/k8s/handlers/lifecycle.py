@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -55,11 +56,39 @@ def start_leader_election(namespace: str, name: str) -> LeaderElection:
         rec.leading = False
         await rec.stop()
 
-    election = LeaderElection(LeaderElector(KubernetesLeaseStore(client, namespace, name), identity),
-                              started, stopped)
+    elector = LeaderElector(KubernetesLeaseStore(client, namespace, name), identity)
+    fence_api_calls(api(), lambda: rec.leading and elector.is_leader)
+    election = LeaderElection(elector, started, stopped)
     log.info("leader election on lease %s/%s as %s", namespace, name, identity)
     election.start()
     return election
+
+
+class NotLeading(RuntimeError):
+    """An API call of a worker was about to start (or retry) after this replica stopped leading."""
+
+
+def fence_api_calls(client: Any, leading: Callable[[], bool]) -> None:
+    """No operator API call starts, and none is retried, once this replica is not the leader.
+
+    Cancelling a worker cannot stop an API call already running in a thread, and the client retries failed calls
+    for up to a minute or more; without this, a replica that lost the Lease could still write after another one
+    took over. The retry policies' clock is read when a call starts and before every retry, so it is the fence.
+    """
+    from dataclasses import replace
+
+    def fenced(policy: Any) -> Any:
+        clock = policy.clock
+
+        def fenced_clock() -> float:
+            if not leading():
+                raise NotLeading("this replica does not hold the leader Lease")
+            return float(clock())
+
+        return replace(policy, clock=fenced_clock)
+
+    client.policy = fenced(client.policy)
+    client.event_policy = fenced(client.event_policy)
 
 
 @kopf.on.cleanup()
