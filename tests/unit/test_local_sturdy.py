@@ -539,10 +539,15 @@ def test_hostile_trial_output_ends_in_named_states(tmp_path: Path) -> None:
                (json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines())}
     kept = records["many-metrics"]["metrics"]
     assert "acc" in kept and 1 < len(kept) <= 64, kept
+    # what was left out is said in the trial's message
+    assert "kept 64 of the metrics reported" in rows["many-metrics"]["message"]
+    assert rows["deep"]["message"].startswith("ignored 2 report lines")
+    assert "longer than" in rows["megabytes"]["message"]
     assert records["absurd-steps"]["curve"] == [[2, 0.5]]
     assert all(len(json.dumps(rec)) < 64 * 1024 for rec in records.values())
     # The 200 MB line was skipped, not read: the child's peak is its size at fork plus far less than 200 MB.
     assert rss_file.exists(), log
     peak_kib = int(rss_file.read_text())
-    assert peak_kib - before < 100 * 1024, f"runner peak {peak_kib} KiB, test process {before} KiB"
+    print(f"hostile output: runner peak {peak_kib} KiB, test process at fork {before} KiB")
+    assert peak_kib - before < 40 * 1024, f"runner peak {peak_kib} KiB, test process {before} KiB"
     assert_no_trial_processes(out)

@@ -75,7 +75,7 @@ class ResultsWriter:
                 t.number, trial_name(self.experiment, t.number) if self.experiment else t.number, t.state.value,
                 t.reason, *[render_value(t.params[p]) if p in t.params else "" for p in params],
                 *[repr(t.metrics[m]) if m in t.metrics else "" for m in metrics],
-                t.start_time or "", t.completion_time or "", _seconds(t), t.message,
+                t.start_time or "", t.completion_time or "", _seconds(t), t.recorded_message(),
             ])
         _atomic_write(self.out_dir / "results.csv", buf.getvalue())
         _atomic_write(self.out_dir / "trials.jsonl", "".join(json.dumps(t.to_record()) + "\n" for t in trials))

@@ -19,7 +19,9 @@ Sturdiness, by design rather than by timing:
   running are recorded ``Canceled``/``Interrupted`` and not run again (each trial runs once, as on Kubernetes); any
   process of theirs still alive is killed first.
 * What a trial writes is read in bounded pieces: at most :data:`REPORT_READ_LIMIT` bytes a poll, lines of at most
-  :data:`REPORT_LINE_LIMIT` bytes, :data:`MAX_METRICS` metrics per trial.
+  :data:`~kubetune.metrics.MAX_REPORT_BYTES` (longer ones are skipped unread), only the last :data:`REPORT_TAIL`
+  bytes when the trial writes faster than it is read; lines are parsed by :mod:`kubetune.metrics` and the trial's
+  record is bounded by :mod:`kubetune.trials` (:data:`~kubetune.trials.MAX_METRICS` metrics, objective first).
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import json
-import math
 import os
 import select
 import shutil
@@ -43,12 +44,18 @@ from types import FrameType
 from typing import Any, Callable
 
 from ..engine import Sampler
-from ..metrics import TERMINATION_MESSAGE_LIMIT, MetricsFormatError, parse_termination_message
+from ..metrics import (
+    MAX_REPORT_BYTES,
+    TERMINATION_MESSAGE_LIMIT,
+    MetricsFormatError,
+    parse_report_line,
+    parse_termination_message,
+)
 from ..plan import NewTrial, Outcome, Plan, StopOrder, build_sampler, make_plan
 from ..pruning import make_pruner
 from ..spec import ExperimentSpec, TuningExperiment
 from ..template import render_pod_spec, trial_name
-from ..trials import Reason, Trial, TrialState, add_curve_point
+from ..trials import Reason, Trial, TrialState, add_curve_point, bound_metrics, clip_text
 from .results import JOURNAL, Journal, JournalError, ResultsWriter, journal_identity
 
 POLL_SECONDS = 0.1
@@ -60,16 +67,12 @@ KILL_WAIT_SECONDS = 5.0
 RESULTS_INTERVAL = 1.0
 """results.csv/trials.jsonl/summary.json are rewritten at most this often while running (the journal every trial)."""
 
-REPORT_READ_LIMIT = 256 * 1024
-"""Bytes of a trial's report file read per poll."""
-REPORT_LINE_LIMIT = 64 * 1024
+REPORT_LINE_LIMIT = MAX_REPORT_BYTES
 """A longer report line is skipped unread."""
-REPORT_TAIL = 1 << 20
+REPORT_READ_LIMIT = 4 * REPORT_LINE_LIMIT
+"""Bytes of a trial's report file read per poll (more than a line, so an over-long line is recognized)."""
+REPORT_TAIL = 4 * REPORT_READ_LIMIT
 """When the unread part of a report file is longer, only its last this-many bytes are read."""
-MAX_METRICS = 64
-"""Metrics kept per trial (the spec's own metrics always fit)."""
-MAX_METRIC_NAME = 128
-MAX_STEP = 10**12
 
 LOCK_FILE = ".kubetune.lock"
 
@@ -94,9 +97,16 @@ class LocalTrial:
     report_offset: int = 0
     skip_line: bool = False
     """The report file's current line is being skipped (too long, or cut by a jump to the tail)."""
+    skipped_bytes: int = 0
+    """Report bytes jumped over because the trial wrote them faster than they were read."""
     stop_order: StopOrder | None = None
     stop_sent: float | None = None
     killed: float | None = None
+    bad_reports: int = 0
+    last_bad_report: str = ""
+    partial_reports: int = 0
+    last_partial_report: str = ""
+    dropped_metrics: int = 0
 
 
 @dataclass
@@ -277,37 +287,8 @@ def _kill_leftovers(trials_dir: Path) -> int:
 # -- what trials write ----------------------------------------------------------------------------------------------
 
 
-def parse_report_line(line: bytes) -> tuple[int | None, dict[str, float]] | None:
-    """One line of the SDK's report file as ``(step, metrics)``; ``None`` when it is not a report.
-
-    Tolerates anything: invalid UTF-8, deep nesting, numbers too large for a float, absurd steps. Metrics that are
-    not finite numbers are dropped; a step outside ``0..MAX_STEP`` is dropped (the metrics are kept).
-    """
-    try:
-        rec = json.loads(line)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(rec, dict) or not isinstance(rec.get("metrics"), dict):
-        return None
-    metrics: dict[str, float] = {}
-    for k, v in rec["metrics"].items():
-        if len(metrics) >= MAX_METRICS:
-            break
-        if len(k) > MAX_METRIC_NAME or isinstance(v, bool) or not isinstance(v, (int, float)):
-            continue
-        try:
-            value = float(v)
-        except OverflowError:
-            continue
-        if math.isfinite(value):
-            metrics[k] = value
-    step = rec.get("step")
-    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= MAX_STEP:
-        step = None
-    return step, metrics
-
-
 def _read_tail(path: Path, limit: int) -> bytes:
+    """The last ``limit`` bytes of a file; ``b""`` when it cannot be read."""
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -315,14 +296,6 @@ def _read_tail(path: Path, limit: int) -> bytes:
             return f.read(limit)
     except OSError:
         return b""
-
-
-def _utf8_tail(data: bytes) -> str:
-    """Decode the tail of a file strictly, but for a character cut at its start."""
-    start = 0
-    while start < min(len(data), 3) and 0x80 <= data[start] < 0xC0:
-        start += 1
-    return data[start:].decode()
 
 
 def _last_line(path: Path, limit: int = 200) -> str:
@@ -606,6 +579,7 @@ class LocalRunner:
         if size < lt.report_offset:  # the trial truncated its file: start over
             lt.report_offset, lt.skip_line = 0, False
         if size - lt.report_offset > REPORT_TAIL:  # too far behind: keep the latest reports
+            lt.skipped_bytes += size - REPORT_TAIL - lt.report_offset
             lt.report_offset, lt.skip_line = size - REPORT_TAIL, True
         if size == lt.report_offset:
             return
@@ -635,34 +609,45 @@ class LocalRunner:
             if last and rest < REPORT_LINE_LIMIT:
                 self._report_line(lt, data[pos:])  # the trial has ended: its last line will not grow
             else:
+                if not lt.skip_line:  # counted once, however many reads it spans
+                    self._bad_report(lt, f"a report line is longer than the {REPORT_LINE_LIMIT} bytes kubetune reads")
                 lt.skip_line = True
             pos = len(data)
         lt.report_offset += pos
 
     def _report_line(self, lt: LocalTrial, line: bytes) -> None:
-        if lt.skip_line:
+        if lt.skip_line:  # the end of a line that was too long, or cut by a jump to the tail
             lt.skip_line = False
             return
-        if len(line) > REPORT_LINE_LIMIT:
+        if not line.strip():
             return
-        parsed = parse_report_line(line)
-        if parsed is None:
+        try:
+            report = parse_report_line(line)
+        except MetricsFormatError as e:
+            self._bad_report(lt, str(e))
             return
-        step, metrics = parsed
-        self._merge_metrics(lt.trial, metrics)
-        objective = metrics.get(self.spec.objective.metric)
-        if step is not None and objective is not None:
-            lt.trial.curve = add_curve_point(lt.trial.curve, step, objective)
+        except Exception as e:  # the parser promises MetricsFormatError only; a trial must not end the run
+            self._bad_report(lt, f"a report line could not be read ({type(e).__name__})")
+            return
+        if report.notes:
+            lt.partial_reports += 1
+            lt.last_partial_report = clip_text("; ".join(report.notes), 200)
+        self._merge_metrics(lt, report.metrics)
+        metric = self.spec.objective.metric
+        for step, values in report.curve:
+            if metric in values:
+                lt.trial.curve = add_curve_point(lt.trial.curve, step, values[metric])
 
-    def _merge_metrics(self, trial: Trial, metrics: dict[str, float]) -> None:
-        """Merge, keeping at most :data:`MAX_METRICS`: room is kept for the spec's own metrics."""
-        own = self.spec.metric_names
-        room = MAX_METRICS - len(own)
-        for k, v in metrics.items():
-            if k in trial.metrics or k in own:
-                trial.metrics[k] = v
-            elif room > 0 and sum(1 for m in trial.metrics if m not in own) < room:
-                trial.metrics[k] = v
+    @staticmethod
+    def _bad_report(lt: LocalTrial, why: str) -> None:
+        lt.bad_reports += 1
+        lt.last_bad_report = clip_text(why, 200)
+
+    def _merge_metrics(self, lt: LocalTrial, metrics: dict[str, float]) -> None:
+        """Merge the latest values, bounded as records are: the spec's metrics first, then the others by name."""
+        merged = {**lt.trial.metrics, **metrics}
+        lt.trial.metrics, dropped = bound_metrics(merged, self.spec.metric_names)
+        lt.dropped_metrics = max(lt.dropped_metrics, dropped)
 
     def _on_exit(self, lt: LocalTrial, code: int) -> None:
         order = lt.stop_order
@@ -676,18 +661,15 @@ class LocalRunner:
             return
         metric = self.spec.objective.metric
         if metric not in lt.trial.metrics:
-            try:
-                text = _utf8_tail(_read_tail(lt.directory / "termination-log", TERMINATION_MESSAGE_LIMIT))
-                self._merge_metrics(lt.trial, parse_termination_message(text) or {})
-            except UnicodeDecodeError:
-                self._finish(lt, TrialState.FAILED, Reason.INVALID_METRICS, "the termination message is not UTF-8")
-                return
+            try:  # what Kubernetes keeps of a termination message: its last 4096 bytes
+                self._merge_metrics(lt, parse_termination_message(
+                    _read_tail(lt.directory / "termination-log", TERMINATION_MESSAGE_LIMIT)) or {})
             except MetricsFormatError as e:
                 self._finish(lt, TrialState.FAILED, Reason.INVALID_METRICS, str(e))
                 return
-            except (ValueError, RecursionError, OverflowError):
+            except Exception as e:  # the parser promises MetricsFormatError only; a trial must not end the run
                 self._finish(lt, TrialState.FAILED, Reason.INVALID_METRICS,
-                             "the termination message's last line is not a JSON object of numbers")
+                             f"the termination message could not be read ({type(e).__name__})")
                 return
         if metric not in lt.trial.metrics:
             self._finish(lt, TrialState.FAILED, Reason.METRICS_MISSING,
@@ -700,6 +682,16 @@ class LocalRunner:
         lt.trial.reason = reason
         lt.trial.message = message
         lt.trial.completion_time = _now()
+        if lt.bad_reports:
+            lt.trial.note(f"ignored {lt.bad_reports} report line{'s' if lt.bad_reports > 1 else ''} "
+                          f"(the last: {lt.last_bad_report})")
+        if lt.partial_reports:
+            lt.trial.note(f"{lt.partial_reports} report line{'s' if lt.partial_reports > 1 else ''} in part "
+                          f"unusable (the last: {lt.last_partial_report})")
+        if lt.dropped_metrics:
+            lt.trial.note(f"kept {len(lt.trial.metrics)} of the metrics reported")
+        if lt.skipped_bytes:
+            lt.trial.note(f"skipped {lt.skipped_bytes} bytes of reports written faster than they were read")
         try:
             self.journal.finish(lt.trial)
         except OSError:
