@@ -164,11 +164,12 @@ class Trial:
         """Thin the curve, then drop the last metrics, until the serialized record is within MAX_RECORD_BYTES."""
         base, points, kept = self.truncation, len(self.curve), len(self.metrics)
         notes: list[str] = []
-        while record_size(self._record()) > MAX_RECORD_BYTES:
-            if len(self.curve) > 1:
-                self.curve = thin_curve(self.curve, len(self.curve) // 2)
+        while (excess := record_size(self._record()) - MAX_RECORD_BYTES) > 0:
+            if len(self.curve) > 1:  # drop about as many points as the excess takes, at least one
+                per_point = json_size(self.curve) / len(self.curve)
+                self.curve = _drop_points(self.curve, int(excess / per_point) + 1)
             elif len(self.metrics) > 1:
-                self.metrics = dict(list(self.metrics.items())[: len(self.metrics) // 2])
+                self.metrics = dict(list(self.metrics.items())[:-1])
             else:
                 break  # the parameters alone are larger than the budget
             notes = []
@@ -316,6 +317,14 @@ def add_curve_point(curve: list[tuple[int, float]], step: int, value: float) -> 
     out.append((step, value))
     out.sort(key=lambda p: p[0])
     return thin_curve(out)
+
+
+def _drop_points(curve: list[tuple[int, float]], k: int) -> list[tuple[int, float]]:
+    """``curve`` without ``k`` points (at most all but the last): every other one from the oldest on."""
+    k = min(k, len(curve) - 1)
+    if 2 * k < len(curve):
+        return [p for i, p in enumerate(curve) if not (i % 2 == 1 and i < 2 * k)]
+    return thin_curve(curve, len(curve) - k)
 
 
 def thin_curve(curve: list[tuple[int, float]], limit: int = MAX_CURVE_POINTS) -> list[tuple[int, float]]:

@@ -382,6 +382,8 @@ def test_hostile_outputs_end_as_named_states(spec: Any, annotation: str | None, 
     assert (trial.state.value, trial.reason) == (state, reason), trial.message
     assert text in trial.message
     assert len(serialized(trial.to_record())) <= MAX_RECORD_BYTES
+    if reason == "InvalidMetrics":
+        assert trial.truncation == ""  # the failure is the news (TrialFailed), not a truncation
     if state == "Succeeded":
         assert trial.metrics["accuracy"] in (0.9, 0.8)
         assert list(trial.metrics)[0] == "accuracy"

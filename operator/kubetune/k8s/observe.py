@@ -237,8 +237,9 @@ def observe_trial(spec: ExperimentSpec, job: JobSummary, pods: list[PodSummary],
         trial.completion_time = job.completion_time
         if metric in trial.metrics:
             trial.state, trial.reason = TrialState.SUCCEEDED, Reason.COMPLETED
-        elif problem:
+        elif problem:  # the message says why; what else the report lacked is moot
             trial.state, trial.reason, trial.message = TrialState.FAILED, Reason.INVALID_METRICS, problem
+            notes.clear()
         else:
             trial.state, trial.reason = TrialState.FAILED, Reason.METRICS_MISSING
             trial.message = f"the trial finished without reporting the objective metric {metric!r}"
