@@ -158,13 +158,23 @@ def trial_processes(out: Path) -> list[int]:
     return found
 
 
-def assert_no_trial_processes(out: Path, within: float = 3.0) -> None:
-    deadline = time.monotonic() + within  # SIGKILL is delivered asynchronously
-    while (alive := trial_processes(out)) and time.monotonic() < deadline:
+def assert_no_trial_processes(out: Path, within: float = 3.0, only: set[int] | None = None) -> None:
+    """No trial process (or, with ``only``, none of those pids) is alive, allowing for asynchronous SIGKILL."""
+    deadline = time.monotonic() + within
+    while True:
+        alive = [pid for pid in trial_processes(out) if only is None or pid in only]
+        if not alive or time.monotonic() > deadline:
+            break
         time.sleep(0.05)
-    for pid in alive:
+    for pid in trial_processes(out) if alive else []:
         os.kill(pid, signal.SIGKILL)
     assert not alive, f"trial processes left alive: {alive}"
+
+
+def first_processes(out: Path) -> set[int]:
+    """The pids of the trials' first processes, as they logged them."""
+    path = out.parent / f"{out.name}.launches"
+    return {int(line.split()[1]) for line in path.read_text().splitlines()} if path.exists() else set()
 
 
 def launches(out: Path) -> Counter[int]:
@@ -345,7 +355,9 @@ def test_resume_after_sigkill_runs_each_trial_once(tmp_path: Path) -> None:
         finally:
             if wait_exit(pid, 0) is None:
                 kill_session(pid)
-        # the trials' first processes die with the runner; their children wait for the resumed run to kill them
+        # the trials' first processes die with the runner (PR_SET_PDEATHSIG); their children are left for the
+        # resumed run to kill
+        assert_no_trial_processes(out, only=first_processes(out))
         journal = [json.loads(line) for line in (out / "journal.jsonl").read_text().splitlines()[1:]
                    if line.endswith("}")]
         for rec in journal:
@@ -375,6 +387,38 @@ def test_resume_after_sigkill_runs_each_trial_once(tmp_path: Path) -> None:
         assert float(r["param_x"]) == pytest.approx(seen_params.get(int(r["number"]), {"x": float(r["param_x"])})["x"])
     print(f"resume: {kills} SIGKILLs, {sum(launched.values())} launches for {max_trials} trials, "
           f"{len(lost)} lost")
+
+
+def test_trials_die_with_a_killed_runner_and_their_children_with_the_resume(tmp_path: Path) -> None:
+    script = """
+        import os, signal, subprocess, sys, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+        fd = os.open(os.environ["LAUNCH_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        os.write(fd, f"{os.environ['KUBETUNE_TRIAL_NUMBER']} {os.getpid()} {child.pid}\\n".encode())
+        time.sleep(120)
+    """
+    write_experiment(tmp_path, script=script, max_trials=2, parallel=2)
+    out = tmp_path / "out"
+    pid = fork_run(tmp_path, out)
+    try:
+        wait_for(lambda: sum(launches(out).values()) == 2, pid)
+        os.kill(pid, signal.SIGKILL)
+        assert wait_exit(pid, 10) == -signal.SIGKILL
+    finally:
+        if wait_exit(pid, 0) is None:
+            kill_session(pid)
+    firsts = first_processes(out)
+    assert len(firsts) == 2
+    assert_no_trial_processes(out, only=firsts)  # killed with the runner, although they ignore SIGTERM
+    children = set(trial_processes(out))
+    assert len(children) == 2  # the children outlive it: they are not the runner's
+    pid = fork_run(tmp_path, out)
+    assert wait_exit(pid, 60) == 1  # both trials lost: none succeeded
+    assert_no_trial_processes(out, within=0)  # the resumed run killed them before anything else
+    rows = read_results(out)
+    assert [(r["state"], r["reason"]) for r in rows] == [("Canceled", "Interrupted")] * 2
+    assert launches(out) == Counter({0: 1, 1: 1})
 
 
 def test_resume_refuses_another_spec_and_fresh_starts_over(tmp_path: Path, capsys: pytest.CaptureFixture[str],
