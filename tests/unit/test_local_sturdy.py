@@ -245,6 +245,16 @@ def hold(name: str, marker: Path, nth: int, seconds: float) -> Callable[[], None
                 replace = staticmethod(held(real_replace))
 
             results.os = Os()  # type: ignore[assignment]
+        elif name == "reap":  # while looking whether a trial has exited (where Popen.poll() takes its lock)
+            real_waitid = runner.os.waitid
+
+            class RunnerOs:
+                def __getattr__(self, attr: str) -> Any:
+                    return getattr(os, attr)
+
+                waitid = staticmethod(held(real_waitid))
+
+            runner.os = RunnerOs()  # type: ignore[assignment]
         elif name == "journal":  # while appending to the journal
             results.Journal._append = held(results.Journal._append)  # type: ignore[method-assign]
         else:
@@ -255,7 +265,7 @@ def hold(name: str, marker: Path, nth: int, seconds: float) -> Callable[[], None
 
 # ------------------------------------------------------------------------------------------------- 1: signals
 
-PHASES = ["suggest", "launch", "write", "journal", "running", "grace", "twice", "sigterm"]
+PHASES = ["suggest", "launch", "write", "journal", "reap", "running", "grace", "twice", "sigterm"]
 
 
 @pytest.mark.parametrize("phase", PHASES)
@@ -270,7 +280,7 @@ def test_interrupt_at_many_moments(tmp_path: Path, phase: str) -> None:
         out = tmp_path / f"out{attempt}"
         marker = tmp_path / f"marker{attempt}"
         inject = None
-        if phase in ("suggest", "launch", "write", "journal"):
+        if phase in ("suggest", "launch", "write", "journal", "reap"):
             nth = rng.randint(2, 6)
             # the suggest hold is longer than the whole bound: the stop must not wait for a sampler
             inject = hold(phase, marker, nth, 60.0 if phase == "suggest" else 1.0)
