@@ -370,3 +370,82 @@ def test_trial_sdk_is_installable_on_its_own_without_dependencies() -> None:
     assert project["dependencies"] == []
     top = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["version"] == top["version"]
+
+
+# -- monitoring: ServiceMonitor and Grafana dashboard ----------------------------------------------------------------
+
+
+DASHBOARD = CHART / "dashboards" / "kubetune.json"
+
+
+def test_monitoring_values_are_off_by_default_and_checked_by_the_schema() -> None:
+    import jsonschema
+    schema, values = _schema_and_values()
+    assert values["serviceMonitor"]["enabled"] is False and values["grafanaDashboard"]["enabled"] is False
+    assert values["grafanaDashboard"]["labels"] == {"grafana_dashboard": "1"}
+    on = {**values, "serviceMonitor": {**values["serviceMonitor"], "enabled": True, "interval": "1m30s",
+                                       "scrapeTimeout": "10s", "labels": {"release": "prometheus"}},
+          "grafanaDashboard": {**values["grafanaDashboard"], "enabled": True}}
+    jsonschema.validate(on, schema)
+    for bad in ({"serviceMonitor": {"enabled": True, "interval": "soon"}},
+                {"serviceMonitor": {"enabled": "yes"}},
+                {"serviceMonitor": {"enabled": True, "namespaceSelector": {}}},
+                {"grafanaDashboard": {"enabled": True, "labels": {"grafana_dashboard": 1}}},
+                {"grafanaDashboard": {"labels": {}}}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({**values, **bad}, schema)
+
+
+def _dashboard_exprs() -> list[str]:
+    dash = json.loads(DASHBOARD.read_text())
+    return [t["expr"] for p in dash["panels"] for t in p["targets"]]
+
+
+def test_dashboard_queries_only_metrics_the_operator_exports_and_covers_its_histograms() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from kubetune.k8s import prometheus
+
+    families = list(text_string_to_metric_families(prometheus.render()))
+    exported = ({s.name for f in families for s in f.samples} | {f.name for f in families}
+                | {f"{f.name}_total" for f in families if f.type == "counter"})  # labelled: no sample before use
+    exprs = _dashboard_exprs()
+    used = {m for e in exprs for m in re.findall(r"\b((?:kubetune|process)_[a-z_]+)\b", e)}
+    assert used and used <= exported, sorted(used - exported)
+    histograms = {f.name for f in families if f.type == "histogram" and f.name.startswith("kubetune_")}
+    assert {h for h in histograms if f"{h}_bucket" in used} == histograms
+    assert all('job=~"$job"' in e for e in exprs)
+
+
+def test_dashboard_is_well_formed_for_grafana() -> None:
+    dash = json.loads(DASHBOARD.read_text())
+    assert dash["uid"] == "kubetune-operator" and dash["title"]
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+    cells: set[tuple[int, int]] = set()
+    for panel in dash["panels"]:
+        assert panel["datasource"]["uid"] == "${datasource}"
+        g = panel["gridPos"]
+        assert g["x"] + g["w"] <= 24
+        mine = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
+        assert not mine & cells, f"panel {panel['title']} overlaps another"
+        cells |= mine
+        assert [t["refId"] for t in panel["targets"]] == [chr(65 + i) for i in range(len(panel["targets"]))]
+
+
+def test_servicemonitor_and_dashboard_templates_match_the_service_and_the_file() -> None:
+    monitor = (CHART / "templates" / "servicemonitor.yaml").read_text()
+    service = (CHART / "templates" / "service.yaml").read_text()
+    assert "{{- if .Values.serviceMonitor.enabled }}" in monitor
+    assert "- port: metrics" in monitor and "- name: metrics" in service  # the Service's named port
+    for labels in ('include "kubetune.selectorLabels"', "app.kubernetes.io/component: operator"):
+        assert labels in monitor and labels in service
+    configmap = (CHART / "templates" / "grafana-dashboard.yaml").read_text()
+    assert "{{- if .Values.grafanaDashboard.enabled }}" in configmap
+    (path,) = re.findall(r'\.Files\.Get "([^"]+)"', configmap)
+    assert (CHART / path).resolve() == DASHBOARD.resolve()
+    ignored = [line.strip() for line in (CHART / ".helmignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
+    assert not any(p.rstrip("/") in ("dashboards", "*.json") for p in ignored)
