@@ -21,6 +21,7 @@ record. It keeps up with thousands of concurrent pods; the API server is the lim
 from __future__ import annotations
 
 import contextlib
+import functools
 import heapq
 import itertools
 import json
@@ -238,7 +239,9 @@ class FastKubelet(NodeAgent):
                 return
         if not node:
             self._submit(self._bind, meta["namespace"], meta["name"])
-        elif run.cancelled:
+            return
+        assert run is not None
+        if run.cancelled:
             self._submit(self.force_delete, run.namespace, run.name, run.uid)
         else:
             self._submit(self._start_pod, run)
@@ -263,8 +266,7 @@ class FastKubelet(NodeAgent):
         docs = report_documents(final, self.steps, self.writes)
         for i, doc in enumerate(docs):
             due = run.started + self.delay * (i + 1) / len(docs)
-            self._at(due, lambda run=run, doc=doc, last=i == len(docs) - 1: self._submit(
-                self._report, run, doc, last))
+            self._at(due, functools.partial(self._submit, self._report, run, doc, i == len(docs) - 1))
 
     def _report(self, run: _PodRun, doc: dict[str, Any], last: bool) -> None:
         if run.cancelled:

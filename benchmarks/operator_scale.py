@@ -1,0 +1,853 @@
+"""Operator performance at cluster scale, on the real control plane of the tests.
+
+One command starts etcd + kube-apiserver + kube-controller-manager (tests/support/controlplane.py), the benchmark
+kubelet (tests/support/fast_kubelet.py: trial pods finish after a delay without running anything) and the
+operator as its own process, then measures:
+
+* ``first-job``: time from creating an experiment to the first trial Job (seen on a Job watch), one experiment at
+  a time, on an idle operator and while ``--background`` experiments keep trials running;
+* ``turnaround``: for E experiments x P parallel trials: trial turnaround (the final metrics annotation of a
+  finished pod -> the next Job of the same experiment), sustained trials per minute, CPU seconds per trial of the
+  operator / kube-apiserver / etcd / kube-controller-manager / the benchmark kubelet, API requests per trial by
+  verb (the operator's, counted in its process), operator RSS;
+* ``long``: one large experiment per algorithm (20 parallel, fast trials): reconcile duration from the operator's
+  histogram at 10 % / 50 % / 100 % of the trials, wall time, RSS, result ConfigMaps; again with median early
+  stopping and 50 intermediate steps per trial.
+
+``python benchmarks/operator_scale.py`` (full: writes benchmarks/results/operator-scale-<date>.md and
+docs/benchmarks-operator.md), ``--quick`` (a small smoke run), ``--only first-job,turnaround,long``,
+``--scale 0.5`` (scales every count down), ``--profile`` (py-spy on the operator during the largest turnaround).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SUPPORT = ROOT / "tests" / "support"
+if str(SUPPORT) not in sys.path:
+    sys.path.insert(0, str(SUPPORT))
+
+from controlplane import ControlPlane, die_with_parent, ensure_binaries, free_port  # noqa: E402
+from fast_kubelet import FastKubelet  # noqa: E402
+from kubernetes import client, config, watch  # noqa: E402
+from kubernetes.client.rest import ApiException  # noqa: E402
+from operator_process import GROUP, PLURAL, VERSION, Experiments, wait_for  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+CRD = ROOT / "crds" / "tuningexperiments.kubetune.io.yaml"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+ALGORITHMS = ("random", "tpe", "bayesian")
+DOC_START, DOC_END = "<!-- operator-scale results: start -->", "<!-- operator-scale results: end -->"
+
+
+# -- sizes ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Sizes:
+    first_job: int = 50
+    background: int = 100
+    background_parallel: int = 2
+    turnaround: tuple[tuple[int, int], ...] = ((1, 10), (10, 10), (100, 10))
+    rounds: int = 4
+    trial_seconds: float = 1.0
+    long_trials: int = 10_000
+    long_parallel: int = 20
+    long_trial_seconds: float = 0.2
+    long_steps: int = 50
+    long_writes: int = 5
+    long_timeout: float = 600.0
+    long_algorithms: tuple[str, ...] = ALGORITHMS
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        return cls(first_job=5, background=5, turnaround=((5, 2),), rounds=2, trial_seconds=0.5, long_trials=30,
+                   long_parallel=5, long_trial_seconds=0.2, long_steps=10, long_writes=3, long_timeout=120.0,
+                   long_algorithms=("random",))
+
+    def scaled(self, factor: float) -> Sizes:
+        def n(v: int) -> int:
+            return max(1, round(v * factor))
+        return Sizes(n(self.first_job), n(self.background), self.background_parallel,
+                     tuple((n(e), p) for e, p in self.turnaround), self.rounds, self.trial_seconds,
+                     n(self.long_trials), self.long_parallel, self.long_trial_seconds, self.long_steps,
+                     self.long_writes, self.long_timeout, self.long_algorithms)
+
+
+# -- measuring -----------------------------------------------------------------------------------------------------
+
+
+def log(message: str) -> None:
+    print(f"[operator-scale {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+
+
+def rss_bytes(pid: int) -> tuple[int, int]:
+    """(current RSS, peak RSS) in bytes."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0]) * 1024
+    return values.get("VmRSS", 0), values.get("VmHWM", 0)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    lo = int(k)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def samples(text: str) -> list[tuple[str, dict[str, str], float]]:
+    return [(s.name, s.labels, float(s.value)) for f in text_string_to_metric_families(text) for s in f.samples]
+
+
+def http_get(url: str, timeout: float = 10.0) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return str(resp.read().decode())
+
+
+class JobClock:
+    """One watch on trial Jobs in every namespace: when each Job was first seen (``time.time()``)."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.batch = client.BatchV1Api(api)
+        self.seen: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
+        self.lock = threading.Lock()
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="job-clock", daemon=True)
+        self.watch: watch.Watch | None = None
+
+    def start(self) -> JobClock:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self.watch is not None:
+            self.watch.stop()
+        self.thread.join(timeout=70)
+
+    def _note(self, job: dict[str, Any], at: float) -> None:
+        meta = job["metadata"]
+        labels = meta.get("labels") or {}
+        try:
+            number = int(labels["kubetune.io/trial-number"])
+        except (KeyError, ValueError):
+            return
+        with self.lock:
+            self.seen[(meta["namespace"], labels.get("kubetune.io/experiment", ""))].setdefault(number, at)
+
+    def _loop(self) -> None:
+        selector = "app.kubernetes.io/managed-by=kubetune"
+        rv = None
+        while not self.stop_event.is_set():
+            try:
+                if rv is None:
+                    listing = json.loads(self.batch.list_job_for_all_namespaces(
+                        label_selector=selector, _preload_content=False).data)
+                    for job in listing["items"]:
+                        self._note(job, time.time())
+                    rv = listing["metadata"]["resourceVersion"]
+                self.watch = watch.Watch()
+                for event in self.watch.stream(self.batch.list_job_for_all_namespaces, label_selector=selector,
+                                               resource_version=rv, timeout_seconds=60,
+                                               allow_watch_bookmarks=True):
+                    obj = event["raw_object"]
+                    if event["type"] == "ERROR":
+                        rv = None
+                        break
+                    rv = obj["metadata"].get("resourceVersion", rv)
+                    if event["type"] == "ADDED":
+                        self._note(obj, time.time())
+            except ApiException as exc:
+                rv = None if exc.status == 410 else rv
+                self.stop_event.wait(0.5)
+            except Exception:  # noqa: BLE001 -- reconnect
+                self.stop_event.wait(0.5)
+
+    def jobs(self, namespace: str, experiment: str) -> dict[int, float]:
+        with self.lock:
+            return dict(self.seen.get((namespace, experiment), {}))
+
+    def first(self, namespace: str, experiment: str) -> float | None:
+        times = self.jobs(namespace, experiment)
+        return min(times.values()) if times else None
+
+
+@dataclass
+class Snapshot:
+    at: float
+    cpu: dict[str, float]
+    operator_requests: dict[tuple[str, str], float]
+    apiserver_requests: dict[tuple[str, str], float]
+    operator_metrics: list[tuple[str, dict[str, str], float]]
+
+
+class Operator:
+    """``kubetune operator`` in its own process, with its API requests counted (benchmarks/_operator_probe.py)."""
+
+    def __init__(self, kubeconfig: Path, log_dir: Path) -> None:
+        self.kubeconfig, self.log_dir = kubeconfig, log_dir
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        self.port = free_port()
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1",
+               "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        with open(self.log_dir / f"operator-{self.starts}.log", "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "benchmarks._operator_probe", "operator", "--all-namespaces",
+                 "--liveness", "", "--metrics-port", str(self.port)],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=die_with_parent)
+        wait_for("the operator's metrics endpoint", self._up, timeout=60, interval=0.2)
+        time.sleep(1.0)  # its watches start right after the startup handlers
+
+    def _up(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"the operator exited with {self.proc.returncode}: {self.log_tail()}")
+        try:
+            return "kubetune_trials_created_total" in self.metrics()
+        except OSError:
+            return False
+
+    def metrics(self) -> str:
+        return http_get(f"http://127.0.0.1:{self.port}/metrics")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def log_tail(self, lines: int = 30) -> str:
+        with contextlib.suppress(OSError):
+            text = (self.log_dir / f"operator-{self.starts}.log").read_text(errors="replace")
+            return "\n".join(text.splitlines()[-lines:])
+        return ""
+
+
+class Bench:
+    """The cluster, the kubelet, the operator and the measurements shared by the scenarios."""
+
+    def __init__(self, cp: ControlPlane, work: Path) -> None:
+        self.cp = cp
+        self.api = config.new_client_from_config(config_file=str(cp.kubeconfig))
+        self.core = client.CoreV1Api(self.api)
+        self.custom = client.CustomObjectsApi(self.api)
+        self.kubelet = FastKubelet(cp.kubeconfig, threads=8, workdir=work / "kubelet").start()
+        self.clock = JobClock(self.api).start()
+        self.operator = Operator(cp.kubeconfig, work)
+        self.pids = {name: proc.pid for name, proc in cp._procs}  # noqa: SLF001 -- read-only: whose CPU is whose
+
+    def close(self) -> None:
+        self.operator.stop()
+        self.clock.stop()
+        self.kubelet.stop()
+        self.api.close()
+
+    # -- objects ----------------------------------------------------------------------------------------------------
+
+    def namespace(self, prefix: str) -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+        self.core.create_namespace({"metadata": {"name": name}})
+        wait_for(f"the default ServiceAccount of {name}", lambda: self._has_default_sa(name), timeout=60)
+        return name
+
+    def _has_default_sa(self, namespace: str) -> bool:
+        try:
+            self.core.read_namespaced_service_account("default", namespace)
+            return True
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            return False
+
+    def delete_namespace(self, name: str, timeout: float = 300.0) -> None:
+        """Delete the namespace's experiments and wait until their Jobs and pods are gone (the garbage collector's
+        work, which loads the API server), then delete the namespace without waiting for it."""
+        log(f"cleaning up namespace {name}")
+        started = time.monotonic()
+        with contextlib.suppress(ApiException):
+            self.custom.delete_collection_namespaced_custom_object(GROUP, VERSION, name, PLURAL)
+        batch = client.BatchV1Api(self.api)
+
+        def empty() -> bool:
+            return not (batch.list_namespaced_job(name, limit=1).items
+                        or self.core.list_namespaced_pod(name, limit=1).items)
+        try:
+            wait_for(f"namespace {name} to be empty", empty, timeout=timeout, interval=1.0)
+            log(f"namespace {name} empty after {time.monotonic() - started:.1f} s")
+        except AssertionError:
+            log(f"namespace {name} still has Jobs or pods after {timeout:.0f} s; going on")
+        with contextlib.suppress(ApiException):
+            self.core.delete_namespace(name, propagation_policy="Background")
+
+    def create(self, namespace: str, name: str, *, max_trials: int, parallel: int, algorithm: str = "random",
+               early_stopping: dict[str, Any] | None = None) -> None:
+        spec: dict[str, Any] = {
+            "objective": {"metric": "score", "goal": "maximize"},
+            "parameters": [{"name": "x", "type": "float", "min": 0.0, "max": 1.0},
+                           {"name": "y", "type": "float", "min": 0.0, "max": 1.0},
+                           {"name": "k", "type": "categorical", "values": ["a", "b", "c"]}],
+            "algorithm": {"name": algorithm, "seed": 1},
+            "maxTrials": max_trials,
+            "parallelTrials": parallel,
+            "maxFailedTrials": max_trials,
+            "trialTemplate": {"spec": {"backoffLimit": 0, "template": {"spec": {
+                "restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
+                "containers": [{"name": "trial", "image": "none", "command": ["true"]}]}}}},
+        }
+        if early_stopping:
+            spec["earlyStopping"] = early_stopping
+        Experiments(self.api, namespace).create({"apiVersion": f"{GROUP}/{VERSION}", "kind": "TuningExperiment",
+                                                 "metadata": {"name": name}, "spec": spec})
+
+    def statuses(self, namespace: str) -> dict[str, dict[str, Any]]:
+        items = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
+        return {i["metadata"]["name"]: i.get("status") or {} for i in items}
+
+    # -- measurements -----------------------------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        cpu = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        cpu["operator"] = cpu_seconds(self.operator.pid)
+        cpu["benchmark kubelet + harness"] = cpu_seconds(os.getpid())
+        op = samples(self.operator.metrics())
+        op_req: Counter[tuple[str, str]] = Counter()
+        for name, labels, value in op:
+            if name == "kubetune_bench_api_requests_total":
+                op_req[(labels["verb"], labels["resource"])] += value
+        api_req: Counter[tuple[str, str]] = Counter()
+        for name, labels, value in samples(str(self.cp.request("GET", "/metrics"))):
+            if name == "apiserver_request_total":
+                resource = labels.get("resource", "") + (f"/{labels['subresource']}" if labels.get("subresource")
+                                                         else "")
+                api_req[(labels.get("verb", ""), resource)] += value
+        return Snapshot(time.time(), cpu, dict(op_req), dict(api_req), op)
+
+    def operator_rss(self) -> tuple[int, int]:
+        return rss_bytes(self.operator.pid)
+
+    def restart_operator(self) -> None:
+        self.operator.stop()
+        self.operator.start()
+
+
+def delta(after: dict[Any, float], before: dict[Any, float]) -> dict[Any, float]:
+    return {k: after[k] - before.get(k, 0.0) for k in after if after[k] - before.get(k, 0.0) > 0}
+
+
+def histogram(snapshot: Snapshot, name: str) -> tuple[float, float, dict[float, float]]:
+    """(sum, count, cumulative buckets) of an operator histogram."""
+    total = count = 0.0
+    buckets: dict[float, float] = {}
+    for sample_name, labels, value in snapshot.operator_metrics:
+        if sample_name == f"{name}_sum":
+            total = value
+        elif sample_name == f"{name}_count":
+            count = value
+        elif sample_name == f"{name}_bucket":
+            buckets[float(labels["le"])] = value
+    return total, count, buckets
+
+
+def histogram_quantile(q: float, before: dict[float, float], after: dict[float, float]) -> float:
+    """Prometheus' histogram_quantile over the observations between two snapshots (linear within a bucket)."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    if not counts or counts[-1] <= 0:
+        return float("nan")
+    rank = q * counts[-1]
+    prev_bound, prev_count = 0.0, 0.0
+    for bound, count in zip(bounds, counts, strict=True):
+        if count >= rank:
+            if bound == float("inf"):
+                return prev_bound
+            return prev_bound + (bound - prev_bound) * ((rank - prev_count) / max(count - prev_count, 1e-12))
+        prev_bound, prev_count = bound, count
+    return float("nan")
+
+
+# -- scenarios -------------------------------------------------------------------------------------------------
+
+
+def scenario_first_job(bench: Bench, sizes: Sizes) -> dict[str, Any]:
+    bench.restart_operator()
+    bench.kubelet.delay, bench.kubelet.steps = 3600.0, 0  # the measured experiments' trials just stay running
+    rows = []
+    for label, background in (("idle operator", 0), (f"{sizes.background} experiments running", sizes.background)):
+        bg_ns = None
+        if background:
+            bench.kubelet.delay = sizes.trial_seconds
+            bg_ns = bench.namespace("bg")
+            for i in range(background):
+                bench.create(bg_ns, f"bg-{i:03d}", max_trials=10_000, parallel=sizes.background_parallel)
+            wait_for("every background experiment's first Job",
+                     lambda: all(bench.clock.first(bg_ns, f"bg-{i:03d}") for i in range(background)),
+                     timeout=600, interval=0.5)
+        ns = bench.namespace("first")
+        bench.create(ns, "warm-up", max_trials=1, parallel=1)  # the operator's first experiment pays for imports
+        wait_for("the warm-up Job", lambda: bench.clock.first(ns, "warm-up"), timeout=300, interval=0.05)
+        times = []
+        for i in range(sizes.first_job):
+            name = f"first-{i:03d}"
+            started = time.time()
+            bench.create(ns, name, max_trials=1, parallel=1)
+            seen = wait_for(f"the first Job of {name}", lambda: bench.clock.first(ns, name), timeout=300,
+                            interval=0.005, on_timeout=bench.operator.log_tail)
+            times.append(seen - started)
+        rows.append({"condition": label, "experiments": len(times), "p50_s": percentile(times, 0.5),
+                     "p99_s": percentile(times, 0.99), "max_s": max(times)})
+        bench.kubelet.delay = 3600.0
+        bench.delete_namespace(ns)
+        if bg_ns:
+            bench.delete_namespace(bg_ns)
+    return {"rows": rows}
+
+
+def scenario_turnaround(bench: Bench, sizes: Sizes, profile: bool, work: Path) -> dict[str, Any]:
+    rows, cpu_rows, request_rows, api_rows = [], [], [], []
+    profile_report = None
+    largest = max(sizes.turnaround, key=lambda c: c[0] * c[1])
+    for experiments, parallel in sizes.turnaround:
+        bench.restart_operator()
+        bench.kubelet.delay, bench.kubelet.steps = sizes.trial_seconds, 0
+        ns = bench.namespace("turn")
+        names = [f"t-{i:03d}" for i in range(experiments)]
+        max_trials = parallel * sizes.rounds
+        before = bench.snapshot()
+        spy = None
+        if profile and (experiments, parallel) == largest and shutil.which("py-spy"):
+            spy = start_profiler(bench.operator.pid, work / "operator-profile.txt")
+        for name in names:
+            bench.create(ns, name, max_trials=max_trials, parallel=parallel)
+
+        def all_done() -> bool:
+            st = bench.statuses(ns)
+            return len(st) == len(names) and all(s.get("completionTime") for s in st.values())
+        timeout = 120 + 3 * experiments * max_trials
+        finished_in_time = True
+        try:
+            wait_for(f"{experiments} x {parallel} to finish", all_done, timeout=timeout, interval=1.0)
+        except AssertionError:
+            finished_in_time = False
+        after = bench.snapshot()
+        if spy is not None:
+            profile_report = stop_profiler(spy, work / "operator-profile.txt")
+        rss, peak = bench.operator_rss()
+        finished = [f for f in bench.kubelet.finished if f.namespace == ns]
+        turnarounds = turnaround_pairs(bench, ns, names, parallel, finished)
+        total = len(finished)
+        first_job = min((bench.clock.first(ns, n) or after.at) for n in names)
+        last_finish = max((f.succeeded for f in finished), default=after.at)
+        window = max(last_finish - first_job, 1e-6)
+        cpu = delta(after.cpu, before.cpu)
+        label = f"{experiments} x {parallel}"
+        rows.append({"config": label, "concurrent": experiments * parallel, "trials": total,
+                     "all_finished": finished_in_time, "turnaround_p50_s": percentile(turnarounds, 0.5),
+                     "turnaround_p99_s": percentile(turnarounds, 0.99),
+                     "trials_per_min": total / window * 60, "operator_rss_mib": rss / 2**20,
+                     "operator_peak_rss_mib": peak / 2**20})
+        per = max(total, 1)
+        cpu_rows.append({"config": label, **{k: v / per for k, v in sorted(cpu.items())},
+                         "window_s": window})
+        ops = delta(after.operator_requests, before.operator_requests)
+        by_verb: Counter[str] = Counter()
+        for (verb, _resource), v in ops.items():
+            by_verb[verb] += v
+        request_rows.append({"config": label, "per_trial": {k: v / per for k, v in sorted(by_verb.items())},
+                             "by_resource": {f"{v} {r}": n / per for (v, r), n in sorted(ops.items())}})
+        api = delta(after.apiserver_requests, before.apiserver_requests)
+        api_verbs: Counter[str] = Counter()
+        for (verb, _resource), v in api.items():
+            api_verbs[verb] += v
+        api_rows.append({"config": label, "per_trial": {k: v / per for k, v in sorted(api_verbs.items())}})
+        bench.delete_namespace(ns)
+    return {"rows": rows, "cpu": cpu_rows, "operator_requests": request_rows, "apiserver_requests": api_rows,
+            "profile": profile_report}
+
+
+def turnaround_pairs(bench: Bench, ns: str, names: list[str], parallel: int, finished: list[Any]) -> list[float]:
+    """The k-th finished trial of an experiment (by its final annotation) frees the slot that the (parallel+k)-th
+    Job fills: turnaround = that Job seen - the annotation written."""
+    out: list[float] = []
+    for name in names:
+        ends = sorted(f.annotated for f in finished if f.experiment == name)
+        jobs = sorted(bench.clock.jobs(ns, name).values())
+        for k, end in enumerate(ends):
+            if parallel + k < len(jobs) and jobs[parallel + k] >= end:
+                out.append(jobs[parallel + k] - end)
+    return out
+
+
+def scenario_long(bench: Bench, sizes: Sizes) -> dict[str, Any]:
+    rows = []
+    variants = [(alg, None) for alg in sizes.long_algorithms]
+    variants += [(alg, {"rule": "median"}) for alg in sizes.long_algorithms]
+    marks = sorted({max(1, sizes.long_trials // 10), max(1, sizes.long_trials // 2), sizes.long_trials})
+    for algorithm, early in variants:
+        bench.restart_operator()
+        bench.kubelet.delay = sizes.long_trial_seconds if not early else sizes.long_trial_seconds * 5
+        bench.kubelet.steps = sizes.long_steps if early else 0
+        bench.kubelet.writes = sizes.long_writes if early else None
+        ns = bench.namespace("long")
+        name = f"long-{algorithm}"
+        started = time.time()
+        base = bench.snapshot()
+        bench.create(ns, name, max_trials=sizes.long_trials, parallel=sizes.long_parallel, algorithm=algorithm,
+                     early_stopping=early)
+        at_marks: list[dict[str, Any]] = []
+        previous = base
+        done = False
+        status: dict[str, Any] = {}
+        while time.time() - started < sizes.long_timeout:
+            status = bench.statuses(ns).get(name, {})
+            trials = status.get("trials") or {}
+            finished = sum(int(trials.get(k, 0)) for k in ("succeeded", "failed", "pruned"))
+            done = bool(status.get("completionTime"))
+            while len(at_marks) < len(marks) and (finished >= marks[len(at_marks)] or done):
+                snap = bench.snapshot()
+                s0, c0, b0 = histogram(previous, "kubetune_reconcile_seconds")
+                s1, c1, b1 = histogram(snap, "kubetune_reconcile_seconds")
+                q0, qc0, _ = histogram(previous, "kubetune_suggestion_seconds")
+                q1, qc1, _ = histogram(snap, "kubetune_suggestion_seconds")
+                at_marks.append({"finished": finished, "mark": marks[len(at_marks)],
+                                 "reconcile_mean_s": (s1 - s0) / max(c1 - c0, 1),
+                                 "reconcile_p50_s": histogram_quantile(0.5, b0, b1),
+                                 "reconcile_p99_s": histogram_quantile(0.99, b0, b1),
+                                 "suggestion_mean_s": (q1 - q0) / max(qc1 - qc0, 1),
+                                 "elapsed_s": time.time() - started})
+                previous = snap
+            if done:
+                break
+            time.sleep(1.0)
+        wall = time.time() - started
+        end = bench.snapshot()
+        rss, peak = bench.operator_rss()
+        cms = bench.core.list_namespaced_config_map(ns, label_selector=f"kubetune.io/experiment={name}").items
+        sizes_b = [sum(len(k) + len(v) for k, v in (cm.data or {}).items()) for cm in cms]
+        trials = status.get("trials") or {}
+        finished = sum(int(trials.get(k, 0)) for k in ("succeeded", "failed", "pruned"))
+        rows.append({
+            "algorithm": algorithm, "early_stopping": "median, 50 steps" if early else "none",
+            "max_trials": sizes.long_trials, "finished": finished, "pruned": int(trials.get("pruned", 0)),
+            "completed": done, "wall_s": wall, "trials_per_min": finished / max(wall, 1e-6) * 60,
+            "operator_cpu_s": end.cpu["operator"] - base.cpu["operator"],
+            "rss_mib": rss / 2**20, "peak_rss_mib": peak / 2**20, "configmaps": len(cms),
+            "configmap_bytes_total": sum(sizes_b), "configmap_bytes_max": max(sizes_b, default=0),
+            "marks": at_marks,
+        })
+        bench.delete_namespace(ns)
+    bench.kubelet.steps, bench.kubelet.writes = 0, None
+    return {"rows": rows}
+
+
+# -- profiling -----------------------------------------------------------------------------------------------------
+
+
+def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    raw = out.with_suffix(".raw")
+    return subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--rate", "50", "--format", "raw",
+                             "--output", str(raw), "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def stop_profiler(proc: subprocess.Popen[bytes], out: Path) -> dict[str, Any] | None:
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    raw = out.with_suffix(".raw")
+    if not raw.exists():
+        return None
+    return summarize_profile(raw.read_text(errors="replace"))
+
+
+def summarize_profile(collapsed: str, top: int = 15) -> dict[str, Any]:
+    """Self and inclusive sample shares per function from py-spy's collapsed stacks (``a;b;c N`` lines)."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in collapsed.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [f.strip() for f in stack.split(";") if f.strip()]
+        if not frames:
+            continue
+        own[_frame(frames[-1])] += n
+        for f in {_frame(f) for f in frames}:
+            inclusive[f] += n
+    return {"samples": total,
+            "self": [(f, n / max(total, 1)) for f, n in own.most_common(top)],
+            "inclusive": [(f, n / max(total, 1)) for f, n in inclusive.most_common(top * 3)
+                          if "kubetune" in f or "kopf" in f][:top]}
+
+
+def _frame(frame: str) -> str:
+    """``func (path/to/file.py:123)`` -> ``func (package/file.py)``."""
+    name, _, where = frame.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    parts = Path(path).parts
+    for anchor in ("kubetune", "kopf", "kubernetes", "aiohttp", "urllib3", "asyncio", "json", "ssl", "pydantic"):
+        if anchor in parts:
+            path = "/".join(parts[parts.index(anchor):])
+            break
+    else:
+        path = Path(path).name
+    return f"{name} ({path})"
+
+
+# -- report --------------------------------------------------------------------------------------------------------
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return "n/a" if v != v else (f"{v:.3g}" if abs(v) < 100 else f"{v:,.0f}")
+        return str(v)
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render(results: dict[str, Any]) -> str:
+    out: list[str] = []
+    if "first_job" in results:
+        out += ["### Time to first Job", "",
+                table(["condition", "experiments", "p50 (s)", "p99 (s)", "max (s)"],
+                      [[r["condition"], r["experiments"], r["p50_s"], r["p99_s"], r["max_s"]]
+                       for r in results["first_job"]["rows"]]), ""]
+    if "turnaround" in results:
+        t = results["turnaround"]
+        out += ["### Trial turnaround and throughput", "",
+                table(["experiments x parallel", "concurrent trials", "trials", "all finished", "turnaround p50 (s)",
+                       "turnaround p99 (s)", "trials/min", "operator RSS (MiB)", "peak RSS (MiB)"],
+                      [[r["config"], r["concurrent"], r["trials"], "yes" if r["all_finished"] else "no",
+                        r["turnaround_p50_s"], r["turnaround_p99_s"], r["trials_per_min"], r["operator_rss_mib"],
+                        r["operator_peak_rss_mib"]] for r in t["rows"]]), ""]
+        procs = [k for k in t["cpu"][0] if k not in ("config", "window_s")] if t["cpu"] else []
+        out += ["### CPU seconds per trial", "",
+                table(["experiments x parallel", *procs], [[r["config"], *[r[p] for p in procs]] for r in t["cpu"]]),
+                ""]
+        verbs = sorted({v for r in t["operator_requests"] for v in r["per_trial"]})
+        out += ["### Operator API requests per trial, by verb", "",
+                table(["experiments x parallel", *verbs, "total"],
+                      [[r["config"], *[r["per_trial"].get(v, 0.0) for v in verbs], sum(r["per_trial"].values())]
+                       for r in t["operator_requests"]]), ""]
+        if t["operator_requests"]:
+            last = t["operator_requests"][-1]
+            out += [f"By resource ({last['config']}):", "",
+                    table(["verb resource", "per trial"], [[k, v] for k, v in last["by_resource"].items()]), ""]
+        verbs = sorted({v for r in t["apiserver_requests"] for v in r["per_trial"]})
+        out += ["### All API server requests per trial (every client), by verb", "",
+                table(["experiments x parallel", *verbs], [[r["config"], *[r["per_trial"].get(v, 0.0) for v in verbs]]
+                                                          for r in t["apiserver_requests"]]), ""]
+        if t.get("profile"):
+            p = t["profile"]
+            out += [f"### Operator profile (py-spy, {p['samples']} samples, largest configuration)", "",
+                    "Own time:", "", table(["function", "share"], [[f, f"{s:.1%}"] for f, s in p["self"]]), "",
+                    "Inclusive time (kubetune and kopf frames):", "",
+                    table(["function", "share"], [[f, f"{s:.1%}"] for f, s in p["inclusive"]]), ""]
+    if "long" in results:
+        rows = results["long"]["rows"]
+        out += ["### Long experiments", "",
+                table(["algorithm", "early stopping", "maxTrials", "finished", "pruned", "completed", "wall (s)",
+                       "trials/min", "operator CPU (s)", "RSS (MiB)", "peak RSS (MiB)", "result ConfigMaps",
+                       "bytes total", "bytes max"],
+                      [[r["algorithm"], r["early_stopping"], r["max_trials"], r["finished"], r["pruned"],
+                        "yes" if r["completed"] else "no (time limit)", r["wall_s"], r["trials_per_min"],
+                        r["operator_cpu_s"], r["rss_mib"], r["peak_rss_mib"], r["configmaps"],
+                        r["configmap_bytes_total"], r["configmap_bytes_max"]] for r in rows]), "",
+                "Reconcile duration (operator histogram, over the trials since the previous mark):", "",
+                table(["algorithm", "early stopping", "finished trials", "reconcile mean (s)", "reconcile p50 (s)",
+                       "reconcile p99 (s)", "planning mean (s)", "elapsed (s)"],
+                      [[r["algorithm"], r["early_stopping"], m["finished"], m["reconcile_mean_s"],
+                        m["reconcile_p50_s"], m["reconcile_p99_s"], m["suggestion_mean_s"], m["elapsed_s"]]
+                       for r in rows for m in r["marks"]]), ""]
+    return "\n".join(out)
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem = 0
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem = int(line.split()[1]) * 1024
+    return {"nproc": os.cpu_count(), "cpu": model, "memory_gib": round(mem / 2**30, 1),
+            "python": platform.python_version(), "loadavg": os.getloadavg()}
+
+
+def busy_processes(exclude: set[int], limit: int = 8) -> list[str]:
+    """Other processes that used the most CPU over one second (what else ran)."""
+    def ticks() -> dict[int, tuple[float, str]]:
+        out = {}
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit() and int(d.name) not in exclude:
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    out[int(d.name)] = (cpu_seconds(int(d.name)), (d / "comm").read_text().strip())
+        return out
+    a = ticks()
+    time.sleep(1.0)
+    b = ticks()
+    used = sorted(((b[p][0] - a[p][0], b[p][1]) for p in b if p in a), reverse=True)
+    return [f"{name} {share:.0%}" for share, name in used[:limit] if share >= 0.05]
+
+
+# -- main ----------------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a small smoke run (what CI runs)")
+    parser.add_argument("--only", default="first-job,turnaround,long",
+                        help="comma-separated scenarios: first-job, turnaround, long")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every count by this")
+    parser.add_argument("--long-trials", type=int, help="trials of each long experiment")
+    parser.add_argument("--long-timeout", type=float, help="seconds each long experiment may run")
+    parser.add_argument("--long-algorithms", help="comma-separated algorithms of the long experiments")
+    parser.add_argument("--rounds", type=int, help="trials per parallel slot in the turnaround scenario")
+    parser.add_argument("--profile", action="store_true", help="py-spy on the operator (largest turnaround)")
+    parser.add_argument("--out", type=Path, help="write results.json and results.md here (instead of the "
+                        "dated result file and docs/benchmarks-operator.md)")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up the cluster and the operator
+    sizes = Sizes.quick() if args.quick else Sizes()
+    if args.scale != 1.0:
+        sizes = sizes.scaled(args.scale)
+    if args.long_trials:
+        sizes.long_trials = args.long_trials
+    if args.long_timeout:
+        sizes.long_timeout = args.long_timeout
+    if args.long_algorithms:
+        sizes.long_algorithms = tuple(a.strip() for a in args.long_algorithms.split(",") if a.strip())
+    if args.rounds:
+        sizes.rounds = args.rounds
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    unknown = only - {"first-job", "turnaround", "long"}
+    if unknown:
+        parser.error(f"unknown scenarios: {sorted(unknown)}")
+
+    command = "python benchmarks/operator_scale.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    results: dict[str, Any] = {"command": command.strip(), "machine": machine(),
+                               "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                               "sizes": sizes.__dict__, "busy_before": busy_processes({os.getpid()})}
+    started = time.time()
+    bin_dir = ensure_binaries()
+    with ControlPlane(bin_dir) as cp:
+        cp.kubectl("apply", "--server-side", "-f", str(CRD))
+        cp.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/tuningexperiments.kubetune.io")
+        work = Path(cp.workdir) / "bench"
+        work.mkdir(parents=True, exist_ok=True)
+        bench = Bench(cp, work)
+        try:
+            if "first-job" in only:
+                results["first_job"] = scenario_first_job(bench, sizes)
+                print(render({"first_job": results["first_job"]}), flush=True)
+            if "turnaround" in only:
+                results["turnaround"] = scenario_turnaround(bench, sizes, args.profile, work)
+                print(render({"turnaround": results["turnaround"]}), flush=True)
+            if "long" in only:
+                results["long"] = scenario_long(bench, sizes)
+                print(render({"long": results["long"]}), flush=True)
+            results["kubelet"] = dict(bench.kubelet.counts)
+            results["kubelet_errors"] = list(bench.kubelet.errors[:20])
+            results["busy_after"] = busy_processes({os.getpid(), bench.operator.pid, *bench.pids.values()})
+        finally:
+            bench.close()
+    results["wall_s"] = time.time() - started
+    results["machine"]["loadavg_end"] = os.getloadavg()
+    write(results, args.out)
+    return 0
+
+
+def header(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    return "\n".join([
+        f"Run {results['started']} ({results['wall_s'] / 60:.1f} min): `{results['command']}`", "",
+        f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB, Python {m['python']}; load average at "
+        f"the start {m['loadavg'][0]:.2f}/{m['loadavg'][1]:.2f}/{m['loadavg'][2]:.2f}, at the end "
+        f"{m['loadavg_end'][0]:.2f}/{m['loadavg_end'][1]:.2f}/{m['loadavg_end'][2]:.2f}.", "",
+        "Other processes using CPU at the start: " + (", ".join(results["busy_before"]) or "none") + "; at the end: "
+        + (", ".join(results.get("busy_after") or []) or "none") + ".", "",
+        f"Sizes: `{json.dumps(results['sizes'])}`", "",
+        f"Benchmark kubelet: `{json.dumps(results.get('kubelet', {}))}`" + (
+            f"; errors: {results['kubelet_errors']}" if results.get("kubelet_errors") else ""), ""])
+
+
+def write(results: dict[str, Any], out: Path | None) -> None:
+    text = header(results) + "\n" + render(results)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+        (out / "results.md").write_text(text)
+        return
+    date = results["started"][:10]
+    path = ROOT / "benchmarks" / "results" / f"operator-scale-{date}.md"
+    path.write_text(f"# Operator at cluster scale, {date}\n\n" + text)
+    (path.with_suffix(".json")).write_text(json.dumps(results, indent=1, default=str))
+    doc = ROOT / "docs" / "benchmarks-operator.md"
+    block = f"{DOC_START}\n{text}\n{DOC_END}"
+    current = doc.read_text() if doc.exists() else f"# Operator at cluster scale\n\n{DOC_START}\n{DOC_END}\n"
+    if DOC_START in current and DOC_END in current:
+        head, rest = current.split(DOC_START, 1)
+        current = head + block + rest.split(DOC_END, 1)[1]
+    else:
+        current += "\n" + block + "\n"
+    doc.write_text(current)
+    print(f"wrote {path.relative_to(ROOT)} and the results block of {doc.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
