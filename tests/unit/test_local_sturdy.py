@@ -596,7 +596,8 @@ def test_hostile_trial_output_ends_in_named_states(tmp_path: Path) -> None:
     # what was left out is said in the trial's message
     assert "kept 64 of the metrics reported" in rows["many-metrics"]["message"]
     assert rows["deep"]["message"].startswith("ignored 2 report lines")
-    assert "longer than" in rows["megabytes"]["message"]
+    # skipped as one over-long line, or jumped over when it was found already far behind: either is said
+    assert any(why in rows["megabytes"]["message"] for why in ("longer than", "written faster than")), rows
     assert records["absurd-steps"]["curve"] == [[2, 0.5]]
     assert all(len(json.dumps(rec)) < 64 * 1024 for rec in records.values())
     # The 200 MB line was skipped, not read: the child's peak is its size at fork plus far less than 200 MB.
