@@ -207,6 +207,23 @@ class Api:
             if e.status != 404:
                 raise
 
+    def job_exists(self, namespace: str, name: str, owner_uid: str) -> bool:
+        """Whether the Job of that name exists and belongs to ``owner_uid`` (a Job of another owner does not)."""
+        try:
+            job = self.call("get_job", self.batch.read_namespaced_job, name, namespace)
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+        owners = _owner_uids(job)
+        return not owners or owner_uid in owners
+
+    def job_has_pods(self, namespace: str, job_name: str, job_uid: str) -> bool:
+        """Whether any pod of the Job with that uid exists (pods of an earlier Job of the same name do not count)."""
+        pods = self.call("list_pods", self.core.list_namespaced_pod, namespace,
+                         label_selector=f"job-name={job_name}").items
+        return any(not job_uid or job_uid in _owner_uids(p) for p in pods)
+
     # -- the experiment -----------------------------------------------------------------------------------------
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> bool:

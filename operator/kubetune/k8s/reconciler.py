@@ -153,6 +153,7 @@ class ExperimentWorker:
         if self.records is None:
             self.records = await asyncio.to_thread(store.load)
         view = self.state.view(self.key)
+        await self._confirm_gone(namespace, name, view)
         trials, finished_now, missing_jobs, stale_jobs = self._observe(spec, name, view)
         if finished_now:
             await asyncio.to_thread(store.save, finished_now)
@@ -191,6 +192,7 @@ class ExperimentWorker:
             await asyncio.to_thread(store.save, created)
             for t in created:
                 self.records[t.number] = t
+        launched: list[Trial] = []
         for t in created + [self.records[n] for n in missing_jobs]:
             job = build_job(body, spec, t.number, t.params)
             try:
@@ -205,6 +207,11 @@ class ExperimentWorker:
                 prometheus.TRIALS_CREATED.inc()
                 await asyncio.to_thread(events.post, self.api, body, "TrialCreated",
                                         f"{job['metadata']['name']}: {job['metadata']['annotations']['kubetune.io/parameters']}")
+            launched.append(t)
+        if launched:  # the records say the Jobs exist: a Job missing later was deleted, it is not made again
+            for t in launched:
+                t.state = TrialState.RUNNING
+            await asyncio.to_thread(store.save, launched)
         if stopped or created:  # counts and outcome as they are now
             plan = await asyncio.to_thread(make_plan, spec, self._current(trials) + created, experiment=name,
                                            suggest=False)
@@ -233,6 +240,31 @@ class ExperimentWorker:
         """Whether the Job belongs to this experiment (a Job left by an earlier experiment of the same name, still
         being garbage-collected, has the same name and labels but another owner uid)."""
         return not job.owner_uid or job.owner_uid == self.uid
+
+    async def _confirm_gone(self, namespace: str, name: str, view: ClusterView) -> None:
+        """Ask the API server what the view cannot tell after a restart (a watch may not have listed everything
+        yet), only for the trials concerned: whether a Job the records say was created still exists (if not, it was
+        deleted and the trial is lost, see :meth:`_observe`), and whether a finished Job with no pod in the view
+        still has one (if not, the pod was deleted before its final state was seen: the trial ends PodDeleted)."""
+        records = self.records
+        assert records is not None and self.uid is not None
+        ours = {j.number: j for j in view.jobs.values() if self._ours(j)}
+        for number, rec in records.items():
+            if (rec.state is TrialState.RUNNING and number not in ours and number not in self.seen
+                    and not await asyncio.to_thread(self.api.job_exists, namespace, trial_name(name, number),
+                                                    self.uid)):
+                self.seen.add(number)
+        for job in ours.values():
+            known = records.get(job.number)
+            if not (job.complete or job.failed) or job.deleting or (known is not None and known.state.finished):
+                continue
+            if any(not (p.job_uid and job.uid) or p.job_uid == job.uid for p in view.pods_of(job.name)):
+                continue
+            if not await asyncio.to_thread(self.api.job_has_pods, namespace, job.name, job.uid):
+                gone = f"{job.name}/deleted"  # no pod can have this name
+                view.pods[gone] = PodSummary(name=gone, job=job.name, phase="Unknown", deleting=True,
+                                             metrics_text=None, gone=True, deleted_while_running=True,
+                                             job_uid=job.uid)
 
     def _observe(
         self, spec: ExperimentSpec, name: str, view: ClusterView
