@@ -303,6 +303,27 @@ def test_optional_parts_can_be_switched_off(bin_dir: Path, helm_home: Path) -> N
     assert "--metrics-port=0" in c["args"] and [p["name"] for p in c["ports"]] == ["health"]
 
 
+def test_replicas_leader_election_and_disruption_budget_render(bin_dir: Path, helm_home: Path) -> None:
+    objs = render(bin_dir, helm_home, "--set", "replicaCount=2", "--set", "podDisruptionBudget.enabled=true",
+                  "--set", "leaderElection.leaseName=ops-lease")
+    dep = one(objs, "Deployment")
+    assert dep["spec"]["replicas"] == 2 and dep["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert "--lease-name=ops-lease" in container(dep)["args"]
+    assert one(objs, "Role", "kubetune-leader-election")["rules"][1]["resourceNames"] == ["ops-lease"]
+    pdb = one(objs, "PodDisruptionBudget", "kubetune", "kubetune")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"] == dep["spec"]["selector"]
+    assert not find(render(bin_dir, helm_home), "PodDisruptionBudget")
+
+    # without leader election: one replica at most, Recreate, no Lease and no Lease RBAC
+    objs = render(bin_dir, helm_home, "--set", "leaderElection.enabled=false")
+    dep = one(objs, "Deployment")
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}
+    assert not [a for a in container(dep)["args"] if a.startswith("--lease") or a == "--leader-election"]
+    assert not find(objs, "Role", "kubetune-leader-election") and not find(objs, "RoleBinding",
+                                                                           "kubetune-leader-election")
+
+
 def test_finalizer_cleanup_hook_render(bin_dir: Path, helm_home: Path) -> None:
     objs = render(bin_dir, helm_home, "--set", "finalizerCleanup.enabled=true")
     hooks = [o for o in objs if "helm.sh/hook" in (o["metadata"].get("annotations") or {})]
@@ -380,7 +401,8 @@ def test_rendered_chart_passes_server_side_dry_run(control_plane: ControlPlane, 
                                                    namespace: str) -> None:
     """Every object the chart renders (CRD, RBAC, Deployment, policy, hook) is accepted by the real API server."""
     release = f"dry-{namespace}"
-    for extra in ([], ["--set", f"watchNamespaces={{{namespace}}}", "--set", "finalizerCleanup.enabled=true"]):
+    for extra in ([], ["--set", f"watchNamespaces={{{namespace}}}", "--set", "finalizerCleanup.enabled=true"],
+                  ["--set", "replicaCount=2", "--set", "podDisruptionBudget.enabled=true"]):
         manifest = helm(bin_dir, helm_home, "template", release, str(CHART), "--namespace", namespace,
                         "--include-crds", "--api-versions", VAP_API, *extra).stdout
         proc = run([str(bin_dir / "kubectl"), "apply", "--server-side", "--force-conflicts", "--dry-run=server",
