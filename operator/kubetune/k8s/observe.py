@@ -16,7 +16,6 @@ from typing import Any
 from ..metrics import (
     METRICS_ANNOTATION,
     MetricsFormatError,
-    Report,
     parse_annotation,
     parse_termination_report,
 )
@@ -41,6 +40,8 @@ class PodSummary:
     """The pod object no longer exists (this is its last known state)."""
     deleted_while_running: bool = False
     """Deletion was requested before the pod reached a final phase (set by :func:`merge_pod`)."""
+    digests: dict[tuple[str, ...], Any] = field(default_factory=dict, init=False, compare=False, repr=False)
+    """The annotation parsed, per metric names (see :func:`_digest`): each text is parsed once."""
     job_uid: str = ""
     """The uid of the Job that owns the pod (a Job of the same name made earlier owns other pods)."""
 
@@ -158,28 +159,63 @@ class Observed:
     """The trial reached a final state in this observation (record it, then its Job may go)."""
 
 
-def _report(pods: list[PodSummary]) -> tuple[Report | None, str | None]:
+@dataclass(frozen=True)
+class _Digest:
+    """What observation needs of one annotation text, bounded: small whatever the text held."""
+
+    seq: int
+    metrics: dict[str, float]
+    """At most MAX_METRICS, the objective and additional metrics first (never mutated: callers copy)."""
+    reported: int
+    """How many usable metrics the report held."""
+    curve: list[tuple[int, float]]
+    notes: tuple[str, ...]
+    problem: str | None
+    """Why the objective was left out of the report (``None`` when it is there or was not reported)."""
+
+
+def _digest(pod: PodSummary, names: tuple[str, ...]) -> _Digest | str:
+    """The pod's annotation parsed and bounded for the metrics ``names`` (objective first), or why it is unusable.
+
+    Parsed once per pod summary: a reconcile runs on the event loop and reads every running trial again, and a
+    trial may write up to 256 KiB. The digest lives as long as the summary (a new annotation is a new summary)."""
+    found = pod.digests.get(names)
+    if found is not None:
+        return found
+    assert pod.metrics_text is not None
+    try:
+        report = parse_annotation(pod.metrics_text)
+        metrics, _ = bound_metrics(report.metrics, names)
+        found = _Digest(report.seq, metrics, len(report.metrics), make_curve(report.objective_curve(names[0])),
+                        tuple(report.notes), report.problem(names[0]))
+    except MetricsFormatError as e:
+        found = str(e)
+    if len(pod.digests) >= 4:  # the spec's metric names changed: older digests are of no use
+        pod.digests.clear()
+    pod.digests[names] = found
+    return found
+
+
+def _report(pods: list[PodSummary], names: tuple[str, ...]) -> tuple[_Digest | None, str | None]:
     """The newest report among the trial's pods, and an error text when an annotation is unusable."""
-    best: Report | None = None
+    best: _Digest | None = None
     error = None
     for pod in sorted(pods, key=lambda p: p.created):
         if pod.metrics_text is None:
             continue
-        try:
-            report = parse_annotation(pod.metrics_text)
-        except MetricsFormatError as e:
-            error = str(e)
-            continue
-        if best is None or report.seq >= best.seq:
-            best = report
+        digest = _digest(pod, names)
+        if isinstance(digest, str):
+            error = digest
+        elif best is None or digest.seq >= best.seq:
+            best = digest
     return best, error
 
 
-def _final_metrics(metric: str, trial: Trial, report: Report | None, report_error: str | None,
+def _final_metrics(metric: str, trial: Trial, report: _Digest | None, report_error: str | None,
                    terminated: list[PodSummary], notes: list[str]) -> str | None:
     """Complete ``trial.metrics`` from the termination messages when the objective is missing; the reason the
     objective is unusable (``None`` when it is there, or simply was never reported)."""
-    problem = report.problem(metric) if report is not None else None
+    problem = report.problem if report is not None else None
     if metric in trial.metrics:
         return None
     for pod in terminated:
@@ -214,12 +250,13 @@ def observe_trial(spec: ExperimentSpec, job: JobSummary, pods: list[PodSummary],
         state=TrialState.PENDING,
         start_time=job.start_time or (base.start_time if base else None),
     )
-    report, report_error = _report(pods)
+    report, report_error = _report(pods, tuple(spec.metric_names))
     notes: list[str] = []
     if report is not None:
-        trial.metrics = dict(report.metrics)  # bounded below: objective and additional metrics first
-        trial.curve = make_curve(report.objective_curve(metric))
+        trial.metrics, trial.curve = dict(report.metrics), list(report.curve)
         notes += report.notes
+        if report.reported > len(report.metrics):
+            notes.append(f"kept {len(report.metrics)} of {report.reported} metrics")
     terminated = [p for p in sorted(pods, key=lambda p: p.created) if p.ended]
     interrupted = [p for p in pods if p.deleted_while_running]
     if job.complete:
@@ -265,7 +302,6 @@ def observe_trial(spec: ExperimentSpec, job: JobSummary, pods: list[PodSummary],
         return _final(spec, trial, notes)
     if any(p.phase == "Running" for p in pods) or report is not None:
         trial.state = TrialState.RUNNING
-    trial.metrics, _ = bound_metrics(trial.metrics, spec.metric_names)
     for text in notes:
         trial.note(text)
     return Observed(trial)
