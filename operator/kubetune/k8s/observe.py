@@ -285,16 +285,16 @@ def observe_trial(spec: ExperimentSpec, job: JobSummary, pods: list[PodSummary],
         trial.state = TrialState.FAILED
         trial.completion_time = job.completion_time
         deleted = interrupted
-        last = terminated[-1] if terminated else None
+        ended = terminated[-1] if terminated else None
         if job.failure_reason == "DeadlineExceeded":
             trial.reason = Reason.DEADLINE_EXCEEDED
-        elif deleted and (last is None or last.deleted_while_running):
+        elif deleted and (ended is None or ended.deleted_while_running):
             trial.reason = Reason.POD_DELETED
         else:
             trial.reason = Reason.ERROR
         detail = job.failure_message
-        if last is not None and last.exit_code is not None:
-            detail = f"exit code {last.exit_code}" + (f" ({last.termination_reason})" if last.termination_reason
+        if ended is not None and ended.exit_code is not None:
+            detail = f"exit code {ended.exit_code}" + (f" ({ended.termination_reason})" if ended.termination_reason
                                                       else "")
             if deleted:
                 detail += ", pod deleted while running"
