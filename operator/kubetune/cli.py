@@ -1,4 +1,4 @@
-"""The ``kubetune`` command line: run, validate, crd, operator."""
+"""The ``kubetune`` command line: run, report, validate, crd, operator."""
 
 from __future__ import annotations
 
@@ -101,6 +101,34 @@ def _run(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import build
+    from .results import ResultsError, load
+
+    try:
+        results = load(args.source)
+    except ResultsError as e:
+        print(f"cannot report: {e}", file=sys.stderr)
+        return 2
+    report = build(results)
+    out = Path(args.output or Path(args.source) / "report.html")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report.html)
+    print(f"report: {out} ({len(results.trials)} trials, {len(report.figures)} plots)", file=sys.stderr)
+    for note in report.notes:
+        print(f"  note: {note}", file=sys.stderr)
+    if args.png:
+        from .report.png import PngExportError, write_pngs
+
+        try:
+            paths = write_pngs(report.figures, Path(args.png))
+        except PngExportError as e:
+            print(f"cannot write images: {e}", file=sys.stderr)
+            return 1
+        print(f"images: {', '.join(str(p) for p in paths)}", file=sys.stderr)
+    return 0
+
+
 def _cmd_operator(args: argparse.Namespace) -> int:
     from .k8s.main import run_operator
 
@@ -137,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("crd", help="print the CustomResourceDefinition")
     c.add_argument("--output", "-o", help="write to this file instead of stdout")
     c.set_defaults(func=_cmd_crd)
+
+    rep = sub.add_parser("report", help="write an HTML report (plots, parameter importance, trial table)")
+    rep.add_argument("source", help="a results directory written by kubetune run")
+    rep.add_argument("--output", "-o", help="the HTML file (default SOURCE/report.html)")
+    rep.add_argument("--png", metavar="DIR", help="also write each plot as a PNG image into DIR (needs Chromium)")
+    rep.set_defaults(func=_cmd_report)
 
     op = sub.add_parser("operator", help="run the operator against the current kubeconfig or in-cluster")
     ns = op.add_mutually_exclusive_group()
