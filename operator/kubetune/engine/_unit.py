@@ -68,9 +68,8 @@ def to_unit_matrix(space: SearchSpace, params: Sequence[Mapping[str, ParamValue]
         if isinstance(dist, FloatDistribution):
             lo, hi = float(dist.low), float(dist.high)
         else:
-            lo, hi = dist.low - 0.5 * dist.step, dist._top + 0.5 * dist.step
+            lo, hi = dist.edges
             if dist.log:
-                lo = max(lo, 0.5)
                 v = np.maximum(v, lo)
         if dist.log:
             col = (np.log(v) - math.log(lo)) / (math.log(hi) - math.log(lo))

@@ -132,7 +132,8 @@ class FloatDistribution:
         v = self.low + k * self.step
         if not math.isfinite(v):
             v = 2.0 * (0.5 * self.low + 0.5 * (k * self.step))
-        v = round(v, 12)
+        if abs(v) < 2.0**52:  # beyond, every float is whole and rounding changes nothing (but is slow)
+            v = round(v, 12)
         return float(min(self.high, max(self.low, v)))
 
     def _clamp(self, value: ParamValue) -> float:
@@ -214,6 +215,14 @@ class IntDistribution:
     def n_values(self) -> int:
         return (self.high - self.low) // self.step + 1
 
+    @property
+    def edges(self) -> tuple[float, float]:
+        """The unit interval's ends in value space: each value owns ``[v - step/2, v + step/2]`` (on a log scale
+        the lower end is at least 0.5), within the float range."""
+        lo = max(self.low - 0.5 * self.step, -_FLOAT_MAX)
+        hi = min(self._top + 0.5 * self.step, _FLOAT_MAX)
+        return (max(lo, 0.5) if self.log else lo), hi
+
     def value(self, k: int) -> int:
         """The ``k``-th value, ``0 <= k < n_values``."""
         return self.low + k * self.step
@@ -225,17 +234,15 @@ class IntDistribution:
         else:
             v = float(value)
             v = float(self.low) if math.isnan(v) else min(float(self.high), max(float(self.low), v))
-        lo, hi = self.low - 0.5 * self.step, self._top + 0.5 * self.step
+        lo, hi = self.edges
         if self.log:
-            lo, hi = max(lo, 0.5), hi
             return _clip01((math.log(max(v, lo)) - math.log(lo)) / (math.log(hi) - math.log(lo)))
         return _clip01(_ratio(v, lo, hi))
 
     def from_unit(self, u: float) -> int:
         u = _clip01(u)
-        lo, hi = self.low - 0.5 * self.step, self._top + 0.5 * self.step
+        lo, hi = self.edges
         if self.log:
-            lo = max(lo, 0.5)
             x = _exp(math.log(lo) + u * (math.log(hi) - math.log(lo)), hi)
         else:
             x = _lerp(lo, hi, u)
@@ -379,7 +386,8 @@ class SearchSpace:
             elif isinstance(d, IntDistribution):
                 out.append(int(v))
             elif d.step is not None:
-                out.append(round(float(v), 12))
+                f = float(v)
+                out.append(round(f, 12) if abs(f) < 2.0**52 else f)
             else:
                 # Continuous values carry 12 significant digits (see from_unit): at any magnitude.
                 out.append(float(f"{float(v):.12g}"))
