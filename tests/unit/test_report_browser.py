@@ -1,0 +1,148 @@
+"""The report in a real browser: Debian's headless Chromium driven by chromedriver through selenium.
+
+No JavaScript error in the console, every plot drawn (an SVG with its data traces), the trial table sorts on a
+click. Chromium and chromedriver are required (``apt-get install chromium chromium-driver``): without them these
+tests fail, they never skip.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from kubetune.report import build
+from kubetune.results import load
+from tests.support.synthetic_results import make_trials, write_results_dir
+
+CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
+
+
+def _browser() -> webdriver.Chrome:
+    binary = next((p for p in map(shutil.which, CHROMIUM) if p), None)
+    driver_path = shutil.which("chromedriver")
+    if binary is None or driver_path is None:
+        pytest.fail("the report's browser tests need Chromium and chromedriver on PATH "
+                    "(Debian: apt-get install -y chromium chromium-driver)")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = binary
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000",
+                "--enable-unsafe-swiftshader", "--disable-gpu-sandbox"):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(driver_path), options=opts)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[webdriver.Chrome]:
+    driver = _browser()
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture(scope="module")
+def report_page(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    out = write_results_dir(tmp_path_factory.mktemp("report") / "run", make_trials(80))
+    report = build(load(str(out)))
+    page = out / "report.html"
+    page.write_text(report.html)
+    return page, report
+
+
+def _open(browser: webdriver.Chrome, page: Path) -> None:
+    browser.get_log("browser")  # drop what an earlier page logged
+    browser.get(page.as_uri())
+    WebDriverWait(browser, 60).until(
+        lambda d: d.execute_script("return document.readyState") == "complete"
+        and d.execute_script("return Array.from(document.querySelectorAll('div[id^=plot-]'))"
+                             ".every(function (g) { return g._fullLayout !== undefined; })"))
+
+
+def test_no_console_errors_and_every_plot_drawn(browser: webdriver.Chrome, report_page: tuple[Path, object]) -> None:
+    page, report = report_page
+    _open(browser, page)
+    logs = browser.get_log("browser")
+    errors = [e for e in logs if e["level"] in ("SEVERE", "ERROR") or "Uncaught" in e["message"]]
+    assert errors == [], errors
+    figures = report.figures  # type: ignore[attr-defined]
+    drawn = browser.execute_script("""
+        return Array.from(document.querySelectorAll('div[id^=plot-]')).map(function (g) {
+          return {id: g.id, svg: g.querySelectorAll('svg.main-svg').length, traces: g._fullData.length,
+                  scatter: g.querySelectorAll('.scatterlayer .trace').length,
+                  points: g.querySelectorAll('.scatterlayer .point').length,
+                  lines: g.querySelectorAll('.scatterlayer .js-line').length,
+                  bars: g.querySelectorAll('.barlayer .point path').length,
+                  heatmap: g.querySelectorAll('.heatmaplayer image, .hm image').length,
+                  axes: g.querySelectorAll('.parcoords .y-axis').length,
+                  width: g.getBoundingClientRect().width, height: g.getBoundingClientRect().height};
+        });""")
+    by_id = {d["id"]: d for d in drawn}
+    assert sorted(by_id) == sorted(f"plot-{name}" for name in figures)
+    for name, fig in figures.items():
+        d = by_id[f"plot-{name}"]
+        assert d["svg"] >= 1 and d["width"] > 300 and d["height"] > 200, d
+        assert d["traces"] == len(fig.data), d
+    n_scored = sum(1 for t in make_trials(80) if t.state.value == "Succeeded")
+    assert by_id["plot-history"]["points"] >= n_scored
+    assert by_id["plot-history"]["lines"] >= 1
+    assert by_id["plot-slices"]["points"] == 4 * n_scored  # one marker per trial in each parameter's slice
+    assert by_id["plot-importance"]["bars"] == 4
+    assert by_id["plot-contour"]["heatmap"] == 1 and by_id["plot-contour"]["points"] == n_scored
+    assert by_id["plot-parallel"]["axes"] == 5  # 4 parameters and the objective
+    assert by_id["plot-curves"]["lines"] >= 50
+
+
+def _column(browser: webdriver.Chrome, index: int) -> list[str]:
+    return browser.execute_script(
+        "var k = arguments[0];"
+        "return Array.from(document.querySelectorAll('#trials tbody tr')).map(function (r) {"
+        "  var c = r.cells[k]; var v = c.getAttribute('data-v'); return v === null ? c.textContent : v;"
+        "});", index)
+
+
+def _numbers(values: list[str]) -> list[float]:
+    return [float(v) if v else math.nan for v in values]
+
+
+def test_table_sorts_on_click(browser: webdriver.Chrome, report_page: tuple[Path, object]) -> None:
+    page, _ = report_page
+    _open(browser, page)
+    headers = [h.text.strip() for h in browser.find_elements(By.CSS_SELECTOR, "#trials thead th")]
+    acc = headers.index("accuracy")
+    before = _numbers(_column(browser, acc))
+    assert len(before) == 80
+    header = browser.find_elements(By.CSS_SELECTOR, "#trials thead th")[acc]
+    header.click()
+    up = _numbers(_column(browser, acc))
+    numbers = sorted(v for v in before if not math.isnan(v))
+    assert up[:len(numbers)] == numbers and all(math.isnan(v) for v in up[len(numbers):])
+    assert header.get_attribute("aria-sort") == "ascending"
+    header.click()
+    down = _numbers(_column(browser, acc))
+    assert down[:len(numbers)] == numbers[::-1]
+    # a text column sorts as text, and the trial number column back to the original order
+    state = headers.index("state")
+    browser.find_elements(By.CSS_SELECTOR, "#trials thead th")[state].click()
+    states = _column(browser, state)
+    assert states == sorted(states)
+    browser.find_elements(By.CSS_SELECTOR, "#trials thead th")[0].click()
+    assert _numbers(_column(browser, 0)) == [float(i) for i in range(80)]
+
+
+def test_the_console_check_sees_a_script_error(browser: webdriver.Chrome, tmp_path: Path) -> None:
+    # the same page with one failing script: the check above must have something to catch
+    page = tmp_path / "broken.html"
+    out = write_results_dir(tmp_path / "run", make_trials(12), journal=False)
+    report = build(load(str(out)))
+    page.write_text(report.html.replace("</body>", "<script>notAFunction();</script></body>"))
+    _open(browser, page)
+    assert any("notAFunction" in e["message"] and e["level"] == "SEVERE" for e in browser.get_log("browser"))
