@@ -13,13 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kubetune.report import build
+from kubetune.results import load
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from kubetune.report import build
-from kubetune.results import load
 from tests.support.synthetic_results import make_trials, write_results_dir
 
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
@@ -146,3 +146,25 @@ def test_the_console_check_sees_a_script_error(browser: webdriver.Chrome, tmp_pa
     page.write_text(report.html.replace("</body>", "<script>notAFunction();</script></body>"))
     _open(browser, page)
     assert any("notAFunction" in e["message"] and e["level"] == "SEVERE" for e in browser.get_log("browser"))
+
+
+def test_png_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # kubetune report --png: kaleido drives the installed Chromium; each plot becomes a PNG of the layout's size
+    import struct
+
+    from kubetune.cli import main
+    from kubetune.report.png import WIDTH
+
+    if not any(map(shutil.which, CHROMIUM)):
+        pytest.fail("--png needs Chromium on PATH (Debian: apt-get install -y chromium)")
+    out = write_results_dir(tmp_path / "run", make_trials(30), journal=False)
+    assert main(["report", str(out), "--png", str(tmp_path / "png")]) == 0, capsys.readouterr().err
+    report = build(load(str(out)))
+    files = sorted(p.name for p in (tmp_path / "png").iterdir())
+    assert files == sorted(f"{name}.png" for name in report.figures)
+    for name, fig in report.figures.items():
+        data = (tmp_path / "png" / f"{name}.png").read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+        width, height = struct.unpack(">II", data[16:24])
+        assert (width, height) == (WIDTH, fig.layout.height)
+        assert len(data) > 10_000  # a drawn plot, not an empty canvas

@@ -6,9 +6,8 @@ import math
 
 import numpy as np
 import pytest
-from sklearn.tree import DecisionTreeRegressor
-
 from kubetune.report.importance import _leaf_boxes, fanova, tree_main_effects
+from sklearn.tree import DecisionTreeRegressor
 
 
 def test_linear_function_ranking_and_shares() -> None:

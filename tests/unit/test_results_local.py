@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-
 from kubetune.results import ResultsError, load
 from kubetune.trials import TrialState
+
 from tests.support.synthetic_results import make_trials, write_results_dir
 
 
@@ -99,3 +99,52 @@ def test_not_a_results_directory(tmp_path: Path, setup: str) -> None:
         path.write_text("x")
     with pytest.raises(ResultsError):
         load(str(path))
+
+
+def test_report_of_a_real_run_while_it_runs(tmp_path: Path) -> None:
+    # kubetune run with trials that wait for a file: the report is read mid-run (a trial Running, no outcome),
+    # then again once the run has ended
+    import subprocess
+    import sys
+    import time
+
+    from kubetune.report import build
+
+    from tests.unit.test_local_run import write_experiment
+
+    gate = tmp_path / "go"
+    script = f"""
+        import os, sys, time
+        import kubetune_trial as kt
+        x = float(sys.argv[sys.argv.index("--x") + 1])
+        kt.report(step=0, acc=x / 2)
+        while int(os.environ["KUBETUNE_TRIAL_NUMBER"]) >= 2 and not os.path.exists({str(gate)!r}):
+            time.sleep(0.05)
+        kt.report(acc=x)
+    """
+    exp = write_experiment(tmp_path, script, maxTrials=4, parallelTrials=1)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "kubetune", "run", str(exp), "-o", str(out), "-q"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if (out / "experiment.json").exists():
+                res = load(str(out))
+                if any(r.state is TrialState.RUNNING and r.number == 2 for r in res.trials):
+                    break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the third trial never started")
+        assert res.outcome is None
+        assert [r.state for r in res.trials[:2]] == [TrialState.SUCCEEDED] * 2
+        report = build(res)
+        assert "running or interrupted" in report.html and "history" in report.figures
+        gate.write_text("")
+        assert proc.wait(timeout=120) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    res = load(str(out))
+    assert [r.state for r in res.trials] == [TrialState.SUCCEEDED] * 4 and res.outcome is not None
+    assert res.notes == []

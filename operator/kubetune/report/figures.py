@@ -28,6 +28,16 @@ def _hover(data: ReportData, records: list) -> list[str]:
     return [f"#{r.number} " + " ".join(f"{k}={_label(v)}" for k, v in r.params.items())[:300] for r in records]
 
 
+def _log_ticks(lo: float, hi: float) -> list[float]:
+    """log10 positions of 1-2-5 ticks in [lo, hi] (decades only when those are many), the ends when none fit."""
+    for mantissas in ((1, 2, 5), (1,)):
+        ticks = [math.log10(m) + k for k in range(math.floor(lo), math.ceil(hi) + 1) for m in mantissas
+                 if lo - 1e-9 <= math.log10(m) + k <= hi + 1e-9]
+        if len(ticks) <= 10:
+            break
+    return ticks if len(ticks) >= 2 else [lo, hi]
+
+
 def history(data: ReportData) -> go.Figure:
     spec = data.results.spec
     scored = data.scored
@@ -111,7 +121,7 @@ def parallel(data: ReportData) -> go.Figure:
         elif dist.log:
             vals = [math.log10(float(r.params[name])) for r in shown]
             lo, hi = math.log10(float(dist.low)), math.log10(float(dist.high))
-            ticks: list[float] = [float(t) for t in range(math.ceil(lo), math.floor(hi) + 1)] or [lo, hi]
+            ticks = _log_ticks(lo, hi)
             dims.append(dict(label=f"{name} (log)", values=vals, range=[lo, hi], tickvals=ticks,
                              ticktext=[f"{10 ** t:g}" for t in ticks]))
         else:
