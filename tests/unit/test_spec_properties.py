@@ -19,12 +19,16 @@ ran is printed by ``test_zz_report`` (run with ``-s`` to see it) and checked aga
 
 from __future__ import annotations
 
+import csv
 import math
+import subprocess
+import sys
 import time
 import tracemalloc
 import zlib
 from collections import Counter
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -415,6 +419,51 @@ def test_distributions_give_values_by_arithmetic() -> None:
         assert big.contains(v) and 0.0 <= big.to_unit(v) <= 1.0
     with pytest.raises(ValueError, match="too many"):
         IntDistribution(0, 10**9).grid()
+
+
+HUGE_YAML = """\
+apiVersion: kubetune.io/v1alpha1
+kind: TuningExperiment
+metadata: {name: huge}
+spec:
+  objective: {metric: loss, goal: minimize}
+  parameters:
+    - {name: seed, type: int, min: 0, max: 1000000000}
+    - {name: x, type: float, min: -1.0e308, max: 1.0e308}
+    - {name: k, type: int, min: -1.7976931348623157e308, max: 1.7976931348623157e308, step: 3}
+  algorithm: {name: ALGORITHM, seed: 3}
+  maxTrials: 2
+  trialTemplate:
+    spec:
+      template:
+        spec:
+          containers:
+            - name: t
+              command: [python, -c, "import kubetune_trial as kt, sys; kt.report(loss=int(sys.argv[1]) % 7)",
+                        "${params.seed}"]
+"""
+
+
+@pytest.mark.parametrize("algo", ["bayesian", "grid"])
+def test_kubetune_validate_and_run_start_a_huge_range_experiment(tmp_path: Path, algo: str) -> None:
+    """The command line end to end: ``kubetune validate`` accepts the file and ``kubetune run`` runs its trials."""
+    doc = HUGE_YAML.replace("ALGORITHM", algo)
+    if algo == "grid":
+        doc = doc.replace("max: 1.0e308}", "max: 1.0e308, step: 1.0e300}")
+    (tmp_path / "exp.yaml").write_text(doc)
+    cmd = [sys.executable, "-m", "kubetune"]
+    r = subprocess.run([*cmd, "validate", "exp.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = subprocess.run([*cmd, "run", "exp.yaml", "-q", "-o", "out"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    with open(tmp_path / "out" / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["state"] for row in rows] == ["Succeeded", "Succeeded"]
+    for row in rows:
+        assert 0 <= int(row["param_seed"]) <= 10**9
+        assert abs(float(row["param_x"])) <= 1e308
+        assert abs(int(row["param_k"])) <= int(FLOAT_MAX) and (int(row["param_k"]) + int(FLOAT_MAX)) % 3 == 0
 
 
 def test_zz_report(capsys: pytest.CaptureFixture[str]) -> None:

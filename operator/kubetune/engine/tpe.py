@@ -34,6 +34,10 @@ from .space import ParamValue, SearchSpace
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 _MAX_GOOD = 25
+_MAX_CANDIDATES = 4096
+"""Candidates per attempt once the first ``nEiCandidates`` were all taken (the attempts double up to this)."""
+_CHUNK = 2**20
+"""Elements of the largest intermediate array of a density evaluation (8 MiB of floats)."""
 
 
 class TPESettings(ModelSettings):
@@ -86,8 +90,17 @@ class _Parzen:
         """Log density at ``c`` points given numeric unit coordinates ``(c, d_num)`` and category indexes.
 
         Multivariate: ``(c,)``. Otherwise one column per dimension, ``(c, d_num + d_cat)`` (the joint log density
-        is their sum).
+        is their sum). Points are taken in chunks so that the ``(points, kernels, dimensions)`` intermediate stays
+        bounded (``_CHUNK`` elements) for any number of trials and candidates; each row is computed alike.
         """
+        m = len(self.log_w)
+        width = m * max(self.mu.shape[1] + len(self.cat_logp), 1)
+        rows = max(1, _CHUNK // width)
+        if len(num) <= rows:
+            return self._log_pdf(num, cat)
+        return np.concatenate([self._log_pdf(num[i : i + rows], cat[i : i + rows]) for i in range(0, len(num), rows)])
+
+    def _log_pdf(self, num: np.ndarray, cat: np.ndarray) -> np.ndarray:
         terms: list[np.ndarray] = []  # each (c, m)
         if num.shape[1]:
             z = (num[:, None, :] - self.mu[None]) / self.sigma[None]
@@ -171,23 +184,26 @@ class TPESampler(Sampler):
 
     def _best_candidate(self, ctx: SuggestContext, good: _Parzen, bad: _Parzen) -> dict[str, ParamValue] | None:
         size = self._s.n_ei_candidates
+        dists = [self.space.distributions[j] for j in self._num_idx]
         for _attempt in range(4):
             num, cat = good.sample(ctx.rng, size)
-            params = [self._params(num[i], cat[i]) for i in range(size)]
-            # Score at the quantized values, which is what the trial will actually run.
-            qnum = np.array([[self.space.distributions[j].to_unit(p[self.space.names[j]]) for j in self._num_idx]
-                             for p in params]).reshape(size, len(self._num_idx))
+            # Score at the quantized values, which is what the trial will actually run (the numeric coordinates
+            # of self._params(num[i], cat[i]), without building every candidate's parameters).
+            qnum = np.array([[d.to_unit(d.from_unit(float(u))) for d, u in zip(dists, row)]
+                             for row in num.tolist()]).reshape(size, len(self._num_idx))
             score = good.log_pdf(qnum, cat) - bad.log_pdf(qnum, cat)
             if score.ndim == 2:
                 # Univariate: the candidates' summed score. (Choosing each dimension's best value on its own, as
                 # Hyperopt and Optuna do, scored lower on the synthetic benchmarks.)
                 score = score.sum(axis=1)
-            for p in (params[i] for i in np.argsort(-score, kind="stable")):
+            for i in np.argsort(-score, kind="stable"):
+                p = self._params(num[i], cat[i])
                 k = self.space.key(p)
                 if k not in ctx.seen:
                     ctx.seen.add(k)
                     return p
-            size *= 2
+            # Every candidate was taken: draw more, up to a bounded number per attempt.
+            size = min(2 * size, max(self._s.n_ei_candidates, _MAX_CANDIDATES))
         return None
 
     def _params(self, num: np.ndarray, cat: np.ndarray) -> dict[str, ParamValue]:
