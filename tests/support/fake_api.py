@@ -36,7 +36,7 @@ from kubetune.k8s.observe import summarize_job, summarize_pod
 from kubetune.spec import GROUP, PLURAL, VERSION
 
 OPS = ("create_job", "read_job", "delete_job", "patch_status", "list_configmaps", "patch_configmap",
-       "create_configmap", "create_event")
+       "create_configmap", "create_event", "list_pods")
 WRITES = frozenset({"create_job", "delete_job", "patch_status", "patch_configmap", "create_configmap",
                     "create_event"})
 KINDS = ("500", "503", "429", "409", "reset", "timeout")
@@ -181,12 +181,13 @@ class FakeCluster:
 
     def __init__(self, experiment: dict[str, Any], *, faults: Faults | None = None, seed: int = 0,
                  run_ticks: tuple[int, int] = (2, 6), fail_rate: float = 0.1, steps: int = 4,
-                 sigterm_exits: bool = True) -> None:
+                 quick: bool = False) -> None:
         self.lock = threading.RLock()
         self.rng = random.Random(seed)
         self.faults = faults
         self.run_ticks, self.fail_rate, self.steps = run_ticks, fail_rate, steps
-        self.sigterm_exits = sigterm_exits
+        self.quick = quick
+        """Pods start Running (no Pending tick): fewer ticks per trial."""
         self.namespace = experiment["metadata"]["namespace"]
         self.experiment: dict[str, Any] | None = copy.deepcopy(experiment)
         self.key = (self.namespace, experiment["metadata"]["name"])
@@ -208,7 +209,15 @@ class FakeCluster:
     # -- the watch -----------------------------------------------------------------------------------------------
 
     def _emit(self, stream: str, name: str, body: dict[str, Any] | None) -> None:
-        self.streams[stream].append((name, copy.deepcopy(body)))
+        """Queue a watch event: the experiment's body, or what the kopf handlers make of a Job's or Pod's body at
+        the time of the event."""
+        if stream == "experiments":
+            item: Any = copy.deepcopy(body)
+        elif body is None:
+            item = None
+        else:
+            item = summarize_job(body) if stream == "jobs" else summarize_pod(body)
+        self.streams[stream].append((name, item))
 
     def deliver(self, reconciler: Any, rng: random.Random | None = None) -> int:
         """Deliver queued watch events: all of them, or with ``rng`` a random prefix of each stream (lag)."""
@@ -219,15 +228,27 @@ class FakeCluster:
                 batches.append((stream, [queue.popleft() for _ in range(n)]))
         delivered = 0
         for stream, batch in batches:
-            for name, body in batch:
+            for name, item in batch:
                 delivered += 1
                 if stream == "experiments":
-                    reconciler.experiment_changed(self.key, body)
+                    reconciler.experiment_changed(self.key, item)
                 elif stream == "jobs":
-                    reconciler.job_changed(self.key, name, None if body is None else summarize_job(body))
+                    reconciler.job_changed(self.key, name, item)
                 else:
-                    reconciler.pod_changed(self.key, name, None if body is None else summarize_pod(body))
+                    reconciler.pod_changed(self.key, name, item)
         return delivered
+
+    def relist(self) -> None:
+        """A new watcher (a restarted operator): the pending events are lost, every object arrives anew."""
+        with self.lock:
+            for queue in self.streams.values():
+                queue.clear()
+            if self.experiment is not None:
+                self._emit("experiments", self.experiment["metadata"]["name"], self.experiment)
+            for name, job in self.jobs.items():
+                self._emit("jobs", name, job)
+            for name, pod in self.pods.items():
+                self._emit("pods", name, pod)
 
     def pending_events(self) -> int:
         return sum(len(q) for q in self.streams.values())
@@ -274,7 +295,7 @@ class FakeCluster:
             name = body["metadata"]["name"]
             if name in self.jobs:
                 raise self._error(409, f'jobs.batch "{name}" already exists')
-            job = copy.deepcopy(body)
+            job = {**body, "metadata": dict(body["metadata"])}  # the spec is only read
             uid = next(self.uids)
             job["metadata"].update(uid=uid, namespace=namespace, creationTimestamp=_ts(self.tick_no))
             job["status"] = {}
@@ -308,6 +329,7 @@ class FakeCluster:
                 raise self._error(404, f'jobs.batch "{name}" not found')
             self._emit("jobs", name, None)
             uid = job["metadata"]["uid"]
+            self.plans.pop(uid, None)
             truth = self.ledger.truth.get(uid)
             for pod_name, pod in list(self.pods.items()):
                 if pod["metadata"]["labels"]["job-name"] != name:
@@ -368,6 +390,15 @@ class FakeCluster:
             return _obj(cm["metadata"], cm["data"])
         return self._request("create_configmap", kw, apply)
 
+    def list_namespaced_pod(self, namespace: str, label_selector: str = "", **kw: Any) -> Any:
+        want = dict(part.split("=", 1) for part in label_selector.split(",") if part)
+
+        def apply() -> Any:
+            return SimpleNamespace(items=[
+                _obj(p["metadata"]) for p in self.pods.values()
+                if all(p["metadata"]["labels"].get(k) == v for k, v in want.items())])
+        return self._request("list_pods", kw, apply)
+
     def create_namespaced_event(self, namespace: str, body: dict[str, Any], **kw: Any) -> Any:
         def apply() -> Any:
             self.events[body["reason"]] += 1
@@ -409,6 +440,9 @@ class FakeCluster:
                 pod = self.pods.get(pod_name)
                 if pod is None and now >= plan["start"]:
                     pod = self._new_pod(job, pod_name)
+                    if self.quick:
+                        pod["status"].update(phase="Running", startTime=_ts(now))
+                        job["status"]["startTime"] = _ts(now)
                     self.pods[pod_name] = pod
                     self._emit("pods", pod_name, pod)
                     continue
@@ -498,13 +532,13 @@ class FakeCluster:
             self.streams["experiments"].append((name, None))
             for job_name in list(self.jobs):
                 job = self.jobs.pop(job_name)
+                self.plans.pop(job["metadata"]["uid"], None)
                 self._emit("jobs", job_name, None)
                 for pod_name, pod in list(self.pods.items()):
                     if pod["metadata"]["labels"]["job-name"] == job_name:
                         pod["metadata"]["deletionTimestamp"] = _ts(self.tick_no)
                         pod["metadata"]["gc"] = True
                         self._emit("pods", pod_name, pod)
-                del job
             self.ledger.configmaps.clear()
 
     def status(self) -> dict[str, Any]:

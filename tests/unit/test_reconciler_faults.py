@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import json
 import random
 from collections import Counter
 from typing import Any
@@ -18,12 +17,14 @@ from typing import Any
 import pytest
 import urllib3
 from kubernetes.client.exceptions import ApiException
-
 from kubetune.k8s import events
 from kubetune.k8s.api import Api, ForeignObject, RetryPolicy
-from kubetune.k8s.reconciler import ExperimentWorker, Reconciler, Timing
+from kubetune.k8s.reconciler import ExperimentWorker, Reconciler, Timing, after_creating, parse_spec
+from kubetune.plan import make_plan
 from kubetune.template import trial_name
-from tests.support.fake_api import OPS, Fault, FakeCluster, Faults
+from kubetune.trials import Trial, TrialState
+
+from tests.support.fake_api import OPS, FakeCluster, Fault, Faults
 
 API_FAILURES = (ApiException, ForeignObject, urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)
 """What a reconcile may raise when the API keeps failing (anything else is a bug)."""
@@ -292,14 +293,14 @@ def report(h: Harness, label: str) -> None:
 
 # -- whole experiments under faults -----------------------------------------------------------------------------------
 
-SCENARIOS = {
-    "random": dict(algorithm={"name": "random", "seed": 1}),
-    "tpe+median": dict(algorithm={"name": "tpe", "seed": 2}, earlyStopping={"rule": "median"}),
-    "sobol+asha": dict(algorithm={"name": "sobol", "seed": 3}, earlyStopping={"rule": "asha", "maxResource": 4}),
-    "hyperband": dict(
-        algorithm={"name": "hyperband", "seed": 4, "settings": {"resourceParameter": "epochs"}},
-        parameters=[*PARAMETERS[:2], {"name": "epochs", "type": "int", "min": 1, "max": 9}]),
-    "bayesian": dict(algorithm={"name": "bayesian", "seed": 5}),
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "random": {"algorithm": {"name": "random", "seed": 1}},
+    "tpe+median": {"algorithm": {"name": "tpe", "seed": 2}, "earlyStopping": {"rule": "median"}},
+    "sobol+asha": {"algorithm": {"name": "sobol", "seed": 3}, "earlyStopping": {"rule": "asha", "maxResource": 4}},
+    "hyperband": {
+        "algorithm": {"name": "hyperband", "seed": 4, "settings": {"resourceParameter": "epochs"}},
+        "parameters": [*PARAMETERS[:2], {"name": "epochs", "type": "int", "min": 1, "max": 9}]},
+    "bayesian": {"algorithm": {"name": "bayesian", "seed": 5}},
 }
 
 
@@ -321,6 +322,33 @@ def test_experiment_under_faults_on_every_call_creates_and_records_each_trial_on
     by_op = faults.by_op()
     assert all(by_op.get(op, 0) > 0 for op in ("create_job", "patch_status", "patch_configmap", "create_event"))
     assert faults.after_count() > 0
+
+
+@pytest.mark.parametrize("seed", [41, 42, 43])
+def test_operator_restarts_under_faults_lose_and_duplicate_nothing(seed: int) -> None:
+    """The operator restarts (a new reconciler: no memory, the watches list everything again, records loaded from
+    the ConfigMaps) at random moments of an experiment under faults."""
+    body = experiment(algorithm={"name": "tpe", "seed": seed}, earlyStopping={"rule": "median"})
+    faults = Faults(seed, rate=0.25)
+    h = Harness(body, seed=seed, faults=faults)
+    rng = random.Random(seed)
+    restarts = 0
+
+    async def go() -> None:
+        nonlocal restarts
+        for _ in range(12):
+            await h.run(rng.randint(1, 12))
+            if h.finished():
+                break
+            h.reconciler = SteppedReconciler(h.reconciler.api_factory)
+            h.fake.relist()
+            restarts += 1
+        await h.settle()
+
+    asyncio.run(go())
+    report(h, f"restarts ({restarts}) seed {seed}")
+    check(h, body)
+    assert restarts >= 3 and faults.by_op().get("list_configmaps", 0) > 0
 
 
 def test_target_reached_cancels_running_trials_under_faults() -> None:
@@ -465,3 +493,27 @@ def test_the_worker_loop_recovers_from_faults_with_real_tasks() -> None:
     report(h, "worker loop")
     check(h, body)
     assert sum(faults.by_op().values()) > 0
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_summary_after_creating_trials_is_what_planning_again_gives(seed: int) -> None:
+    """The reconciler skips the second planning pass when it only created trials; the shortcut must agree with it."""
+    rng = random.Random(seed)
+    spec_body = experiment(max_trials=rng.randint(5, 40), parallel=rng.randint(1, 8))
+    spec_body["spec"]["maxFailedTrials"] = rng.randint(0, 6)
+    spec, problems = parse_spec(spec_body)
+    assert spec is not None, problems
+    states = [TrialState.SUCCEEDED, TrialState.FAILED, TrialState.PRUNED, TrialState.RUNNING, TrialState.PENDING]
+    trials = []
+    for number in range(rng.randint(0, spec.max_trials)):
+        state = rng.choice(states)
+        metrics = {"accuracy": rng.random()} if state is TrialState.SUCCEEDED else {}
+        trials.append(Trial(number, {"x": rng.random(), "k": "a", "n": 3}, state, metrics=metrics))
+    plan = make_plan(spec, trials, experiment="exp")
+    if not plan.create:
+        return
+    again = make_plan(spec, trials + [Trial(n.number, n.params) for n in plan.create], experiment="exp",
+                      suggest=False)
+    short = after_creating(plan, len(plan.create))
+    assert (short.counts, short.best, short.outcome, short.finished) == (again.counts, again.best, again.outcome,
+                                                                         again.finished)

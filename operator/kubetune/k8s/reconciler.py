@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -212,9 +212,11 @@ class ExperimentWorker:
             for t in launched:
                 t.state = TrialState.RUNNING
             await asyncio.to_thread(store.save, launched)
-        if stopped or created:  # counts and outcome as they are now
+        if stopped:  # counts and outcome as they are now (stopping the last running trials may end the experiment)
             plan = await asyncio.to_thread(make_plan, spec, self._current(trials) + created, experiment=name,
                                            suggest=False)
+        elif created:
+            plan = after_creating(plan, len(created))
 
         await self._cleanup_jobs(namespace, view)
         if plan.best is not None and plan.best.number != self.last_best:
@@ -335,6 +337,14 @@ class ExperimentWorker:
             current["status"] = merged
 
 
+def after_creating(plan: Plan, n: int) -> Plan:
+    """The summary of ``plan`` once its ``n`` new trials exist, without planning again over every trial: created
+    and running go up by ``n``; the best trial stays, and so does the outcome (a plan that creates trials has none)."""
+    assert plan.outcome is None
+    counts = replace(plan.counts, created=plan.counts.created + n, running=plan.counts.running + n)
+    return Plan(counts=counts, best=plan.best)
+
+
 def _describe(e: BaseException) -> str:
     if isinstance(e, ApiException):
         return f"{e.status} {e.reason}"
@@ -345,7 +355,7 @@ def _api_message(e: ApiException) -> str:
     import json
 
     try:
-        return str(json.loads(e.body).get("message", e.reason))[:2000]
+        return str(json.loads(e.body or "").get("message", e.reason))[:2000]
     except (ValueError, TypeError, AttributeError):
         return str(e.reason)
 
