@@ -59,6 +59,18 @@ ALGORITHMS = ("random", "tpe", "bayesian")
 DOC_START, DOC_END = "<!-- operator-scale results: start -->", "<!-- operator-scale results: end -->"
 
 
+class TunedControlPlane(ControlPlane):
+    """The tests' control plane, optionally with extra kube-controller-manager flags (e.g. its client rate limit,
+    ``--kube-api-qps``, default 20, or the Job controller's workers, ``--concurrent-job-syncs``, default 5)."""
+
+    kcm_flags: tuple[str, ...] = ()
+
+    def _spawn(self, name: str, args: Any) -> subprocess.Popen[bytes]:
+        if name == "kube-controller-manager":
+            args = [*args, *self.kcm_flags]
+        return super()._spawn(name, args)
+
+
 # -- sizes ---------------------------------------------------------------------------------------------------------
 
 
@@ -140,6 +152,7 @@ class JobClock:
     def __init__(self, api: client.ApiClient) -> None:
         self.batch = client.BatchV1Api(api)
         self.seen: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
+        self.completed: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
         self.lock = threading.Lock()
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="job-clock", daemon=True)
@@ -162,8 +175,13 @@ class JobClock:
             number = int(labels["kubetune.io/trial-number"])
         except (KeyError, ValueError):
             return
+        key = (meta["namespace"], labels.get("kubetune.io/experiment", ""))
+        complete = any(c.get("type") == "Complete" and c.get("status") == "True"
+                       for c in (job.get("status") or {}).get("conditions") or [])
         with self.lock:
-            self.seen[(meta["namespace"], labels.get("kubetune.io/experiment", ""))].setdefault(number, at)
+            self.seen[key].setdefault(number, at)
+            if complete:
+                self.completed[key].setdefault(number, at)
 
     def _loop(self) -> None:
         selector = "app.kubernetes.io/managed-by=kubetune"
@@ -185,7 +203,7 @@ class JobClock:
                         rv = None
                         break
                     rv = obj["metadata"].get("resourceVersion", rv)
-                    if event["type"] == "ADDED":
+                    if event["type"] in ("ADDED", "MODIFIED"):
                         self._note(obj, time.time())
             except ApiException as exc:
                 rv = None if exc.status == 410 else rv
@@ -196,6 +214,10 @@ class JobClock:
     def jobs(self, namespace: str, experiment: str) -> dict[int, float]:
         with self.lock:
             return dict(self.seen.get((namespace, experiment), {}))
+
+    def completions(self, namespace: str, experiment: str) -> dict[int, float]:
+        with self.lock:
+            return dict(self.completed.get((namespace, experiment), {}))
 
     def first(self, namespace: str, experiment: str) -> float | None:
         times = self.jobs(namespace, experiment)
@@ -209,6 +231,11 @@ class Snapshot:
     operator_requests: dict[tuple[str, str], float]
     apiserver_requests: dict[tuple[str, str], float]
     operator_metrics: list[tuple[str, dict[str, str], float]]
+    flows: dict[str, float]
+    """API server requests by APF flow schema: the controllers' service accounts vs. exempt (admin: the operator,
+    the benchmark kubelet and harness)."""
+    throttled: int
+    """Lines of the kube-controller-manager's log about client-side throttling."""
 
 
 class Operator:
@@ -359,12 +386,19 @@ class Bench:
             if name == "kubetune_bench_api_requests_total":
                 op_req[(labels["verb"], labels["resource"])] += value
         api_req: Counter[tuple[str, str]] = Counter()
+        flows: Counter[str] = Counter()
         for name, labels, value in samples(str(self.cp.request("GET", "/metrics"))):
+            if name == "apiserver_flowcontrol_dispatched_requests_total":
+                flows[labels.get("flow_schema", "")] += value
             if name == "apiserver_request_total":
                 resource = labels.get("resource", "") + (f"/{labels['subresource']}" if labels.get("subresource")
                                                          else "")
                 api_req[(labels.get("verb", ""), resource)] += value
-        return Snapshot(time.time(), cpu, dict(op_req), dict(api_req), op)
+        throttled = 0
+        with contextlib.suppress(OSError):
+            with open(self.cp.logs_dir / "kube-controller-manager.log", errors="replace") as f:
+                throttled = sum(1 for line in f if "client-side throttling" in line)
+        return Snapshot(time.time(), cpu, dict(op_req), dict(api_req), op, dict(flows), throttled)
 
     def operator_rss(self) -> tuple[int, int]:
         return rss_bytes(self.operator.pid)
@@ -477,7 +511,7 @@ def scenario_turnaround(bench: Bench, sizes: Sizes, profile: bool, work: Path) -
             profile_report = stop_profiler(spy, work / "operator-profile.txt")
         rss, peak = bench.operator_rss()
         finished = [f for f in bench.kubelet.finished if f.namespace == ns]
-        turnarounds = turnaround_pairs(bench, ns, names, parallel, finished)
+        turnarounds, parts = turnaround_pairs(bench, ns, names, parallel, finished)
         total = len(finished)
         first_job = min((bench.clock.first(ns, n) or after.at) for n in names)
         last_finish = max((f.succeeded for f in finished), default=after.at)
@@ -487,6 +521,7 @@ def scenario_turnaround(bench: Bench, sizes: Sizes, profile: bool, work: Path) -
         rows.append({"config": label, "concurrent": experiments * parallel, "trials": total,
                      "all_finished": finished_in_time, "turnaround_p50_s": percentile(turnarounds, 0.5),
                      "turnaround_p99_s": percentile(turnarounds, 0.99),
+                     **{f"{k}_p50_s": percentile(v, 0.5) for k, v in parts.items()},
                      "trials_per_min": total / window * 60, "operator_rss_mib": rss / 2**20,
                      "operator_peak_rss_mib": peak / 2**20})
         per = max(total, 1)
@@ -502,23 +537,36 @@ def scenario_turnaround(bench: Bench, sizes: Sizes, profile: bool, work: Path) -
         api_verbs: Counter[str] = Counter()
         for (verb, _resource), v in api.items():
             api_verbs[verb] += v
-        api_rows.append({"config": label, "per_trial": {k: v / per for k, v in sorted(api_verbs.items())}})
+        api_rows.append({"config": label, "per_trial": {k: v / per for k, v in sorted(api_verbs.items())},
+                         "by_flow_schema": {k: v / per for k, v in sorted(delta(after.flows, before.flows).items())},
+                         "kcm_throttling_lines": after.throttled - before.throttled})
         bench.delete_namespace(ns)
     return {"rows": rows, "cpu": cpu_rows, "operator_requests": request_rows, "apiserver_requests": api_rows,
             "profile": profile_report}
 
 
-def turnaround_pairs(bench: Bench, ns: str, names: list[str], parallel: int, finished: list[Any]) -> list[float]:
+def turnaround_pairs(bench: Bench, ns: str, names: list[str], parallel: int, finished: list[Any]
+                     ) -> tuple[list[float], dict[str, list[float]]]:
     """The k-th finished trial of an experiment (by its final annotation) frees the slot that the (parallel+k)-th
-    Job fills: turnaround = that Job seen - the annotation written."""
+    Job fills: turnaround = that Job seen - the annotation written. Also its parts: annotation -> the finished
+    trial's Job seen Complete (the Job controller), -> the next Job seen (the operator); and, for every trial, its
+    Job seen -> its pod seen (the Job controller creating the pod)."""
     out: list[float] = []
+    parts: dict[str, list[float]] = {"job_complete": [], "operator": [], "pod_created": []}
     for name in names:
-        ends = sorted(f.annotated for f in finished if f.experiment == name)
-        jobs = sorted(bench.clock.jobs(ns, name).values())
-        for k, end in enumerate(ends):
-            if parallel + k < len(jobs) and jobs[parallel + k] >= end:
-                out.append(jobs[parallel + k] - end)
-    return out
+        mine = sorted((f for f in finished if f.experiment == name), key=lambda f: f.annotated)
+        seen = bench.clock.jobs(ns, name)
+        done = bench.clock.completions(ns, name)
+        jobs = sorted(seen.values())
+        for k, f in enumerate(mine):
+            if f.number in seen and f.seen:
+                parts["pod_created"].append(f.seen - seen[f.number])
+            if parallel + k < len(jobs) and jobs[parallel + k] >= f.annotated:
+                out.append(jobs[parallel + k] - f.annotated)
+                if f.number in done:
+                    parts["job_complete"].append(done[f.number] - f.annotated)
+                    parts["operator"].append(jobs[parallel + k] - done[f.number])
+    return out, parts
 
 
 def scenario_long(bench: Bench, sizes: Sizes) -> dict[str, Any]:
@@ -586,24 +634,34 @@ def scenario_long(bench: Bench, sizes: Sizes) -> dict[str, Any]:
 # -- profiling -----------------------------------------------------------------------------------------------------
 
 
-def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
-    raw = out.with_suffix(".raw")
-    return subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--rate", "50", "--format", "raw",
-                             "--output", str(raw), "--nonblocking"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+def start_profiler(pid: int, out: Path) -> list[subprocess.Popen[bytes]]:
+    """py-spy twice: every thread that is not idle (where the time goes, waiting on the API included), and only
+    the thread holding the GIL (where the CPU goes). Blocking mode (it pauses the process 25 times a second):
+    ``--nonblocking`` reads torn frames under this load and py-spy panics."""
+    return [subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--rate", "25", "--format", "raw",
+                              "--output", str(out.with_suffix(suffix)), *extra],
+                             stdout=subprocess.DEVNULL, stderr=open(out.with_suffix(suffix + ".log"), "wb"),
+                             start_new_session=True)
+            for suffix, extra in ((".raw", []), (".gil.raw", ["--gil"]))]
 
 
-def stop_profiler(proc: subprocess.Popen[bytes], out: Path) -> dict[str, Any] | None:
-    os.killpg(proc.pid, signal.SIGINT)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    raw = out.with_suffix(".raw")
+def stop_profiler(procs: list[subprocess.Popen[bytes]], out: Path) -> dict[str, Any] | None:
+    for proc in procs:
+        os.killpg(proc.pid, signal.SIGINT)
+    for proc in procs:
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    raw, gil = out.with_suffix(".raw"), out.with_suffix(".gil.raw")
     if not raw.exists():
+        log("py-spy wrote no profile: " + out.with_suffix(".raw.log").read_text(errors="replace")[-2000:])
         return None
-    return summarize_profile(raw.read_text(errors="replace"))
+    report = summarize_profile(raw.read_text(errors="replace"))
+    if gil.exists():
+        report["gil"] = summarize_profile(gil.read_text(errors="replace"))
+    return report
 
 
 def summarize_profile(collapsed: str, top: int = 15) -> dict[str, Any]:
@@ -671,6 +729,11 @@ def render(results: dict[str, Any]) -> str:
                       [[r["config"], r["concurrent"], r["trials"], "yes" if r["all_finished"] else "no",
                         r["turnaround_p50_s"], r["turnaround_p99_s"], r["trials_per_min"], r["operator_rss_mib"],
                         r["operator_peak_rss_mib"]] for r in t["rows"]]), ""]
+        out += ["Where the turnaround goes (p50 of each part; the Job controller's parts are seen on a Job watch):",
+                "", table(["experiments x parallel", "annotation -> Job Complete (Job controller)",
+                           "Job Complete -> next Job (operator)", "Job -> its pod (Job controller)"],
+                          [[r["config"], r["job_complete_p50_s"], r["operator_p50_s"], r["pod_created_p50_s"]]
+                           for r in t["rows"]]), ""]
         procs = [k for k in t["cpu"][0] if k not in ("config", "window_s")] if t["cpu"] else []
         out += ["### CPU seconds per trial", "",
                 table(["experiments x parallel", *procs], [[r["config"], *[r[p] for p in procs]] for r in t["cpu"]]),
@@ -688,12 +751,26 @@ def render(results: dict[str, Any]) -> str:
         out += ["### All API server requests per trial (every client), by verb", "",
                 table(["experiments x parallel", *verbs], [[r["config"], *[r["per_trial"].get(v, 0.0) for v in verbs]]
                                                           for r in t["apiserver_requests"]]), ""]
+        flows = sorted({v for r in t["apiserver_requests"] for v in r.get("by_flow_schema", {})})
+        out += ["By API Priority and Fairness flow schema (exempt: admin clients = the operator, the benchmark "
+                "kubelet and harness; kube-system-service-accounts: the controllers), and the "
+                "kube-controller-manager's log lines about client-side throttling:", "",
+                table(["experiments x parallel", *flows, "kcm throttling lines"],
+                      [[r["config"], *[r.get("by_flow_schema", {}).get(f, 0.0) for f in flows],
+                        r.get("kcm_throttling_lines", 0)] for r in t["apiserver_requests"]]), ""]
         if t.get("profile"):
             p = t["profile"]
-            out += [f"### Operator profile (py-spy, {p['samples']} samples, largest configuration)", "",
+            out += [f"### Operator profile (py-spy, {p['samples']} samples of non-idle threads, largest "
+                    "configuration)", "",
                     "Own time:", "", table(["function", "share"], [[f, f"{s:.1%}"] for f, s in p["self"]]), "",
                     "Inclusive time (kubetune and kopf frames):", "",
                     table(["function", "share"], [[f, f"{s:.1%}"] for f, s in p["inclusive"]]), ""]
+            if p.get("gil"):
+                g = p["gil"]
+                out += [f"CPU: only the thread holding the GIL ({g['samples']} samples). Own time:", "",
+                        table(["function", "share"], [[f, f"{s:.1%}"] for f, s in g["self"]]), "",
+                        "Inclusive:", "", table(["function", "share"], [[f, f"{s:.1%}"] for f, s in g["inclusive"]]),
+                        ""]
     if "long" in results:
         rows = results["long"]["rows"]
         out += ["### Long experiments", "",
@@ -759,6 +836,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--long-algorithms", help="comma-separated algorithms of the long experiments")
     parser.add_argument("--rounds", type=int, help="trials per parallel slot in the turnaround scenario")
     parser.add_argument("--profile", action="store_true", help="py-spy on the operator (largest turnaround)")
+    parser.add_argument("--kcm-flag", action="append", default=[], metavar="FLAG",
+                        help="an extra kube-controller-manager flag, e.g. --kcm-flag=--concurrent-job-syncs=50")
     parser.add_argument("--out", type=Path, help="write results.json and results.md here (instead of the "
                         "dated result file and docs/benchmarks-operator.md)")
     args = parser.parse_args(argv)
@@ -785,7 +864,9 @@ def main(argv: list[str] | None = None) -> int:
                                "sizes": sizes.__dict__, "busy_before": busy_processes({os.getpid()})}
     started = time.time()
     bin_dir = ensure_binaries()
-    with ControlPlane(bin_dir) as cp:
+    TunedControlPlane.kcm_flags = tuple(args.kcm_flag)
+    results["kcm_flags"] = list(args.kcm_flag)
+    with TunedControlPlane(bin_dir) as cp:
         cp.kubectl("apply", "--server-side", "-f", str(CRD))
         cp.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/tuningexperiments.kubetune.io")
         work = Path(cp.workdir) / "bench"
@@ -821,7 +902,9 @@ def header(results: dict[str, Any]) -> str:
         f"{m['loadavg_end'][0]:.2f}/{m['loadavg_end'][1]:.2f}/{m['loadavg_end'][2]:.2f}.", "",
         "Other processes using CPU at the start: " + (", ".join(results["busy_before"]) or "none") + "; at the end: "
         + (", ".join(results.get("busy_after") or []) or "none") + ".", "",
-        f"Sizes: `{json.dumps(results['sizes'])}`", "",
+        f"Sizes: `{json.dumps(results['sizes'])}`; extra kube-controller-manager flags: "
+        f"{' '.join(results.get('kcm_flags') or []) or 'none (its defaults)'}.",
+        "",
         f"Benchmark kubelet: `{json.dumps(results.get('kubelet', {}))}`" + (
             f"; errors: {results['kubelet_errors']}" if results.get("kubelet_errors") else ""), ""])
 

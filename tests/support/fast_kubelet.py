@@ -133,6 +133,8 @@ class FinishedTrial:
     annotated: float
     """When the final metrics annotation was written (the API answered)."""
     succeeded: float
+    seen: float = 0.0
+    """When the pod was first seen on the watch (created by the Job controller)."""
 
 
 @dataclass(order=True)
@@ -178,7 +180,7 @@ class FastKubelet(NodeAgent):
                                        "deleted_running": 0, "retries": 0}
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fast-kubelet")
         self._runs: dict[str, _PodRun] = {}
-        self._binding: set[str] = set()
+        self._binding: dict[str, float] = {}  # pod uid -> first seen
         self._timers: list[_Timer] = []
         self._timer_seq = itertools.count()
         self._timer_cv = threading.Condition()
@@ -214,14 +216,14 @@ class FastKubelet(NodeAgent):
             run = self._runs.get(uid)
             if deleted:
                 self._runs.pop(uid, None)
-                self._binding.discard(uid)
+                self._binding.pop(uid, None)
                 if run is not None:
                     run.cancelled = True
                 return
             if not node:
                 if meta.get("deletionTimestamp") or uid in self._binding:
                     return
-                self._binding.add(uid)
+                self._binding[uid] = time.time()
                 self.counts["bound"] += 1
             elif node != self.node_name:
                 return
@@ -289,9 +291,11 @@ class FastKubelet(NodeAgent):
         if not self._patch_status(run, status):
             return
         labels = run.pod["metadata"].get("labels") or {}
+        with self._lock:
+            seen = self._binding.get(run.uid, run.started)
         record = FinishedTrial(run.namespace, labels.get(EXPERIMENT_LABEL, ""),
                                int(labels.get(TRIAL_NUMBER_LABEL, "-1") or -1), run.name, run.started, annotated,
-                               time.time())
+                               time.time(), seen)
         with self._lock:
             self.counts["succeeded"] += 1
             if len(self.finished) < self.keep_finished:
