@@ -1,4 +1,5 @@
-"""The ``kubetune`` command line: run, report, validate, crd, operator."""
+"""The ``kubetune`` command line: run, report, validate, crd, operator; the cluster commands are in
+:mod:`kubetune.cli_cluster`."""
 
 from __future__ import annotations
 
@@ -185,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--lease-namespace", default="",
                     help="the Lease's namespace (default: $POD_NAMESPACE, else 'default')")
     op.set_defaults(func=_cmd_operator)
+
+    from .cli_cluster import register  # submit, get, trials, best, logs, delete
+
+    register(sub)
     return parser
 
 

@@ -44,9 +44,11 @@ SERVICEACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/n
 
 
 class ClusterError(ResultsError):
-    """A request failed; the message is one line saying why."""
+    """A request failed; the message is one line saying why, ``status`` the HTTP status (0 without one)."""
 
-    exit_code = 1
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class NotFound(ClusterError):
@@ -56,7 +58,8 @@ class NotFound(ClusterError):
 def describe_error(e: BaseException, what: str = "") -> str:
     """One line for a failed request: what the server said, or why it could not be reached."""
     if isinstance(e, ApiException):
-        message, details = "", {}
+        message: str = ""
+        details: Any = {}
         try:
             body = json.loads(e.body or "{}")
             message, details = str(body.get("message") or ""), body.get("details") or {}
@@ -129,8 +132,8 @@ class Cluster:
         except ApiException as e:
             text = describe_error(e, what)
             if e.status == 404 and "CRD" not in text:
-                raise NotFound(text) from None
-            raise ClusterError(text) from None
+                raise NotFound(text, 404) from None
+            raise ClusterError(text, int(e.status or 0)) from None
         except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError, OSError) as e:
             raise ClusterError(describe_error(e, f"at {self.server}")) from None
 

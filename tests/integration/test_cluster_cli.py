@@ -1,0 +1,309 @@
+"""The cluster command line (submit, get, trials, best, logs, delete) and the Python client, on the real control
+plane with the operator and the node agent: what they print is checked against the records the operator wrote."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+from kubetune.cli import main
+from kubetune.client import Client, NotFound, WaitTimeout
+from operator_process import Experiments, OperatorProcess, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+OBJECTIVE = Path(__file__).resolve().parent / "trials" / "objective.py"
+
+
+@pytest.fixture(scope="module")
+def crd(control_plane: Any) -> None:
+    # the install docs' command: `kubectl apply --server-side -k crds/`
+    control_plane.kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))
+    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                          "crd/tuningexperiments.kubetune.io")
+
+
+@pytest.fixture(scope="module")
+def ns(kube_api: client.ApiClient, crd: None) -> Iterator[str]:
+    """A namespace with the trial ServiceAccount and its Role, for this module's experiments."""
+    core, rbac = client.CoreV1Api(kube_api), client.RbacAuthorizationV1Api(kube_api)
+    name = f"kt-cli-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": name}})
+    wait_for("the default ServiceAccount", lambda: _exists(core.read_namespaced_service_account, "default", name),
+             timeout=30, interval=0.1)
+    core.create_namespaced_service_account(name, {"metadata": {"name": "kubetune-trial"}})
+    rbac.create_namespaced_role(name, {"metadata": {"name": "kubetune-trial"},
+                                       "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}]})
+    rbac.create_namespaced_role_binding(name, {
+        "metadata": {"name": "kubetune-trial"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "kubetune-trial"},
+        "subjects": [{"kind": "ServiceAccount", "name": "kubetune-trial", "namespace": name}]})
+    try:
+        yield name
+    finally:
+        core.delete_namespace(name, propagation_policy="Background")
+
+
+@pytest.fixture(scope="module")
+def op(control_plane: Any, ns: str, node_agent: Any, tmp_path_factory: pytest.TempPathFactory
+       ) -> Iterator[OperatorProcess]:
+    proc = OperatorProcess(control_plane.kubeconfig, tmp_path_factory.mktemp("op"), extra_args=["-n", ns]).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def ex(kube_api: client.ApiClient, ns: str) -> Experiments:
+    return Experiments(kube_api, ns)
+
+
+def _exists(read: Any, *args: Any) -> bool:
+    try:
+        read(*args)
+        return True
+    except ApiException as e:
+        if e.status == 404:
+            return False
+        raise
+
+
+def experiment(name: str, max_trials: int, parallel: int = 2, seconds: float = 0.0) -> dict[str, Any]:
+    return {
+        "apiVersion": "kubetune.io/v1alpha1", "kind": "TuningExperiment", "metadata": {"name": name},
+        "spec": {
+            "objective": {"metric": "score", "goal": "maximize"},
+            "additionalMetrics": ["x_seen"],
+            "parameters": [{"name": "x", "type": "float", "min": 0.0, "max": 1.0},
+                           {"name": "kind", "type": "categorical", "values": ["a", "b"]}],
+            "algorithm": {"name": "random", "seed": 3},
+            "maxTrials": max_trials, "parallelTrials": parallel,
+            "trialTemplate": {"spec": {"backoffLimit": 0, "template": {"spec": {
+                "serviceAccountName": "kubetune-trial", "restartPolicy": "Never",
+                "terminationGracePeriodSeconds": 2,
+                "containers": [{"name": "trial", "image": "kubetune-trial:test",
+                                "command": ["python", str(OBJECTIVE), "--x", "${params.x}"],
+                                "env": [{"name": "TRIAL_SECONDS", "value": str(seconds)}]}]}}}},
+        },
+    }
+
+
+def kubetune(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``kubetune ARGS`` in this process; returns the exit code, stdout and stderr."""
+    capsys.readouterr()
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def submitted(op: OperatorProcess, ns: str, control_plane: Any, tmp_path_factory: pytest.TempPathFactory
+              ) -> subprocess.CompletedProcess[str]:
+    """`kubetune submit FILE --wait` as its own process: 5 trials, 2 at a time."""
+    path = tmp_path_factory.mktemp("files") / "quad.yaml"
+    path.write_text(yaml.safe_dump(experiment("quad", 5)))
+    return subprocess.run(
+        [sys.executable, "-m", "kubetune", "submit", str(path), "--wait", "--timeout", "150", "-n", ns,
+         "--kubeconfig", str(control_plane.kubeconfig)],
+        check=False, capture_output=True, text=True, timeout=200)
+
+
+def test_submit_wait_prints_each_trial_and_exits_0(submitted: subprocess.CompletedProcess[str],
+                                                     ex: Experiments) -> None:
+    assert submitted.returncode == 0, submitted.stderr
+    assert "Traceback" not in submitted.stderr
+    out = submitted.stdout.splitlines()
+    assert out[0] == "tuningexperiment.kubetune.io/quad created"
+    records = ex.records("quad")
+    assert sorted(records) == [0, 1, 2, 3, 4]
+    lines = [line for line in submitted.stderr.splitlines() if line.startswith("#")]
+    assert sorted(int(line[1:].split()[0]) for line in lines) == [0, 1, 2, 3, 4], submitted.stderr
+    for line in lines:
+        n = int(line[1:].split()[0])
+        assert line.split()[1] == "Succeeded"
+        assert f"score={records[n]['metrics']['score']:.6g}" in line
+        assert f"x={records[n]['params']['x']!r}" in line
+    assert "experiment succeeded: MaxTrialsReached" in submitted.stderr
+    best = max(records, key=lambda n: records[n]["metrics"]["score"])
+    assert out[-1].startswith(f"best: #{best} "), out
+
+
+def test_get_lists_the_experiment_like_kubectl(submitted: Any, ns: str, control_plane: Any,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    kc = ["--kubeconfig", str(control_plane.kubeconfig)]
+    code, out, _ = kubetune(capsys, "get", "-n", ns, *kc)
+    assert code == 0
+    header, row = out.splitlines()
+    assert header.split() == ["NAME", "BEST", "SUCCEEDED-TRIALS", "TRIALS", "MAX", "SUCCEEDED", "REASON", "AGE"]
+    assert row.split()[0] == "quad" and row.split()[2:7] == ["5", "5", "5", "True", "MaxTrialsReached"]
+    # the same numbers as kubectl's printer columns
+    kubectl = control_plane.kubectl("get", "tex", "quad", "-n", ns).stdout.splitlines()[1].split()
+    assert row.split()[:7] == kubectl[:7]
+
+    code, out, _ = kubetune(capsys, "get", "-A", "-o", "wide", *kc)
+    header, *rows = out.splitlines()
+    assert header.split()[:3] == ["NAMESPACE", "NAME", "METRIC"]
+    assert [ns, "quad", "score"] in [r.split()[:3] for r in rows]
+
+    code, out, _ = kubetune(capsys, "get", "quad", "-n", ns, "-o", "json", *kc)
+    obj = json.loads(out)
+    assert obj["metadata"]["name"] == "quad" and obj["status"]["trials"]["succeeded"] == 5
+    code, out, _ = kubetune(capsys, "get", "quad", "-n", ns, "-o", "yaml", *kc)
+    assert yaml.safe_load(out)["metadata"]["uid"] == obj["metadata"]["uid"]
+
+
+def test_trials_and_best_match_the_operators_records(submitted: Any, ns: str, control_plane: Any, ex: Experiments,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    kc = ["-n", ns, "--kubeconfig", str(control_plane.kubeconfig)]
+    records = ex.records("quad")
+    code, out, _ = kubetune(capsys, "trials", "quad", "-o", "json", *kc)
+    assert code == 0
+    trials = json.loads(out)
+    assert [t["number"] for t in trials] == sorted(records)
+    for t in trials:
+        rec = records[t["number"]]
+        assert t["name"] == f"quad-{t['number']:04d}"
+        assert (t["state"], t["params"], t["metrics"], t["curve"]) == (
+            rec["state"], rec["params"], rec["metrics"], rec["curve"])
+        assert t["duration_seconds"] >= 0
+
+    code, out, _ = kubetune(capsys, "trials", "quad", "-o", "csv", *kc)
+    table = list(csv.DictReader(io.StringIO(out)))
+    assert [int(r["number"]) for r in table] == sorted(records)
+    for r in table:
+        assert float(r["score"]) == records[int(r["number"])]["metrics"]["score"]
+        assert r["param_kind"] == records[int(r["number"])]["params"]["kind"]
+
+    code, out, _ = kubetune(capsys, "trials", "quad", "-o", "wide", *kc)
+    header, *body = out.splitlines()
+    assert header.split()[:5] == ["NAME", "STATE", "REASON", "SCORE", "X_SEEN"]
+    assert len(body) == 5
+
+    best = max(records.values(), key=lambda r: r["metrics"]["score"])
+    code, out, _ = kubetune(capsys, "best", "quad", *kc)
+    assert code == 0
+    assert out.splitlines()[0].startswith(f"best trial: quad-{best['number']:04d} (#{best['number']}) score=")
+    assert f"  x: {best['params']['x']!r}" in out and f"  kind: {best['params']['kind']}" in out
+    code, out, _ = kubetune(capsys, "best", "quad", "-o", "json", *kc)
+    doc = json.loads(out)
+    assert (doc["number"], doc["params"], doc["metrics"]) == (best["number"], best["params"], best["metrics"])
+
+
+def test_logs_of_a_cleaned_up_job_say_so_and_show_the_record(submitted: Any, ns: str, control_plane: Any,
+                                                             ex: Experiments, kube_api: client.ApiClient,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    kc = ["-n", ns, "--kubeconfig", str(control_plane.kubeconfig)]
+    records = ex.records("quad")
+    client.BatchV1Api(kube_api).delete_namespaced_job("quad-0000", ns, propagation_policy="Background")
+    wait_for("the Job to go", lambda: not _exists(client.BatchV1Api(kube_api).read_namespaced_job, "quad-0000", ns))
+    code, _, err = kubetune(capsys, "logs", "quad", "0", *kc)
+    assert code == 1
+    assert len(err.splitlines()) == 1
+    assert "the Job quad-0000 was cleaned up" in err
+    assert f"its record: #0    Succeeded score={records[0]['metrics']['score']:.6g}" in err
+    # a Job that still exists: its pod is found (the test node serves no logs, so the API server's answer is shown
+    # with the record)
+    code, _, err = kubetune(capsys, "logs", "quad", "quad-0001", *kc)
+    pod = [p.metadata.name for p in ex.pods("quad") if p.metadata.labels.get("job-name") == "quad-0001"]
+    assert pod
+    assert code == 1 and f"cannot read the logs of pod {pod[0]}" in err and "its record: #1 " in err
+    code, _, err = kubetune(capsys, "logs", "quad", "77", *kc)
+    assert code == 1 and "trial quad-0077 not found" in err
+
+
+def test_wait_timeout_exits_124_and_running_trials_show_from_their_jobs(
+        op: OperatorProcess, ns: str, control_plane: Any, ex: Experiments, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    kc = ["-n", ns, "--kubeconfig", str(control_plane.kubeconfig)]
+    path = tmp_path / "slow.yaml"
+    path.write_text(yaml.safe_dump(experiment("slow", 4, parallel=2, seconds=30)))
+    started = time.monotonic()
+    code, out, err = kubetune(capsys, "submit", str(path), "--wait", "--timeout", "4", *kc)
+    assert code == 124, err
+    assert time.monotonic() - started < 60
+    assert "timed out after 4s waiting for" in err
+    wait_for("two running trials", lambda: len(ex.pods("slow")) == 2, timeout=60)
+    code, out, _ = kubetune(capsys, "trials", "slow", "-o", "json", *kc)
+    running = [t for t in json.loads(out) if t["state"] == "Running"]
+    jobs = {int(j.metadata.labels["kubetune.io/trial-number"]): json.loads(
+        j.metadata.annotations["kubetune.io/parameters"]) for j in ex.jobs("slow")}
+    assert len(running) == 2
+    assert {t["number"]: t["params"] for t in running} == {n: jobs[n] for n in (t["number"] for t in running)}
+    code, out, _ = kubetune(capsys, "delete", "slow", *kc)
+    assert (code, out) == (0, 'tuningexperiment.kubetune.io "slow" deleted\n')
+    wait_for("the experiment's Jobs to go", lambda: not ex.jobs("slow"), timeout=60)
+
+
+def test_python_client_creates_waits_and_reads(op: OperatorProcess, ns: str, control_plane: Any,
+                                               ex: Experiments) -> None:
+    kt = Client(kubeconfig=control_plane.kubeconfig, namespace=ns)
+    created = kt.create(experiment("nb", 4))
+    assert created["metadata"]["namespace"] == ns
+    with pytest.raises(WaitTimeout):
+        kt.wait("nb", timeout=0)
+    done = kt.wait("nb", timeout=150)
+    assert next(c for c in done["status"]["conditions"] if c["type"] == "Succeeded")["status"] == "True"
+    records = ex.records("nb")
+    trials = kt.trials("nb")
+    assert [t.number for t in trials] == sorted(records) == [0, 1, 2, 3]
+    for t in trials:
+        assert t.trial.to_record() == records[t.number]
+    df = kt.dataframe("nb")
+    assert list(df["number"]) == [0, 1, 2, 3]
+    assert list(df["score"]) == [records[n]["metrics"]["score"] for n in range(4)]
+    assert list(df["param_x"]) == [records[n]["params"]["x"] for n in range(4)]
+    best = kt.best("nb")
+    assert best is not None
+    assert best.number == max(records, key=lambda n: records[n]["metrics"]["score"])
+    assert best.number == done["status"]["bestTrial"]["number"]
+    kt.delete("nb")
+    wait_for("the experiment to go", lambda: not _exists(ex.get, "nb"), timeout=60)
+    with pytest.raises(NotFound):
+        kt.get("nb")
+
+
+def test_errors_are_one_line_and_a_nonzero_exit(ns: str, crd: None, control_plane: Any, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    kc = ["--kubeconfig", str(control_plane.kubeconfig)]
+    code, _, err = kubetune(capsys, "get", "nothere", "-n", ns, *kc)
+    assert code == 1 and err == 'error: tuningexperiments.kubetune.io "nothere" not found\n'
+    for cmd in (["trials", "nothere"], ["best", "nothere"], ["delete", "nothere"], ["logs", "nothere", "1"]):
+        code, _, err = kubetune(capsys, *cmd, "-n", ns, *kc)
+        assert code == 1 and err == 'error: tuningexperiments.kubetune.io "nothere" not found\n', (cmd, err)
+
+    bad = tmp_path / "bad.yaml"
+    doc = experiment("bad", 2)
+    doc["spec"]["parameters"][0]["min"] = 2.0  # min > max
+    doc["spec"]["parallelTrials"] = 5  # > maxTrials
+    bad.write_text(yaml.safe_dump(doc))
+    code, out, err = kubetune(capsys, "submit", str(bad), "-n", ns, *kc)
+    _, _, validate_err = kubetune(capsys, "validate", str(bad))
+    assert code == 2 and out == "" and err == validate_err and "invalid TuningExperiment" in err
+
+    nobody = control_plane.make_kubeconfig("nobody")
+    code, _, err = kubetune(capsys, "get", "-n", ns, "--kubeconfig", str(nobody))
+    assert code == 1 and len(err.splitlines()) == 1
+    assert 'error: tuningexperiments.kubetune.io is forbidden: User "nobody" cannot list' in err
+
+    dead = tmp_path / "dead.kubeconfig"
+    cfg = yaml.safe_load(Path(control_plane.kubeconfig).read_text())
+    cfg["clusters"][0]["cluster"]["server"] = "https://127.0.0.1:9"
+    dead.write_text(yaml.safe_dump(cfg))
+    code, _, err = kubetune(capsys, "get", "-n", ns, "--kubeconfig", str(dead))
+    assert code == 1 and len(err.splitlines()) == 1 and err.startswith("error: cannot reach the cluster"), err
+
+    code, _, err = kubetune(capsys, "get", "--kubeconfig", str(tmp_path / "missing"))
+    assert code == 1 and err.startswith("error: no usable cluster configuration in "), err
