@@ -89,6 +89,7 @@ class Sizes:
     long_writes: int = 5
     long_timeout: float = 600.0
     long_algorithms: tuple[str, ...] = ALGORITHMS
+    turnaround_timeout: float = 900.0
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -102,7 +103,7 @@ class Sizes:
         return Sizes(n(self.first_job), n(self.background), self.background_parallel,
                      tuple((n(e), p) for e, p in self.turnaround), self.rounds, self.trial_seconds,
                      n(self.long_trials), self.long_parallel, self.long_trial_seconds, self.long_steps,
-                     self.long_writes, self.long_timeout, self.long_algorithms)
+                     self.long_writes, self.long_timeout, self.long_algorithms, self.turnaround_timeout)
 
 
 # -- measuring -----------------------------------------------------------------------------------------------------
@@ -500,7 +501,7 @@ def scenario_turnaround(bench: Bench, sizes: Sizes, profile: bool, work: Path) -
         def all_done() -> bool:
             st = bench.statuses(ns)
             return len(st) == len(names) and all(s.get("completionTime") for s in st.values())
-        timeout = 120 + 3 * experiments * max_trials
+        timeout = min(120 + 3 * experiments * max_trials, sizes.turnaround_timeout)
         finished_in_time = True
         try:
             wait_for(f"{experiments} x {parallel} to finish", all_done, timeout=timeout, interval=1.0)
