@@ -6,15 +6,30 @@ is a local results directory (what ``kubetune run`` writes, :mod:`kubetune.resul
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .local import LocalDirectory
 from .model import ExperimentResults, ResultsError, ResultsSource, TrialRecord
 
-__all__ = ["ExperimentResults", "LocalDirectory", "ResultsError", "ResultsSource", "TrialRecord", "load",
-           "source_for"]
+__all__ = ["CLUSTER_PREFIXES", "ExperimentResults", "LocalDirectory", "ResultsError", "ResultsSource", "TrialRecord",
+           "load", "source_for"]
+
+
+CLUSTER_PREFIXES = ("tex/", "tuningexperiment/", "tuningexperiments/", "tuningexperiment.kubetune.io/",
+                    "tuningexperiments.kubetune.io/")
+"""``tex/NAME`` or ``tex/NAMESPACE/NAME`` (kubectl's TYPE/NAME) names an experiment on the cluster of the current
+kubeconfig context (:mod:`kubetune.results.cluster`)."""
 
 
 def source_for(source: str) -> ResultsSource:
-    """The results source a command-line argument names (today: a local results directory)."""
+    """The results source a command-line argument names: an existing local results directory, else
+    ``tex/[NAMESPACE/]NAME`` for an experiment on the current kubeconfig context's cluster."""
+    if source.startswith(CLUSTER_PREFIXES) and not Path(source).exists():
+        from .cluster import ClusterExperiment
+
+        parts = source.split("/")[1:]
+        if len(parts) in (1, 2) and all(parts):
+            return ClusterExperiment(parts[-1], parts[0] if len(parts) == 2 else None)
     return LocalDirectory(source)
 
 

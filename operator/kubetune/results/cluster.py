@@ -55,17 +55,25 @@ class NotFound(ClusterError):
     pass
 
 
+def _status(e: ApiException) -> tuple[str, Any]:
+    """The message and details of the Status an API error carries (empty when its body is no Status)."""
+    try:
+        body = json.loads(e.body or "{}")
+        return str(body.get("message") or ""), body.get("details") or {}
+    except (ValueError, TypeError, AttributeError):
+        return "", {}
+
+
+def unknown_resource(e: ApiException) -> bool:
+    """A 404 that names no object: the API server does not serve the resource (the CRD is not installed)."""
+    return e.status == 404 and not _status(e)[1]
+
+
 def describe_error(e: BaseException, what: str = "") -> str:
     """One line for a failed request: what the server said, or why it could not be reached."""
     if isinstance(e, ApiException):
-        message: str = ""
-        details: Any = {}
-        try:
-            body = json.loads(e.body or "{}")
-            message, details = str(body.get("message") or ""), body.get("details") or {}
-        except (ValueError, TypeError, AttributeError):
-            pass
-        if e.status == 404 and not details:
+        message, _ = _status(e)
+        if unknown_resource(e):
             return (f"the server does not know {RESOURCE}: is the CRD installed? "
                     "(kubectl apply --server-side -f crds/tuningexperiments.kubetune.io.yaml)")
         if e.status == 401:
@@ -131,7 +139,7 @@ class Cluster:
             return fn(*args, _request_timeout=TIMEOUT, **kwargs)
         except ApiException as e:
             text = describe_error(e, what)
-            if e.status == 404 and "CRD" not in text:
+            if e.status == 404 and not unknown_resource(e):
                 raise NotFound(text, 404) from None
             raise ClusterError(text, int(e.status or 0)) from None
         except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError, OSError) as e:
