@@ -6,11 +6,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import ssl
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +22,10 @@ import pytest
 import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from operator_process import Experiments, OperatorProcess, wait_for
+
 from kubetune.cli import main
 from kubetune.client import Client, NotFound, WaitTimeout
-from operator_process import Experiments, OperatorProcess, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 OBJECTIVE = Path(__file__).resolve().parent / "trials" / "objective.py"
@@ -69,6 +74,71 @@ def op(control_plane: Any, ns: str, node_agent: Any, tmp_path_factory: pytest.Te
 @pytest.fixture(scope="module")
 def ex(kube_api: client.ApiClient, ns: str) -> Experiments:
     return Experiments(kube_api, ns)
+
+
+@pytest.fixture(scope="module")
+def kubelet_logs(node_agent: Any, kube_api: client.ApiClient, tmp_path_factory: pytest.TempPathFactory
+                 ) -> Iterator[list[str]]:
+    """The kubelet's log endpoint for the test node: ``GET /containerLogs/NS/POD/CONTAINER`` (``tailLines``,
+    ``limitBytes``) over HTTPS serves what the node agent's process wrote, so the API server's ``pods/log`` works.
+
+    The Node advertises only its InternalIP (a Hostname address would be tried first and does not resolve) and this
+    server's port; both are put back afterwards. The API server has no kubelet CA here, so it does not verify the
+    self-signed certificate (as with any kube-apiserver started without ``--kubelet-certificate-authority``).
+    Returns the list of requested paths."""
+    d = tmp_path_factory.mktemp("kubelet")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=kubetune-test-node", "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")],
+                   check=True, capture_output=True)
+    requests: list[str] = []
+
+    class Logs(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            requests.append(self.path)
+            url = urllib.parse.urlsplit(self.path)
+            parts = url.path.strip("/").split("/")
+            path = node_agent.log_path(parts[1], parts[2]) if len(parts) == 4 and parts[0] == "containerLogs" \
+                else None
+            if path is None:
+                self.send_error(404)
+                return
+            data = path.read_bytes()
+            query = urllib.parse.parse_qs(url.query)
+            if "tailLines" in query:
+                data = b"".join(data.splitlines(keepends=True)[-int(query["tailLines"][0]):])
+            if "limitBytes" in query:
+                data = data[:int(query["limitBytes"][0])]
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Logs)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(d / "cert.pem", d / "key.pem")
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    core = client.CoreV1Api(kube_api)
+    node = core.read_node(node_agent.node_name)
+    before = [{"type": a.type, "address": a.address} for a in node.status.addresses]
+    port = server.server_address[1]
+    core.patch_node_status(node_agent.node_name, [
+        {"op": "replace", "path": "/status/addresses", "value": [a for a in before if a["type"] == "InternalIP"]},
+        {"op": "add", "path": "/status/daemonEndpoints", "value": {"kubeletEndpoint": {"Port": port}}}])
+    try:
+        yield requests
+    finally:
+        core.patch_node_status(node_agent.node_name, [
+            {"op": "replace", "path": "/status/addresses", "value": before},
+            {"op": "add", "path": "/status/daemonEndpoints", "value": {"kubeletEndpoint": {"Port": 0}}}])
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
 
 
 def _exists(read: Any, *args: Any) -> bool:
@@ -203,9 +273,22 @@ def test_trials_and_best_match_the_operators_records(submitted: Any, ns: str, co
     assert (doc["number"], doc["params"], doc["metrics"]) == (best["number"], best["params"], best["metrics"])
 
 
-def test_logs_of_a_cleaned_up_job_say_so_and_show_the_record(submitted: Any, ns: str, control_plane: Any,
-                                                             ex: Experiments, kube_api: client.ApiClient,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_reads_the_cluster_experiment_through_the_results_api(
+        submitted: Any, ns: str, control_plane: Any, ex: Experiments, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(control_plane.kubeconfig))
+    out = tmp_path / "quad.html"
+    code, _, err = kubetune(capsys, "report", f"tex/{ns}/quad", "-o", str(out))
+    assert code == 0, err
+    assert "(5 trials," in err
+    assert out.stat().st_size > 0 and len(ex.records("quad")) == 5
+    code, _, err = kubetune(capsys, "report", f"tex/{ns}/nothere", "-o", str(out))
+    assert code == 2 and 'cannot report: tuningexperiments.kubetune.io "nothere" not found' in err
+
+
+def test_logs_of_a_trial_or_what_its_record_says_once_the_job_is_gone(
+        submitted: Any, ns: str, control_plane: Any, ex: Experiments, kube_api: client.ApiClient,
+        kubelet_logs: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     kc = ["-n", ns, "--kubeconfig", str(control_plane.kubeconfig)]
     records = ex.records("quad")
     client.BatchV1Api(kube_api).delete_namespaced_job("quad-0000", ns, propagation_policy="Background")
@@ -215,12 +298,15 @@ def test_logs_of_a_cleaned_up_job_say_so_and_show_the_record(submitted: Any, ns:
     assert len(err.splitlines()) == 1
     assert "the Job quad-0000 was cleaned up" in err
     assert f"its record: #0    Succeeded score={records[0]['metrics']['score']:.6g}" in err
-    # a Job that still exists: its pod is found (the test node serves no logs, so the API server's answer is shown
-    # with the record)
-    code, _, err = kubetune(capsys, "logs", "quad", "quad-0001", *kc)
+    # a Job that still exists: its pod's log through the API server (pods/log, proxied to the node's log endpoint)
+    code, out, err = kubetune(capsys, "logs", "quad", "quad-0001", *kc)
     pod = [p.metadata.name for p in ex.pods("quad") if p.metadata.labels.get("job-name") == "quad-0001"]
-    assert pod
-    assert code == 1 and f"cannot read the logs of pod {pod[0]}" in err and "its record: #1 " in err
+    assert len(pod) == 1
+    assert code == 0, err
+    assert out.startswith("--- ") and f"--x {records[1]['params']['x']!r}" in out.splitlines()[0], out
+    assert kubelet_logs[-1].startswith(f"/containerLogs/{ns}/{pod[0]}/trial?")
+    code, out, _ = kubetune(capsys, "logs", "quad", "2", "--tail", "1", *kc)
+    assert code == 0 and len(out.splitlines()) == 1 and "tailLines=1" in kubelet_logs[-1]
     code, _, err = kubetune(capsys, "logs", "quad", "77", *kc)
     assert code == 1 and "trial quad-0077 not found" in err
 

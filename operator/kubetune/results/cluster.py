@@ -100,7 +100,8 @@ class Cluster:
     @classmethod
     def connect(cls, kubeconfig: str | os.PathLike[str] | None = None, context: str | None = None,
                 namespace: str | None = None) -> Cluster:
-        path = str(kubeconfig) if kubeconfig else None
+        # $KUBECONFIG is read now: the client library reads it once, when it is imported
+        path = str(kubeconfig) if kubeconfig else os.environ.get("KUBECONFIG") or None
         try:
             if path is None and not context and _in_cluster():
                 cfg = client.Configuration()
@@ -111,7 +112,7 @@ class Cluster:
                 api = config.new_client_from_config(config_file=path, context=context)
                 default = _context_namespace(path, context)
         except (ConfigException, OSError, ValueError, TypeError, KeyError, AttributeError) as e:
-            where = path or os.environ.get("KUBECONFIG") or "~/.kube/config"
+            where = path or "~/.kube/config"
             raise ClusterError(f"no usable cluster configuration in {where}: "
                                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"[:500]) from None
         return cls(api, namespace or default)
