@@ -8,8 +8,8 @@ numbers (and so names) are deterministic.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from .engine import ParamValue, Sampler, make_sampler
 from .pruning import Pruner, make_pruner

@@ -10,7 +10,8 @@ from __future__ import annotations
 import copy
 import json
 import re
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from .engine import ParamValue
 from .spec import render_value

@@ -58,7 +58,7 @@ class JobLedger:
         self._watch: watch.Watch | None = None
         self._thread = threading.Thread(target=self._run, name="job-ledger", daemon=True)
 
-    def __enter__(self) -> JobLedger:  # noqa: PYI034
+    def __enter__(self) -> JobLedger:
         self._thread.start()
         wait_for("the Job ledger's first list", lambda: self._listed, timeout=30)
         return self
@@ -106,7 +106,7 @@ class JobLedger:
                     rv = obj["metadata"]["resourceVersion"]
                     if event["type"] in ("ADDED", "MODIFIED"):
                         self._add(obj)
-            except Exception as exc:  # noqa: BLE001 -- the ledger must outlive API restarts
+            except Exception as exc:
                 if isinstance(exc, ApiException) and exc.status == 410:
                     rv = None
                 elif not is_transient(exc) and not self._stop.is_set():
@@ -228,7 +228,7 @@ def records(ex: Experiments, name: str, owner_uid: str) -> dict[int, dict[str, A
 def debug(ex: Experiments, op: OperatorProcess, name: str) -> str:
     try:
         status = ex.get(name).get("status")
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         status = repr(e)
     return f"status: {status}\noperator log ({op.log_path}):\n{op.log_tail(60)}"
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import textwrap
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from controlplane import K8S_VERSION, ControlPlane

@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-
 from operator_process import Experiments, OperatorProcess, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -3,18 +3,17 @@ garbage collector, the node agent running trials as processes, the real trial SD
 
 from __future__ import annotations
 
-import copy
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-
 from operator_process import Experiments, OperatorProcess, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from kubernetes import client
+from operator_process import Experiments, OperatorProcess, wait_for
 
 from kubetune.k8s.api import Api
 from kubetune.k8s.store import SHARD_SIZE, TrialStore, shard_name
-from kubetune.trials import MAX_METRICS, MAX_RECORD_BYTES, Trial, TrialState
-from operator_process import Experiments, OperatorProcess, wait_for
+from kubetune.trials import MAX_METRICS, MAX_RECORD_BYTES, TrialState
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "crds" / "tuningexperiments.kubetune.io.yaml"

@@ -26,15 +26,15 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
 from controlplane import BIN_DIR_ENV, BINARIES, ensure_binaries
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-
 from operator_process import Experiments, OperatorProcess, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

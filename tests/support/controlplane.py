@@ -38,8 +38,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Callable, Sequence
+from typing import IO
 
 import yaml
 
@@ -451,7 +452,7 @@ class ControlPlane:
 
     # -- lifecycle -------------------------------------------------------
 
-    def __enter__(self) -> "ControlPlane":
+    def __enter__(self) -> ControlPlane:
         try:
             self.start()
         except BaseException:
@@ -736,7 +737,7 @@ def _main(argv: Sequence[str]) -> int:
         agent = None
         if not args.no_node:
             sys.path.insert(0, str(Path(__file__).resolve().parent))
-            from node_agent import NodeAgent  # noqa: PLC0415 (needs the kubernetes client)
+            from node_agent import NodeAgent
 
             agent = NodeAgent(cp.kubeconfig).start()
         _log(f"control plane up in {cp.startup_seconds:.1f} s; logs in {cp.logs_dir}")

@@ -54,9 +54,10 @@ import tempfile
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import urllib3
 from kubernetes import client, config, watch
@@ -170,7 +171,7 @@ class Launch:
 class PodWorker(threading.Thread):
     """Runs one pod's first container and reports its status. One per pod uid."""
 
-    def __init__(self, agent: "NodeAgent", pod: Obj) -> None:
+    def __init__(self, agent: NodeAgent, pod: Obj) -> None:
         meta = pod["metadata"]
         super().__init__(name=f"pod-{meta['namespace']}/{meta['name']}", daemon=True)
         self.agent = agent
@@ -215,7 +216,7 @@ class PodWorker(threading.Thread):
             self._run()
         except (PodGone, AgentStopping):
             pass
-        except Exception as exc:  # noqa: BLE001 -- a worker must never die silently
+        except Exception as exc:
             self.agent.error(f"{self.name}: {exc!r}")
         finally:
             if self.proc is not None and self.proc.poll() is None:
@@ -401,7 +402,7 @@ class PodWorker(threading.Thread):
             if kind == "configmap":
                 return dict(call("read configmap", core.read_namespaced_config_map,
                                  ref["name"], self.namespace).data or {})
-            import base64  # noqa: PLC0415
+            import base64
             raw = call("read secret", core.read_namespaced_secret,
                        ref["name"], self.namespace).data or {}
             return {k: base64.b64decode(v).decode() for k, v in raw.items()}
@@ -643,7 +644,7 @@ class NodeAgent:
         with self._lock:
             return [x for x in self._launches if namespace is None or x.namespace == namespace]
 
-    def start(self) -> "NodeAgent":
+    def start(self) -> NodeAgent:
         """Register the node and start the watch and heartbeat threads."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._make_shims()
@@ -683,7 +684,7 @@ class NodeAgent:
                 with contextlib.suppress(Exception):
                     resp.shutdown() if hasattr(resp, "shutdown") else resp.close()
 
-    def __enter__(self) -> "NodeAgent":
+    def __enter__(self) -> NodeAgent:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -797,7 +798,7 @@ class NodeAgent:
                           {"status": {"conditions": conditions}}, _preload_content=False)
             except AgentStopping:
                 return
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 if not self._stop.is_set():
                     self.error(f"heartbeat: {exc!r}")
 
@@ -813,7 +814,7 @@ class NodeAgent:
                 continue
             except AgentStopping:
                 return
-            except Exception as exc:  # noqa: BLE001 -- keep the node alive
+            except Exception as exc:
                 if self._stop.is_set():
                     return
                 if is_transient(exc):

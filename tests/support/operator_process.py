@@ -9,12 +9,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
-
-from kubernetes import client
+from typing import Any
 
 from controlplane import die_with_parent
+from kubernetes import client
 
 GROUP, VERSION, PLURAL = "kubetune.io", "v1alpha1", "tuningexperiments"
 
@@ -33,7 +33,7 @@ class OperatorProcess:
     def log_path(self) -> Path:
         return self.log_dir / f"operator-{self.starts}.log"
 
-    def start(self) -> "OperatorProcess":
+    def start(self) -> OperatorProcess:
         self.starts += 1
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
         log = open(self.log_path, "wb")

@@ -10,7 +10,6 @@ import copy
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,7 +17,7 @@ ARGOCD = ROOT / "charts" / "kubetune" / "argocd"
 HEALTH_LUA = ARGOCD / "health.lua"
 CM_KEY = "resource.customizations.health.kubetune.io_TuningExperiment"
 
-import lupa  # in the `test` extra
+import lupa  # noqa: E402  (in the `test` extra)
 
 
 def _runtime() -> Any:

@@ -7,8 +7,9 @@ import json
 import py_compile
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -170,7 +171,7 @@ def _restricted_problems(pod: dict[str, Any], containers: list[dict[str, Any]]) 
             problems.append(f"{c['name']}: allowPrivilegeEscalation")
         if (sc.get("capabilities") or {}).get("drop") != ["ALL"]:
             problems.append(f"{c['name']}: capabilities.drop")
-        if not (sc.get("runAsNonRoot", psc.get("runAsNonRoot")) is True):
+        if sc.get("runAsNonRoot", psc.get("runAsNonRoot")) is not True:
             problems.append(f"{c['name']}: runAsNonRoot")
     return problems
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from kubetune.k8s.observe import ClusterView, JobSummary, PodSummary, observe_trial
 from kubetune.k8s.reconciler import ClusterState, ExperimentWorker
 from kubetune.k8s.store import SHARD_SIZE, record_key

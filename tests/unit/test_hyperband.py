@@ -165,7 +165,7 @@ def run(s: HyperbandSampler, n_trials: int, loss, batch: int = 1) -> list[Observ
 
 
 def test_deterministic_and_replayable():
-    loss = lambda p: (p["x"] - 0.3) ** 2 + 1 / p["epochs"]  # noqa: E731
+    loss = lambda p: (p["x"] - 0.3) ** 2 + 1 / p["epochs"]
     a = run(hb(seed=4), 60, loss, batch=3)
     b = run(hb(seed=4), 60, loss, batch=3)
     assert [o.params for o in a] == [o.params for o in b]
@@ -173,7 +173,7 @@ def test_deterministic_and_replayable():
 
 
 def test_spends_most_trials_on_small_budgets_and_promotes_good_configurations():
-    loss = lambda p: (p["x"] - 0.3) ** 2 + 1 / p["epochs"]  # noqa: E731
+    loss = lambda p: (p["x"] - 0.3) ** 2 + 1 / p["epochs"]
     hist = run(hb(seed=1), 150, loss)
     epochs = Counter(o.params["epochs"] for o in hist)
     assert epochs[1] > epochs[3] > epochs[9] > 0 and epochs[27] > 0

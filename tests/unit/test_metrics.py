@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from kubetune.metrics import (
     METRICS_ANNOTATION,
     TERMINATION_MESSAGE_LIMIT,

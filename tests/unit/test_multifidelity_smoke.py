@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from benchmarks import multifidelity as mf  # noqa: E402
+from benchmarks import multifidelity as mf
 
 
 @pytest.mark.timeout(600)

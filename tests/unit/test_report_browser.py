@@ -13,13 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kubetune.report import build
-from kubetune.results import load
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from kubetune.report import build
+from kubetune.results import load
 from tests.support.synthetic_results import make_trials, write_results_dir
 
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")

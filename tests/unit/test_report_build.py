@@ -7,11 +7,11 @@ import re
 from pathlib import Path
 
 import pytest
+
 from kubetune.cli import main
 from kubetune.report import build
 from kubetune.report.data import MAX_CURVES, MAX_POINTS, MAX_TABLE_ROWS
 from kubetune.results import load
-
 from tests.support.synthetic_results import make_trials, write_results_dir
 
 PLOTS = ["history", "importance", "slices", "parallel", "contour", "curves"]

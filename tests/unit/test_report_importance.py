@@ -6,8 +6,9 @@ import math
 
 import numpy as np
 import pytest
-from kubetune.report.importance import _leaf_boxes, fanova, tree_main_effects
 from sklearn.tree import DecisionTreeRegressor
+
+from kubetune.report.importance import _leaf_boxes, fanova, tree_main_effects
 
 
 def test_linear_function_ranking_and_shares() -> None:

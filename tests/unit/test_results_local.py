@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+
 from kubetune.results import ResultsError, load
 from kubetune.trials import TrialState
-
 from tests.support.synthetic_results import make_trials, write_results_dir
 
 
@@ -109,7 +109,6 @@ def test_report_of_a_real_run_while_it_runs(tmp_path: Path) -> None:
     import time
 
     from kubetune.report import build
-
     from tests.unit.test_local_run import write_experiment
 
     gate = tmp_path / "go"

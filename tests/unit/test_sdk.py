@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from kubetune.metrics import parse_annotation, parse_termination_message
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -312,7 +313,7 @@ class FakeAPIServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_PATCH(self) -> None:  # noqa: N802
+            def do_PATCH(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 server.requests.append({"method": "PATCH", "path": self.path, "headers": dict(self.headers),
                                         "body": body})

@@ -119,7 +119,7 @@ def report(step: int | None = None, **metrics: float) -> bool:
         try:
             _write_termination_log(_termination_line(known, clean))
             _send(doc, clean, step)
-        except Exception as e:  # noqa: BLE001  # reporting never ends the trial
+        except Exception as e:  # reporting never ends the trial
             _warn(f"cannot report metrics ({type(e).__name__}: {e})")
     return not _stop.is_set()
 
@@ -136,7 +136,7 @@ def _number(name: str, value: object) -> float:
         number = float(value)  # type: ignore[arg-type]  # ints, floats, numpy scalars, Decimal, Fraction
     except OverflowError:  # an int too large for a float
         number = -math.inf if value < 0 else math.inf  # type: ignore[operator]
-    except Exception:  # noqa: BLE001  # whatever __float__ raises: not a number
+    except Exception:  # whatever __float__ raises: not a number
         raise MetricsError(f"metric {name!r} must be a number, got {type(value).__name__}") from None
     if not math.isfinite(number):
         raise MetricsError(f"metric {name!r} must be finite, got {number}")
@@ -147,7 +147,7 @@ def _step(step: object) -> int:
     try:
         whole = (not isinstance(step, (bool, str, bytes)) and int(step) == step  # type: ignore[call-overload]
                  and 0 <= step < MAX_STEP)  # type: ignore[operator]
-    except Exception:  # noqa: BLE001  # whatever int() or the comparison raises: not a step
+    except Exception:  # whatever int() or the comparison raises: not a step
         whole = False
     if not whole:
         raise MetricsError(f"step must be an integer from 0 to 2**53 - 1, got {_short(step)}")
@@ -271,7 +271,7 @@ def _patch_pod(pod: str, doc: dict[str, Any]) -> None:
             if e.code in (401, 403, 404, 422) or attempt == 3:
                 _warn(f"cannot annotate pod {namespace}/{pod}: HTTP {e.code}; metrics go to the termination message")
                 return
-        except Exception as e:  # noqa: BLE001  # URLError, OSError, timeouts, http.client errors: retried
+        except Exception as e:  # URLError, OSError, timeouts, http.client errors: retried
             if attempt == 3:
                 _warn(f"cannot reach the API server ({e}); metrics go to the termination message")
                 return

@@ -95,8 +95,14 @@ class _LiveView:
     def __init__(self, stream: TextIO, runner: LocalRunner, max_rows: int) -> None:
         from rich.console import Console
         from rich.live import Live
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.console = Console(file=stream, highlight=False, soft_wrap=False)
         self.spec = runner.spec

@@ -13,10 +13,11 @@ import csv
 import io
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..plan import Outcome, best_trial
 from ..spec import ExperimentSpec, render_value

@@ -37,11 +37,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
-from typing import Any, Callable
+from typing import Any
 
 from ..engine import Sampler
 from ..metrics import (
@@ -149,7 +150,7 @@ class _Signals:
         self._closed = False
         self._lock = threading.Lock()  # never taken by the handler: wake() from a worker vs. closing the pipe
 
-    def __enter__(self) -> "_Signals":
+    def __enter__(self) -> _Signals:
         if threading.current_thread() is threading.main_thread():
             self._saved_fd = signal.set_wakeup_fd(self._w, warn_on_full_buffer=False)
             for sig in self.SIGNALS:
@@ -312,7 +313,7 @@ class LocalRunner:
         experiment: TuningExperiment,
         out_dir: Path,
         *,
-        on_event: Callable[[str, "LocalRunner"], None] | None = None,
+        on_event: Callable[[str, LocalRunner], None] | None = None,
         fresh: bool = False,
     ) -> None:
         self.experiment = experiment

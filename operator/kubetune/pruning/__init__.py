@@ -12,7 +12,8 @@ the rule's reason (:class:`PruneReason`); the message names the step and the val
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..spec import ExperimentSpec
@@ -30,11 +31,11 @@ class Pruner(ABC):
     reason: str = ""
 
     @abstractmethod
-    def decide(self, spec: "ExperimentSpec", trials: Sequence["Trial"]) -> list[tuple[int, str, str]]:
+    def decide(self, spec: ExperimentSpec, trials: Sequence[Trial]) -> list[tuple[int, str, str]]:
         """``(trial number, reason, message)`` for each running trial to stop now."""
 
 
-def make_pruner(spec: "ExperimentSpec") -> Pruner | None:
+def make_pruner(spec: ExperimentSpec) -> Pruner | None:
     """The pruner the spec asks for, or ``None`` without ``spec.earlyStopping``."""
     config = getattr(spec, "early_stopping", None)
     if config is None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ..trials import TrialState
 
@@ -16,7 +17,7 @@ COMPARED_STATES = frozenset({TrialState.RUNNING, TrialState.SUCCEEDED, TrialStat
 """Trials whose curves the rules compare with: running, completed and pruned ones (not failed or canceled)."""
 
 
-def points(trial: "Trial") -> Points:
+def points(trial: Trial) -> Points:
     """The trial's ``(step, objective)`` points sorted by step, finite values only.
 
     ``Trial.curve`` is kept sorted by the backends; sorting again (stable, so the later of two reports for one step

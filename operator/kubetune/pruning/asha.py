@@ -26,7 +26,8 @@ trials that report in creation order.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from . import Pruner, PruneReason
 from ._curve import COMPARED_STATES, first_from, points
@@ -57,7 +58,7 @@ class AshaPruner(Pruner):
             return None
         return k, r
 
-    def decide(self, spec: "ExperimentSpec", trials: Sequence["Trial"]) -> list[tuple[int, str, str]]:
+    def decide(self, spec: ExperimentSpec, trials: Sequence[Trial]) -> list[tuple[int, str, str]]:
         objective = spec.objective
         curves = {t.number: points(t) for t in trials if t.state in COMPARED_STATES and t.curve}
         out: list[tuple[int, str, str]] = []

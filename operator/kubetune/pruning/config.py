@@ -12,7 +12,7 @@ the ``DEFAULT_*`` constants below, applied by :attr:`EarlyStopping.effective`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -43,7 +43,7 @@ def _only_for(field: str, rule: str) -> Rule:
     return Rule(
         f"self.rule == '{rule}' || !has(self.{field})",
         f"{field} applies only to rule {rule}",
-        lambda e, f=_to_snake(field), r=rule: e.rule == r or getattr(e, f) is None,
+        lambda e, f=_to_snake(field), r=rule: e.rule == r or getattr(e, f) is None,  # noqa: B008 (bound once)
         field=field,
     )
 
@@ -75,27 +75,27 @@ class EarlyStopping(_Model):
         "have reported the step; asha: at least this many trials created no later than the judged one (itself "
         f"included) must have reached the rung. Default {DEFAULT_MIN_TRIALS}.",
     )
-    start_step: Optional[int] = Field(
+    start_step: int | None = Field(
         None,
         ge=0,
         le=MAX_STEP,
         description=f"median only: no trial is stopped before it reports this step. Default {DEFAULT_START_STEP}.",
     )
-    min_resource: Optional[int] = Field(
+    min_resource: int | None = Field(
         None,
         ge=1,
         le=MAX_STEP,
         description="asha only: the step of the first rung; rungs are at minResource * reductionFactor^k. "
         f"Default {DEFAULT_MIN_RESOURCE}.",
     )
-    max_resource: Optional[int] = Field(
+    max_resource: int | None = Field(
         None,
         ge=1,
         le=MAX_STEP,
         description="asha only: the step at which trials end (their full budget); no rung at or beyond it. "
         "Default: no limit.",
     )
-    reduction_factor: Optional[int] = Field(
+    reduction_factor: int | None = Field(
         None,
         ge=2,
         le=10,

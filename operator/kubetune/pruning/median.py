@@ -21,7 +21,8 @@ to the median is not worse: ties continue. Trials without intermediate reports a
 from __future__ import annotations
 
 import statistics
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from . import Pruner, PruneReason
 from ._curve import COMPARED_STATES, points, value_at
@@ -39,7 +40,7 @@ class MedianPruner(Pruner):
         self.min_trials = config.min_trials
         self.start_step = config.start_step
 
-    def decide(self, spec: "ExperimentSpec", trials: Sequence["Trial"]) -> list[tuple[int, str, str]]:
+    def decide(self, spec: ExperimentSpec, trials: Sequence[Trial]) -> list[tuple[int, str, str]]:
         objective = spec.objective
         curves = {t.number: points(t) for t in trials if t.state in COMPARED_STATES and t.curve}
         out: list[tuple[int, str, str]] = []

@@ -94,7 +94,8 @@ def slices(data: ReportData) -> go.Figure:
         else:
             xs = [r.params[name] for r in shown]
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", showlegend=False, name=name,
-                                 marker=dict(color=[r.number for r in shown], colorscale=[[0, "#9ecae1"], [1, "#08306b"]], size=6,
+                                 marker=dict(color=[r.number for r in shown],
+                                             colorscale=[[0, "#9ecae1"], [1, "#08306b"]], size=6,
                                              line=dict(width=0.5, color="#555")),
                                  text=_hover(data, shown), hoverinfo="text+y"), row=row, col=col)
         if isinstance(dist, CategoricalDistribution):

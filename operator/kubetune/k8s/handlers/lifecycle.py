@@ -36,9 +36,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 
 def start_leader_election(namespace: str, name: str) -> LeaderElection:
     """Workers run only while this replica holds the Lease; the watches keep every replica's view warm."""
-    from ..api import api
-
     from ... import __version__
+    from ..api import api
 
     identity = default_identity()
     client = api().client

@@ -26,13 +26,17 @@ async def experiment_event(type: str | None, body: kopf.Body, namespace: str, na
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=OWNED)
-async def job_event(type: str | None, body: kopf.Body, namespace: str, name: str, labels: kopf.Labels, **_: Any) -> None:
+async def job_event(
+    type: str | None, body: kopf.Body, namespace: str, name: str, labels: kopf.Labels, **_: Any
+) -> None:
     key = (namespace, labels[L.EXPERIMENT])
     reconciler().job_changed(key, name, None if type == "DELETED" else summarize_job(body))
 
 
 @kopf.on.event("", "v1", "pods", labels=OWNED)
-async def pod_event(type: str | None, body: kopf.Body, namespace: str, name: str, labels: kopf.Labels, **_: Any) -> None:
+async def pod_event(
+    type: str | None, body: kopf.Body, namespace: str, name: str, labels: kopf.Labels, **_: Any
+) -> None:
     key = (namespace, labels[L.EXPERIMENT])
     reconciler().pod_changed(key, name, None if type == "DELETED" else summarize_pod(body))
 
