@@ -137,9 +137,22 @@ def _follow(kt: Client, name: str, namespace: str, timeout: float | None) -> int
     source = ClusterExperiment(name, namespace, cluster=kt.cluster)
     results: ExperimentResults | None = None
 
-    def show(_: dict[str, Any]) -> None:
-        nonlocal results
-        results = source.load()
+    seen = ""
+    next_load = 0.0
+
+    def show(obj: dict[str, Any], final: bool = False) -> None:
+        # the records are read again when the status changed (each finished trial changes its counts), at most as
+        # often as ten times the last read took, so a large experiment is not read whole every second
+        nonlocal results, seen, next_load
+        version = str(obj["metadata"].get("resourceVersion"))
+        if results is not None and not final and (version == seen or time.monotonic() < next_load):
+            if live:
+                sys.stderr.write("\r\033[K" + _status_line(results, time.monotonic() - started))
+                sys.stderr.flush()
+            return
+        t0 = time.monotonic()
+        results = source.load(obj)
+        seen, next_load = version, time.monotonic() + 10 * (time.monotonic() - t0)
         for r in results.trials:
             if r.state.finished and r.number not in reported:
                 reported.add(r.number)
@@ -163,7 +176,7 @@ def _follow(kt: Client, name: str, namespace: str, timeout: float | None) -> int
         _clear(live)
         return _error(str(e))
     _clear(live)
-    show(obj)  # the records written with the final status
+    show(obj, final=True)  # the records written with the final status
     _clear(live)
     outcome = outcome_of(obj) or {}
     word = "succeeded" if outcome.get("succeeded") else "failed"

@@ -77,9 +77,11 @@ def manifest(experiment: ExperimentLike) -> TuningExperiment:
 
 
 def body_of(exp: TuningExperiment) -> dict[str, Any]:
-    """The object to create: the manifest as the API server expects it (no status, defaults left to the server)."""
-    body = exp.model_dump(by_alias=True, exclude_none=True, exclude={"status"}, mode="json")
-    body["metadata"] = {k: v for k, v in body.get("metadata", {}).items() if v is not None}
+    """The object to create: what the manifest said (fields it left out stay out: the API server applies the CRD's
+    defaults), without a status."""
+    body = exp.model_dump(by_alias=True, exclude_unset=True, exclude={"status"}, mode="json")
+    meta = {k: v for k, v in (body.get("metadata") or {}).items() if v is not None}
+    body["metadata"] = {**meta, "name": exp.metadata.name}
     return body
 
 

@@ -267,8 +267,9 @@ class ClusterExperiment:
         self.object: dict[str, Any] | None = None
         """The experiment as last read by :meth:`load`."""
 
-    def load(self) -> ExperimentResults:
-        obj = self.cluster.get_experiment(self.name, self.namespace)
+    def load(self, experiment: dict[str, Any] | None = None) -> ExperimentResults:
+        """Read the results; ``experiment`` is the object when the caller has just read it."""
+        obj = experiment if experiment is not None else self.cluster.get_experiment(self.name, self.namespace)
         self.object = obj
         exp = parse_experiment(obj)
         spec = exp.spec
