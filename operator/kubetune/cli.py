@@ -168,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=_cmd_crd)
 
     rep = sub.add_parser("report", help="write an HTML report (plots, parameter importance, trial table)")
-    rep.add_argument("source", help="a results directory written by kubetune run")
+    rep.add_argument("source", help="a results directory written by kubetune run, or tex/[NAMESPACE/]NAME: an "
+                                    "experiment on the kubeconfig context's cluster")
     rep.add_argument("--output", "-o", help="the HTML file (default SOURCE/report.html)")
     rep.add_argument("--png", metavar="DIR", help="also write each plot as a PNG image into DIR (needs Chromium)")
     rep.set_defaults(func=_cmd_report)
