@@ -329,6 +329,16 @@ def test_wait_timeout_exits_124_and_running_trials_show_from_their_jobs(
         j.metadata.annotations["kubetune.io/parameters"]) for j in ex.jobs("slow")}
     assert len(running) == 2
     assert {t["number"]: t["params"] for t in running} == {n: jobs[n] for n in (t["number"] for t in running)}
+    # a running trial's latest report, from its pod's annotation: objective.py reports score * (steps - step) at
+    # each step, score = -(x - 0.3)^2, 3 steps over 30 s
+
+    def reported() -> list[dict[str, Any]]:
+        out = kubetune(capsys, "trials", "slow", "-o", "json", *kc)[1]
+        return [t for t in json.loads(out) if t["state"] == "Running" and t.get("curve")]
+
+    live = wait_for("a running trial's first report", reported, timeout=60, interval=1)[0]
+    assert live["curve"][0][0] == 0
+    assert live["curve"][0][1] == pytest.approx(-3 * (live["params"]["x"] - 0.3) ** 2)
     code, out, _ = kubetune(capsys, "delete", "slow", *kc)
     assert (code, out) == (0, 'tuningexperiment.kubetune.io "slow" deleted\n')
     wait_for("the experiment's Jobs to go", lambda: not ex.jobs("slow"), timeout=60)

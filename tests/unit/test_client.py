@@ -62,8 +62,9 @@ def record(n: int, x: float, state: str = "Succeeded", **kw: Any) -> str:
 class Fake:
     """core/batch/custom with the few list/get calls the source makes, paged ``page`` objects at a time."""
 
-    def __init__(self, obj: dict[str, Any], configmaps: list[Any], jobs: list[Any], page: int = 1) -> None:
-        self.obj, self.configmaps, self.jobs, self.page = obj, configmaps, jobs, page
+    def __init__(self, obj: dict[str, Any], configmaps: list[Any], jobs: list[Any], page: int = 1,
+                 pods: list[Any] | None = None) -> None:
+        self.obj, self.configmaps, self.jobs, self.page, self.pods = obj, configmaps, jobs, page, pods or []
         self.calls: list[tuple[str, dict[str, Any]]] = []
 
     def get_namespaced_custom_object(self, group: str, version: str, ns: str, plural: str, name: str,
@@ -86,6 +87,10 @@ class Fake:
 
     def list_namespaced_job(self, ns: str, **kw: Any) -> Any:
         return self._paged("jobs", self.jobs, k8s.V1JobList, **kw)
+
+    def list_namespaced_pod(self, ns: str, **kw: Any) -> Any:
+        assert kw["label_selector"] == "app.kubernetes.io/managed-by=kubetune,kubetune.io/experiment=exp"
+        return self._paged("pods", self.pods, k8s.V1PodList, **kw)
 
 
 class FakeCluster(Cluster):
@@ -113,7 +118,8 @@ class FakeCluster(Cluster):
 def job(n: int, params: Any, owner: str | None = UID, started: bool = True) -> Any:
     ann = {"kubetune.io/parameters": params if isinstance(params, str) else json.dumps(params)}
     return k8s.V1Job(
-        metadata=meta(f"exp-{n:04d}", owner, labels={"kubetune.io/trial-number": str(n)}, annotations=ann),
+        metadata=meta(f"exp-{n:04d}", owner, labels={"kubetune.io/trial-number": str(n)}, annotations=ann,
+                      uid=f"job-{n}"),
         status=k8s.V1JobStatus(start_time=datetime(2026, 1, 1, 0, 0, n, tzinfo=timezone.utc) if started else None))
 
 
@@ -154,6 +160,28 @@ def test_records_of_other_uids_and_hostile_values_are_skipped_and_running_trials
     assert any("4 unreadable" in n for n in results.notes), results.notes
     # every page was read, a page at a time
     assert [c for c, _ in fake.calls].count("configmaps") == 2 and [c for c, _ in fake.calls].count("jobs") == 6
+
+
+def pod(name: str, job_uid: str, annotation: str | None, second: int) -> Any:
+    return k8s.V1Pod(metadata=k8s.V1ObjectMeta(
+        name=name, annotations={"kubetune.io/metrics": annotation} if annotation is not None else None,
+        creation_timestamp=datetime(2026, 1, 1, 0, 0, second, tzinfo=timezone.utc),
+        owner_references=[k8s.V1OwnerReference(api_version="batch/v1", kind="Job", name="j", uid=job_uid)]))
+
+
+def test_running_trials_show_their_latest_report_bounded() -> None:
+    sdk = {"seq": 3, "metrics": {"score": 0.25, "loss": 1.0}, "curve": [[0, {"score": 0.5}], [1, {"score": 0.25}]]}
+    fake = Fake(manifest(), [], [job(0, {"x": 0.1}), job(1, {"x": 0.2}), job(2, {"x": 0.3})], pods=[
+        pod("p0-old", "job-0", json.dumps({"metrics": {"score": 9.0}}), 1),
+        pod("p0", "job-0", json.dumps(sdk), 2),  # the newest pod of the Job is read
+        pod("p1", "job-1", "[" * 100 + "]" * 100, 3),  # too deep: no metrics, still shown running
+        pod("p2", "job-2", json.dumps({"metrics": {f"m{i}": 1.0 for i in range(300)}}), 4),
+    ])
+    by = {r.number: r.trial for r in ClusterExperiment("exp", "ns", cluster=FakeCluster(fake)).load().trials}
+    assert by[0].state is TrialState.RUNNING and by[0].metrics == {"score": 0.25, "loss": 1.0}
+    assert by[0].curve == [(0, 0.5), (1, 0.25)]
+    assert by[1].state is TrialState.RUNNING and by[1].metrics == {} and by[1].params == {"x": 0.2}
+    assert len(by[2].metrics) == 64
 
 
 def test_outcome_and_missing_experiment() -> None:

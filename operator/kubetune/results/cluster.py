@@ -18,6 +18,7 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,9 @@ from pydantic import ValidationError
 
 from ..k8s import labels as L
 from ..k8s.store import selector
+from ..metrics import METRICS_ANNOTATION, MetricsFormatError, parse_annotation
 from ..spec import GROUP, MAX_TRIALS_LIMIT, PLURAL, VERSION, TuningExperiment
-from ..trials import TrialState
+from ..trials import TrialState, make_curve
 from .local import LocalDirectory, _duration
 from .model import ExperimentResults, ResultsError, TrialRecord
 
@@ -222,6 +224,10 @@ def _context_namespace(path: str | None, context: str | None) -> str:
     return str(((chosen or {}).get("context") or {}).get("namespace") or "default")
 
 
+def _created(obj: Any) -> datetime:
+    return obj.metadata.creation_timestamp or datetime.min.replace(tzinfo=timezone.utc)
+
+
 def owned_by(obj: Any, uid: str) -> bool:
     """Whether an object read from the API belongs to the experiment ``uid`` (the operator's rule: an object with
     owners, none of them ``uid``, is left over from an earlier experiment of the same name)."""
@@ -291,6 +297,7 @@ class ClusterExperiment:
                     dropped += 1
                     continue
                 records[trial.number] = TrialRecord(trial, _duration(trial))
+        reports: dict[str, Any] | None = None
         for job in self.cluster.trial_jobs(self.name, self.namespace):
             if not owned_by(job, uid):
                 continue
@@ -305,9 +312,12 @@ class ClusterExperiment:
                 continue
             start = job.status.start_time.strftime("%Y-%m-%dT%H:%M:%SZ") if job.status and job.status.start_time \
                 else None
-            trial = LocalDirectory._trial({"number": number, "params": params, "state": TrialState.RUNNING.value,
-                                           "start_time": start or (known.trial.start_time if known else None)},
-                                          spec)
+            doc = {"number": number, "params": params, "state": TrialState.RUNNING.value,
+                   "start_time": start or (known.trial.start_time if known else None)}
+            if reports is None:
+                reports = self._reports(spec.metric_names[0])
+            doc.update(reports.get(job.metadata.uid) or {})
+            trial = LocalDirectory._trial(doc, spec)
             if trial is None or (known is None and len(records) >= MAX_TRIALS_LIMIT):
                 continue
             records[number] = TrialRecord(trial, None)
@@ -319,3 +329,26 @@ class ClusterExperiment:
             name=self.name, spec=spec, trials=[records[n] for n in sorted(records)], outcome=outcome_of(obj),
             source=f"{self.namespace}/{self.name}", notes=notes,
         )
+
+    def _reports(self, objective: str) -> dict[str, dict[str, Any]]:
+        """The latest report of each running trial, by its Job's uid: ``metrics`` and the objective's ``curve``
+        from the newest pod's ``kubetune.io/metrics`` annotation, parsed with the operator's bounded parser."""
+        newest: dict[str, Any] = {}
+        for pod in self.cluster._pages(self.cluster.core.list_namespaced_pod, self.namespace,
+                                       f"{L.MANAGED_BY}={L.MANAGED_BY_VALUE},{L.EXPERIMENT}={self.name}", PAGE):
+            text = (pod.metadata.annotations or {}).get(METRICS_ANNOTATION)
+            job_uids = [o.uid for o in pod.metadata.owner_references or [] if o.kind == "Job"]
+            if text is None or not job_uids:
+                continue
+            old = newest.get(job_uids[0])
+            if old is None or _created(pod) > _created(old):
+                newest[job_uids[0]] = pod
+        out: dict[str, dict[str, Any]] = {}
+        for job_uid, pod in newest.items():
+            try:
+                report = parse_annotation(pod.metadata.annotations[METRICS_ANNOTATION])
+            except MetricsFormatError:
+                continue
+            out[job_uid] = {"metrics": report.metrics,
+                            "curve": [list(p) for p in make_curve(report.objective_curve(objective))]}
+        return out
