@@ -26,6 +26,7 @@ from operator_process import Experiments, OperatorProcess, wait_for
 
 from kubetune.cli import main
 from kubetune.client import Client, NotFound, WaitTimeout
+from kubetune.results.cluster import Cluster, ClusterError
 
 ROOT = Path(__file__).resolve().parents[2]
 OBJECTIVE = Path(__file__).resolve().parent / "trials" / "objective.py"
@@ -401,6 +402,16 @@ def test_errors_are_one_line_and_a_nonzero_exit(ns: str, crd: None, control_plan
     dead.write_text(yaml.safe_dump(cfg))
     code, _, err = kubetune(capsys, "get", "-n", ns, "--kubeconfig", str(dead))
     assert code == 1 and len(err.splitlines()) == 1 and err.startswith("error: cannot reach the cluster"), err
+
+    # a resource the API server does not serve (as TuningExperiments without the CRD): a 404 naming no object
+    cluster = Cluster.connect(control_plane.kubeconfig, namespace=ns)
+    for call in (lambda: cluster.call(cluster.custom.get_namespaced_custom_object, "absent.kubetune.io", "v1", ns,
+                                      "things", "x"),
+                 lambda: cluster.call(cluster.custom.list_namespaced_custom_object, "absent.kubetune.io", "v1", ns,
+                                      "things")):
+        with pytest.raises(ClusterError) as info:
+            call()
+        assert "is the CRD installed?" in str(info.value) and not isinstance(info.value, NotFound)
 
     code, _, err = kubetune(capsys, "get", "--kubeconfig", str(tmp_path / "missing"))
     assert code == 1 and err.startswith("error: no usable cluster configuration in "), err
