@@ -59,9 +59,9 @@ def _convert(node: dict[str, Any], defs: dict[str, Any], models: dict[str, type[
         types = sorted(b.get("type", "") for b in branches)
         if types != ["integer", "string"]:
             raise ValueError(f"no structural schema for a union of {types}")
-        out = {k: v for k, v in rest.items() if k in ("description",)}
-        out["x-kubernetes-int-or-string"] = True
-        return out
+        union: dict[str, Any] = {k: v for k, v in rest.items() if k in ("description",)}
+        union["x-kubernetes-int-or-string"] = True
+        return union
     out: dict[str, Any] = {}
     for key, value in node.items():
         if key == "properties":

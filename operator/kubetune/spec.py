@@ -7,17 +7,16 @@ Nothing here imports Kubernetes.
 
 from __future__ import annotations
 
-import json
 import math
-from typing import Annotated, Any, ClassVar, Literal, Optional, Union
+from typing import Annotated, Any, ClassVar, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, create_model, field_validator
 from pydantic.alias_generators import to_camel
 
-from .engine import SAMPLERS, DEFAULT_ALGORITHM, SearchSpace, sampler_class
+from .engine import DEFAULT_ALGORITHM, SAMPLERS, SearchSpace, sampler_class
 from .engine.space import CategoricalDistribution, Distribution, FloatDistribution, IntDistribution, ParamValue
-from .rules import Rule
 from .pruning.config import HYPERBAND_RULES, EarlyStopping
+from .rules import Rule
 
 GROUP = "kubetune.io"
 VERSION = "v1alpha1"
@@ -49,7 +48,7 @@ class Objective(KubeModel):
         min_length=1, max_length=63, pattern=METRIC_PATTERN, description="Name of the metric trials report."
     )
     goal: Literal["maximize", "minimize"] = Field(description="Whether larger or smaller values are better.")
-    target: Optional[float] = Field(
+    target: float | None = Field(
         None, description="Optional: the experiment succeeds as soon as the best trial reaches this value."
     )
 
@@ -69,7 +68,7 @@ class Objective(KubeModel):
 
 # --------------------------------------------------------------------------------------------------- parameters
 
-CategoricalValue = Union[StrictInt, StrictStr]
+CategoricalValue = StrictInt | StrictStr
 """Categorical values are strings or integers (``x-kubernetes-int-or-string``): the only scalar union a structural
 CRD schema can both admit and check with CEL. Floats and booleans are written quoted (``"0.5"``, ``"true"``); they
 reach commands rendered the same way."""
@@ -82,15 +81,15 @@ def _is_whole(x: float | None) -> bool:
 class Parameter(KubeModel):
     name: str = Field(min_length=1, max_length=63, pattern=NAME_PATTERN, description="Parameter name, unique.")
     type: Literal["float", "int", "categorical"] = Field(description="float | int | categorical.")
-    min: Optional[float] = Field(None, description="Lower bound (inclusive), for float and int.")
-    max: Optional[float] = Field(None, description="Upper bound (inclusive), for float and int.")
+    min: float | None = Field(None, description="Lower bound (inclusive), for float and int.")
+    max: float | None = Field(None, description="Upper bound (inclusive), for float and int.")
     scale: Literal["linear", "log"] = Field(
         "linear", description="linear (default) or log; log needs min > 0 and is honoured by every algorithm."
     )
-    step: Optional[float] = Field(
+    step: float | None = Field(
         None, gt=0, description="Optional quantization: values are min + k*step. For int it must be whole."
     )
-    values: Optional[list[CategoricalValue]] = Field(
+    values: list[CategoricalValue] | None = Field(
         None,
         min_length=1,
         max_length=64,
@@ -197,10 +196,12 @@ def _settings_model() -> type[BaseModel]:
             owners.setdefault(alias, []).append(name)
             if alias in fields:
                 continue
-            inner = Annotated[(finfo.annotation, *finfo.metadata)] if finfo.metadata else finfo.annotation
-            annotated = Optional[inner]  # type: ignore[valid-type]
+            inner: Any = finfo.annotation
+            if finfo.metadata:
+                inner = Annotated.__class_getitem__((inner, *finfo.metadata))  # type: ignore[attr-defined]
+            annotated = Optional[inner]  # noqa: UP045 (a runtime type expression)
             fields[alias] = (annotated, Field(None, description=finfo.description))
-    model = create_model(  # type: ignore[call-overload]
+    model: type[BaseModel] = create_model(
         "AlgorithmSettings",
         __config__=ConfigDict(extra="forbid", populate_by_name=True),
         **fields,
@@ -216,10 +217,13 @@ SETTING_OWNERS: dict[str, list[str]] = AlgorithmSettings.__owners__  # type: ign
 def _setting_rule(alias: str, owners: list[str]) -> Rule:
     names = ", ".join(owners)
     cel_list = ", ".join(f"'{o}'" for o in owners)
+    def check(a: Any) -> bool:
+        return getattr(a.settings, alias, None) is None or a.name in owners
+
     return Rule(
         f"!has(self.settings) || !has(self.settings.{alias}) || self.name in [{cel_list}]",
         f"settings.{alias} applies only to algorithm {names}",
-        lambda a, alias=alias, owners=owners: getattr(a.settings, alias, None) is None or a.name in owners,
+        check,
         field=f"settings.{alias}",
     )
 
@@ -230,19 +234,20 @@ class Algorithm(KubeModel):
             f"{n}: {c.summary}" for n, c in sorted(SAMPLERS.items())
         )
     )
-    seed: Optional[int] = Field(
+    seed: int | None = Field(
         None, ge=0, le=2**32 - 1, description="Optional seed: same seed and same results give the same suggestions."
     )
-    settings: Optional[AlgorithmSettings] = Field(  # type: ignore[valid-type]
+    settings: AlgorithmSettings | None = Field(  # type: ignore[valid-type]
         None, description="Per-algorithm settings; each applies to the algorithms its description names."
     )
 
     __rules__ = [_setting_rule(alias, owners) for alias, owners in SETTING_OWNERS.items()]
 
     def sampler_settings(self) -> dict[str, Any]:
-        if self.settings is None:
+        settings: BaseModel | None = self.settings
+        if settings is None:
             return {}
-        return self.settings.model_dump(exclude_none=True)
+        return settings.model_dump(exclude_none=True)
 
 
 # --------------------------------------------------------------------------------------------------- template
@@ -283,7 +288,7 @@ class ExperimentSpec(KubeModel):
         description="The search algorithm.",
         json_schema_extra={"default": {}},  # so the API server fills in the name's default before CEL runs
     )
-    early_stopping: Optional[EarlyStopping] = Field(
+    early_stopping: EarlyStopping | None = Field(
         None, description="Optional: stop hopeless trials early from their intermediate reports (median or asha)."
     )
     max_trials: int = Field(ge=1, le=MAX_TRIALS_LIMIT, description="Budget: the number of trials to run.")
@@ -327,7 +332,7 @@ class Condition(KubeModel):
     reason: str = Field(max_length=1024, description="CamelCase reason.")
     message: str = Field("", max_length=32768, description="Human-readable message.")
     last_transition_time: str = Field(description="When the status last changed (RFC 3339).")
-    observed_generation: Optional[int] = Field(None, description="The spec generation this condition describes.")
+    observed_generation: int | None = Field(None, description="The spec generation this condition describes.")
 
 
 class TrialCounts(KubeModel):
@@ -348,7 +353,7 @@ class BestTrial(KubeModel):
 
 class ExperimentStatus(KubeModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
-    observed_generation: Optional[int] = Field(None, description="The spec generation last reconciled.")
+    observed_generation: int | None = Field(None, description="The spec generation last reconciled.")
     conditions: list[Condition] = Field(
         default_factory=list,
         max_length=16,
@@ -356,10 +361,10 @@ class ExperimentStatus(KubeModel):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     trials: TrialCounts = Field(default_factory=TrialCounts, description="Trial counts by state.")
-    best_trial: Optional[BestTrial] = Field(None, description="The best trial so far.")
-    start_time: Optional[str] = Field(None, description="When the first trial was created.")
-    completion_time: Optional[str] = Field(None, description="When the experiment finished.")
-    results: Optional[str] = Field(
+    best_trial: BestTrial | None = Field(None, description="The best trial so far.")
+    start_time: str | None = Field(None, description="When the first trial was created.")
+    completion_time: str | None = Field(None, description="When the experiment finished.")
+    results: str | None = Field(
         None, max_length=253, description="Prefix of the ConfigMaps holding every finished trial's record."
     )
 
@@ -367,7 +372,7 @@ class ExperimentStatus(KubeModel):
 class Metadata(BaseModel):
     model_config = ConfigDict(extra="allow")
     name: str = Field("experiment", max_length=253)
-    namespace: Optional[str] = None
+    namespace: str | None = None
 
 
 class TuningExperiment(BaseModel):
@@ -378,7 +383,7 @@ class TuningExperiment(BaseModel):
     kind: Literal["TuningExperiment"]
     metadata: Metadata = Field(default_factory=Metadata)
     spec: ExperimentSpec
-    status: Optional[dict[str, Any]] = None
+    status: dict[str, Any] | None = None
 
     __rules__: ClassVar[list[Rule]] = [
         Rule(

@@ -40,7 +40,7 @@ class PodSummary:
     """The pod object no longer exists (this is its last known state)."""
     deleted_while_running: bool = False
     """Deletion was requested before the pod reached a final phase (set by :func:`merge_pod`)."""
-    digests: dict[tuple[str, ...], Any] = field(default_factory=dict, init=False, compare=False, repr=False)
+    digests: dict[tuple[str, ...], _Digest | str] = field(default_factory=dict, init=False, compare=False, repr=False)
     """The annotation parsed, per metric names (see :func:`_digest`): each text is parsed once."""
     job_uid: str = ""
     """The uid of the Job that owns the pod (a Job of the same name made earlier owns other pods)."""

@@ -40,10 +40,15 @@ def _to_snake(alias: str) -> str:
 
 
 def _only_for(field: str, rule: str) -> Rule:
+    attribute = _to_snake(field)
+
+    def check(e: Any) -> bool:
+        return bool(e.rule == rule or getattr(e, attribute) is None)
+
     return Rule(
         f"self.rule == '{rule}' || !has(self.{field})",
         f"{field} applies only to rule {rule}",
-        lambda e, f=_to_snake(field), r=rule: e.rule == r or getattr(e, f) is None,  # noqa: B008 (bound once)
+        check,
         field=field,
     )
 

@@ -91,7 +91,7 @@ def unit_grid(space: SearchSpace, j: int, n: int = 40) -> np.ndarray:
         return (np.arange(k) + 0.5) / k
     count = getattr(dist, "n_values", None)
     if isinstance(count, int) and count <= n:
-        return np.array([dist.to_unit(dist.value(i)) for i in range(count)])  # type: ignore[attr-defined]
+        return np.array([dist.to_unit(dist.value(i)) for i in range(count)])
     return (np.arange(n) + 0.5) / n
 
 

@@ -10,6 +10,7 @@ from plotly.subplots import make_subplots
 
 from ..engine._unit import to_unit_matrix
 from ..engine.space import CategoricalDistribution
+from ..results import TrialRecord
 from ..spec import render_value
 from ..trials import TrialState
 from .data import MAX_CURVES, MAX_POINTS, MAX_SLICES, ReportData, finite, unit_grid
@@ -24,7 +25,7 @@ def _label(v: object) -> str:
     return render_value(v) if isinstance(v, (str, int, float, bool)) else str(v)
 
 
-def _hover(data: ReportData, records: list) -> list[str]:
+def _hover(data: ReportData, records: list[TrialRecord]) -> list[str]:
     return [f"#{r.number} " + " ".join(f"{k}={_label(v)}" for k, v in r.params.items())[:300] for r in records]
 
 

@@ -134,12 +134,12 @@ def build(results: ExperimentResults) -> Report:
     figs: dict[str, go.Figure] = {}
     if data.scored:
         figs["history"] = figures.history(data)
-        figs["importance"] = figures.importance(data)  # type: ignore[assignment]
+        figs["importance"] = figures.importance(data)
         figs["slices"] = figures.slices(data)
         figs["parallel"] = figures.parallel(data)
         figs["contour"] = figures.contour(data, getattr(data.importance, "forest", None) and
                                           data.importance.forest.predict)  # type: ignore[union-attr]
-    figs["curves"] = figures.curves(data)  # type: ignore[assignment]
+    figs["curves"] = figures.curves(data)
     figs = {k: f for k, f in figs.items() if f is not None}
     table = _table(data)
     parts = []

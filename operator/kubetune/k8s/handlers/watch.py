@@ -14,30 +14,30 @@ from .. import labels as L
 from ..observe import summarize_job, summarize_pod
 from .state import reconciler
 
-OWNED = {L.MANAGED_BY: L.MANAGED_BY_VALUE, L.EXPERIMENT: kopf.PRESENT}
+OWNED: dict[str, Any] = {L.MANAGED_BY: L.MANAGED_BY_VALUE, L.EXPERIMENT: kopf.PRESENT}
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def experiment_event(type: str | None, body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
+async def experiment_event(type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
     if type == "DELETED":
-        reconciler().experiment_changed((namespace, name), None)
+        reconciler().experiment_changed((namespace or "", name), None)
     else:
-        reconciler().experiment_changed((namespace, name), _plain(body))
+        reconciler().experiment_changed((namespace or "", name), _plain(body))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=OWNED)
 async def job_event(
-    type: str | None, body: kopf.Body, namespace: str, name: str, labels: kopf.Labels, **_: Any
+    type: str, body: kopf.Body, namespace: str | None, name: str, labels: kopf.Labels, **_: Any
 ) -> None:
-    key = (namespace, labels[L.EXPERIMENT])
+    key = (namespace or "", labels[L.EXPERIMENT])
     reconciler().job_changed(key, name, None if type == "DELETED" else summarize_job(body))
 
 
 @kopf.on.event("", "v1", "pods", labels=OWNED)
 async def pod_event(
-    type: str | None, body: kopf.Body, namespace: str, name: str, labels: kopf.Labels, **_: Any
+    type: str, body: kopf.Body, namespace: str | None, name: str, labels: kopf.Labels, **_: Any
 ) -> None:
-    key = (namespace, labels[L.EXPERIMENT])
+    key = (namespace or "", labels[L.EXPERIMENT])
     reconciler().pod_changed(key, name, None if type == "DELETED" else summarize_pod(body))
 
 
