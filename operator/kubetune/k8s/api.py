@@ -66,7 +66,7 @@ class RetryPolicy:
         wait = min(self.backoff * 2 ** (attempt - 1), self.backoff_max) * (1.0 - self.jitter * self.random())
         if retry_after is not None:
             wait = max(wait, min(retry_after, self.retry_after_max))
-        return wait
+        return float(wait)
 
 
 DEFAULT_POLICY = RetryPolicy()
