@@ -415,3 +415,25 @@ def test_errors_are_one_line_and_a_nonzero_exit(ns: str, crd: None, control_plan
 
     code, _, err = kubetune(capsys, "get", "--kubeconfig", str(tmp_path / "missing"))
     assert code == 1 and err.startswith("error: no usable cluster configuration in "), err
+
+
+def test_context_picks_the_cluster_and_the_default_namespace(submitted: Any, ns: str, control_plane: Any,
+                                                             tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A kubeconfig whose current context points at nothing, and a context `work` for the cluster with namespace
+    `ns`: --context work reaches the cluster and lists that namespace without -n."""
+    cfg = yaml.safe_load(Path(control_plane.kubeconfig).read_text())
+    real = cfg["contexts"][0]["context"]
+    cfg["clusters"].append({"name": "dead", "cluster": {"server": "https://127.0.0.1:9"}})
+    cfg["contexts"] = [{"name": "dead", "context": {"cluster": "dead", "user": real["user"]}},
+                       {"name": "work", "context": {**real, "namespace": ns}}]
+    cfg["current-context"] = "dead"
+    path = tmp_path / "two.kubeconfig"
+    path.write_text(yaml.safe_dump(cfg))
+    code, out, err = kubetune(capsys, "get", "--kubeconfig", str(path), "--context", "work")
+    assert code == 0, err
+    assert [r.split()[0] for r in out.splitlines()[1:]] == ["quad"]
+    assert Client(kubeconfig=path, context="work").namespace == ns
+    code, _, err = kubetune(capsys, "get", "--kubeconfig", str(path))
+    assert code == 1 and err.startswith("error: cannot reach the cluster")
+    code, _, err = kubetune(capsys, "get", "--kubeconfig", str(path), "--context", "nosuch")
+    assert code == 1 and err.startswith("error: no usable cluster configuration in ") and len(err.splitlines()) == 1
