@@ -437,3 +437,22 @@ def test_context_picks_the_cluster_and_the_default_namespace(submitted: Any, ns:
     assert code == 1 and err.startswith("error: cannot reach the cluster")
     code, _, err = kubetune(capsys, "get", "--kubeconfig", str(path), "--context", "nosuch")
     assert code == 1 and err.startswith("error: no usable cluster configuration in ") and len(err.splitlines()) == 1
+
+
+def test_wait_on_a_stalled_experiment_exits_1_with_the_servers_message(
+        op: OperatorProcess, ns: str, control_plane: Any, ex: Experiments, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A trial template the API server rejects (a container name that is no DNS label) passes the offline checks;
+    the operator reports Stalled/InvalidTrialTemplate and `submit --wait` ends with it instead of waiting on."""
+    doc = experiment("stuck", 2)
+    doc["spec"]["trialTemplate"]["spec"]["template"]["spec"]["containers"][0]["name"] = "Bad_Name"
+    path = tmp_path / "stuck.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    code, out, err = kubetune(capsys, "submit", str(path), "--wait", "--timeout", "60",
+                              "-n", ns, "--kubeconfig", str(control_plane.kubeconfig))
+    assert code == 1, err
+    assert out == "tuningexperiment.kubetune.io/stuck created\n"
+    last = err.splitlines()[-1]
+    assert last.startswith("error: stuck is stalled: InvalidTrialTemplate: ") and "Bad_Name" in last, err
+    assert ex.jobs("stuck") == []
+    ex.delete("stuck")
