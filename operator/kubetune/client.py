@@ -65,8 +65,8 @@ def manifest(experiment: ExperimentLike) -> TuningExperiment:
         doc: Any = experiment.model_dump(by_alias=True, exclude_none=True, mode="json")
     elif isinstance(experiment, Mapping):
         doc = dict(experiment)
-    elif isinstance(experiment, os.PathLike) or (isinstance(experiment, str) and "\n" not in experiment
-                                                  and Path(experiment).suffix in (".yaml", ".yml", ".json")):
+    elif isinstance(experiment, os.PathLike) or (isinstance(experiment, str) and "\n" not in experiment and (
+            Path(experiment).suffix in (".yaml", ".yml", ".json") or Path(experiment).is_file())):
         return load_experiment(Path(experiment))
     else:
         return parse_manifest(str(experiment))
