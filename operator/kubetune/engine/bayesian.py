@@ -34,6 +34,8 @@ from .space import CategoricalDistribution, Distribution, FloatDistribution, Int
 
 _FIT_SUBSET = 128
 _MAX_GRID = 100_000
+_SCORE_CHUNK = 2**20
+"""Elements of the (candidates, trials) matrices of one scoring step (8 MiB of floats)."""
 _controller: Any = None
 
 
@@ -99,15 +101,16 @@ class BayesianSettings(ModelSettings):
         300,
         alias="maxModelTrials",
         ge=20,
-        le=5000,
+        le=2000,
         description="bayesian: at most this many finished trials (the best half and a random spread of the rest) "
-        "feed the Gaussian process; bounds the time per suggestion on long experiments.",
+        "feed the Gaussian process; bounds the time and memory per suggestion on long experiments (2000: about "
+        "200 MiB and seconds per suggestion).",
     )
     n_candidates: int = Field(
         512,
         alias="nCandidates",
         ge=16,
-        le=100000,
+        le=20000,
         description="bayesian: random candidates scored by expected improvement per suggestion, before local "
         "refinement around the most promising ones.",
     )
@@ -250,8 +253,13 @@ class BayesianSampler(Sampler):
         d = len(self.space)
 
         def score(U: np.ndarray) -> np.ndarray:
-            mu, sd = gp.predict(self._encode(U))
-            return log_expected_improvement(mu, sd, best)
+            # In chunks: the posterior at c candidates needs (c, trials) matrices, bounded here (_SCORE_CHUNK).
+            rows = max(1, _SCORE_CHUNK // max(len(gp.X), 1))
+            parts = []
+            for i in range(0, len(U), rows):
+                mu, sd = gp.predict(self._encode(U[i : i + rows]))
+                parts.append(log_expected_improvement(mu, sd, best))
+            return np.concatenate(parts)
 
         U = np.vstack([self._snap(rng.random((self._s.n_candidates, d))), self._perturb(rng, top, 32, 0.1)])
         a = score(U)
