@@ -123,11 +123,14 @@ def _duplicates(doc: dict[str, Any]) -> list[Problem]:
                 seen.add(p["name"])
             values = p.get("values") if isinstance(p, dict) else None
             if isinstance(values, list):
-                seen_values: list[Any] = []
+                seen_values: set[tuple[str, str]] = set()  # linear in the list, however long a local file makes it
                 for j, v in enumerate(values):
-                    if any(type(v) is type(w) and v == w for w in seen_values):
+                    key = (type(v).__name__, json.dumps(v, sort_keys=True, default=str))
+                    if key in seen_values:
                         out.append(Problem(f"spec.parameters[{i}].values[{j}]", f"Duplicate value: {json.dumps(v)}"))
-                    seen_values.append(v)
+                        if len(out) >= 100:
+                            return out
+                    seen_values.add(key)
     return out
 
 
