@@ -28,7 +28,7 @@ def crd(control_plane: Any, kube_api: client.ApiClient) -> None:
                           "crd/tuningexperiments.kubetune.io")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # stops with this module: later modules run operators of their own
 def operator(control_plane: Any, crd: None, node_agent: Any, tmp_path_factory: pytest.TempPathFactory
              ) -> Iterator[OperatorProcess]:
     op = OperatorProcess(control_plane.kubeconfig, tmp_path_factory.mktemp("operator")).start()
