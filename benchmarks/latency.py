@@ -21,8 +21,8 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 for _p in (str(ROOT / "operator"), str(ROOT)):

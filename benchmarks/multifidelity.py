@@ -51,10 +51,11 @@ import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 from dataclasses import asdict, dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Callable  # noqa: E402
+from typing import Any  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 for _p in (str(ROOT / "operator"), str(ROOT)):
@@ -64,8 +65,8 @@ for _p in (str(ROOT / "operator"), str(ROOT)):
 import numpy as np  # noqa: E402
 
 from kubetune.engine import ParamValue, Sampler  # noqa: E402
-from kubetune.engine.random import RandomSampler  # noqa: E402
 from kubetune.engine.base import SuggestContext  # noqa: E402
+from kubetune.engine.random import RandomSampler  # noqa: E402
 from kubetune.plan import make_plan  # noqa: E402
 from kubetune.pruning import make_pruner  # noqa: E402
 from kubetune.spec import ExperimentSpec  # noqa: E402
@@ -241,7 +242,7 @@ class StreamSampler(Sampler):
         return [dict(p) for p in self.stream[start:start + n]]
 
 
-def _spec(task: Task, cfg: "Config", seed: int, *, algorithm: dict[str, Any] | None = None,
+def _spec(task: Task, cfg: Config, seed: int, *, algorithm: dict[str, Any] | None = None,
           early: dict[str, Any] | None = None, max_trials: int = 10_000, epochs_param: bool = False) -> ExperimentSpec:
     params = list(task.parameters)
     if epochs_param:
@@ -310,7 +311,7 @@ def run_kubetune(spec: ExperimentSpec, sampler: Sampler | None, curves: Curves, 
 # --------------------------------------------------------------------------------------------------- optuna
 
 
-def run_optuna(pruner_name: str, task: Task, stream: list[dict[str, ParamValue]], cfg: "Config", seed: int,
+def run_optuna(pruner_name: str, task: Task, stream: list[dict[str, ParamValue]], cfg: Config, seed: int,
                curves: Curves, ledger: Ledger) -> None:
     import optuna
 

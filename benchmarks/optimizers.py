@@ -19,8 +19,9 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 

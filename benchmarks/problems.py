@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Callable, Mapping
+from functools import cache
 
 import numpy as np
 
@@ -107,7 +107,7 @@ def synthetic_problems() -> list[Problem]:
 # -- bayesmark-style model tuning ---------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=None)
+@cache
 def _data(name: str) -> tuple[np.ndarray, np.ndarray]:
     from sklearn import datasets
     from sklearn.preprocessing import StandardScaler
@@ -118,7 +118,7 @@ def _data(name: str) -> tuple[np.ndarray, np.ndarray]:
     return StandardScaler().fit_transform(X), y
 
 
-@lru_cache(maxsize=None)
+@cache
 def _folds(name: str, classification: bool) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
     from sklearn.model_selection import KFold, StratifiedKFold
 

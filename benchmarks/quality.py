@@ -35,7 +35,7 @@ for _p in (str(ROOT / "operator"), str(ROOT)):
 import numpy as np  # noqa: E402
 
 from benchmarks.optimizers import make_optimizer  # noqa: E402
-from benchmarks.problems import Problem, all_problems, problem  # noqa: E402
+from benchmarks.problems import all_problems, problem  # noqa: E402
 
 OPTIMIZERS = ["kubetune-bayesian", "kubetune-tpe", "kubetune-sobol", "optuna-tpe", "skopt-gp", "hyperopt-tpe",
               "random"]
@@ -182,7 +182,7 @@ def summary_table(res: Results, budget: str) -> str:
     """Optimizers x families: mean score over problems and seeds, plus the mean per-problem rank."""
     fam = families(res)
     cols = list(fam) + ["overall"]
-    lines = [f"| optimizer | " + " | ".join(cols) + " | mean rank | suggest s/run |",
+    lines = ["| optimizer | " + " | ".join(cols) + " | mean rank | suggest s/run |",
              "|---" * (len(cols) + 3) + "|"]
     ranks = _mean_ranks(res, budget)
     rows = []

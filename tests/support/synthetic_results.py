@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+
 from kubetune.local.results import Journal, ResultsWriter, journal_identity
 from kubetune.plan import Outcome
 from kubetune.spec import TuningExperiment

@@ -14,6 +14,7 @@ import urllib3
 import yaml
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
+
 from kubetune import client as kc
 from kubetune.cli_cluster import _age
 from kubetune.k8s.store import record_key, selector, shard_name
@@ -27,7 +28,6 @@ from kubetune.results.cluster import (
 )
 from kubetune.trials import Trial, TrialState
 from kubetune.validation import InvalidExperiment, load_experiment
-
 from tests.support.synthetic_results import make_trials, write_results_dir
 
 ROOT = Path(__file__).resolve().parents[2]

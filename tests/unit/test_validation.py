@@ -8,8 +8,9 @@ from __future__ import annotations
 import copy
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import yaml
@@ -96,11 +97,11 @@ def _pop(get: Callable[[dict], dict], key: str) -> Callable[[dict], None]:
     return lambda d: get(d).pop(key)
 
 
-spec = lambda d: d["spec"]  # noqa: E731
-top = lambda d: d  # noqa: E731
-algo = lambda d: d["spec"]["algorithm"]  # noqa: E731
-objective = lambda d: d["spec"]["objective"]  # noqa: E731
-meta = lambda d: d["metadata"]  # noqa: E731
+spec = lambda d: d["spec"]
+top = lambda d: d
+algo = lambda d: d["spec"]["algorithm"]
+objective = lambda d: d["spec"]["objective"]
+meta = lambda d: d["metadata"]
 
 TC = "spec.trialTemplate.spec.template.spec"
 

@@ -40,6 +40,6 @@ def post(api: Api, experiment: Mapping[str, Any], reason: str, message: str, war
     }
     try:
         api.create_event(meta["namespace"], body)
-    except Exception as e:  # noqa: BLE001  (events are best effort: no failure here fails a reconcile)
+    except Exception as e:
         log.warning("cannot post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"],
                     f"{e.status} {e.reason}" if isinstance(e, ApiException) else repr(e)[:300])

@@ -9,7 +9,8 @@ Each ConfigMap is owned by the experiment, so deleting the experiment deletes it
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..trials import Trial
 from . import labels as L
@@ -48,7 +49,7 @@ class TrialStore:
             owners = cm.metadata.owner_references or []
             if owners and all(o.uid != self.experiment["metadata"]["uid"] for o in owners):
                 continue  # left over from an earlier experiment of the same name
-            for key, value in (cm.data or {}).items():
+            for _key, value in (cm.data or {}).items():
                 try:
                     trial = Trial.from_record(json.loads(value))
                 except (ValueError, KeyError, TypeError):
