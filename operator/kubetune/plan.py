@@ -8,10 +8,12 @@ numbers (and so names) are deterministic.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field, replace
 
-from .engine import ParamValue, Sampler, make_sampler
+from .engine import Observation, ParamValue, Sampler, make_sampler
 from .pruning import Pruner, make_pruner
 from .spec import ExperimentSpec
 from .trials import Reason, Trial, TrialState
@@ -88,16 +90,7 @@ def default_seed(experiment: str) -> int:
 def count(trials: Sequence[Trial]) -> Counts:
     c = Counts(created=len(trials))
     for t in trials:
-        if t.active:
-            c.running += 1
-        elif t.state is TrialState.SUCCEEDED:
-            c.succeeded += 1
-        elif t.state is TrialState.FAILED:
-            c.failed += 1
-        elif t.state is TrialState.PRUNED:
-            c.pruned += 1
-        else:
-            c.canceled += 1
+        _tally(c, t)
     return c
 
 
@@ -145,6 +138,83 @@ def _outcome(spec: ExperimentSpec, c: Counts, best: Trial | None, exhausted: boo
     return None
 
 
+class History:
+    """The finished trials of one experiment and what a plan derives from them, kept up to date as trials finish.
+
+    :func:`make_plan` with ``history=`` then does work in proportion to the active trials, not to every trial: the
+    engine's observations of finished trials, the keys of their configurations, their counts and the best of them
+    are kept here, and the sampler and pruner built for ``spec`` are reused (samplers keep nothing between calls,
+    see :mod:`kubetune.engine.base`). A finished trial is final: adding a trial whose number is already here
+    replaces it and recomputes the summary. A history belongs to one spec; a changed spec needs a new one.
+    """
+
+    def __init__(self, spec: ExperimentSpec, experiment: str, finished: Iterable[Trial] = ()) -> None:
+        self.spec = spec
+        self.experiment = experiment
+        self.sampler = build_sampler(spec, experiment)
+        self.pruner = make_pruner(spec)
+        self._reset(finished)
+
+    def _reset(self, finished: Iterable[Trial]) -> None:
+        self.numbers: list[int] = []
+        """Trial numbers, ascending; ``trials`` and ``observations`` are in the same order."""
+        self.trials: list[Trial] = []
+        self.observations: list[Observation] = []
+        self.keys: set[tuple[object, ...]] = set()
+        """:meth:`SearchSpace.key` of every finished configuration."""
+        self.counts = Counts()
+        """Succeeded, failed, pruned and canceled trials among these (``created`` and ``running`` stay 0)."""
+        self.best: Trial | None = None
+        self._best_value: float | None = None
+        for t in finished:
+            self.add(t)
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+    def __contains__(self, number: object) -> bool:
+        i = bisect_left(self.numbers, number) if isinstance(number, int) else len(self.numbers)
+        return i < len(self.numbers) and self.numbers[i] == number
+
+    @property
+    def last_number(self) -> int | None:
+        return self.numbers[-1] if self.numbers else None
+
+    def add(self, trial: Trial) -> None:
+        """Record a finished trial."""
+        if not trial.state.finished:
+            raise ValueError(f"trial {trial.number} is {trial.state.value}, not finished")
+        i = bisect_left(self.numbers, trial.number)
+        if i < len(self.numbers) and self.numbers[i] == trial.number:
+            trials = list(self.trials)
+            trials[i] = trial
+            self._reset(trials)
+            return
+        self.numbers.insert(i, trial.number)
+        self.trials.insert(i, trial)
+        self.observations.insert(i, trial.observation(self.spec.objective))
+        self.keys.add(self.sampler.space.key(trial.params))
+        _tally(self.counts, trial)
+        if trial.state is TrialState.SUCCEEDED and (v := trial.objective_value(self.spec.objective)) is not None:
+            # best_trial's rule: the best value, and among equal values the lowest number
+            if (self._best_value is None or self.spec.objective.better(v, self._best_value)
+                    or (v == self._best_value and self.best is not None and trial.number < self.best.number)):
+                self.best, self._best_value = trial, v
+
+
+def _tally(c: Counts, t: Trial) -> None:
+    if t.active:
+        c.running += 1
+    elif t.state is TrialState.SUCCEEDED:
+        c.succeeded += 1
+    elif t.state is TrialState.FAILED:
+        c.failed += 1
+    elif t.state is TrialState.PRUNED:
+        c.pruned += 1
+    else:
+        c.canceled += 1
+
+
 def make_plan(
     spec: ExperimentSpec,
     trials: Sequence[Trial],
@@ -153,13 +223,21 @@ def make_plan(
     sampler: Sampler | None = None,
     pruner: Pruner | None = None,
     suggest: bool = True,
+    history: History | None = None,
 ) -> Plan:
     """Decide what to do next.
 
     ``trials`` are every trial the experiment has, in any order. ``sampler``/``pruner`` may be passed to reuse
     instances; they are otherwise built from the spec. With ``suggest=False`` no new trials are asked for (the
     plan then only summarizes: counts, best trial, outcome, stops).
+
+    With ``history`` (a :class:`History` of this ``spec``), ``trials`` are the trials that are not in it, all of
+    them active, and the finished trials come from the history (with its sampler and pruner unless others are
+    passed): the plan is the one ``trials`` plus every trial of the history would give.
     """
+    if history is not None:
+        return _plan(spec, trials, history, sampler or history.sampler,
+                     pruner if pruner is not None else history.pruner, suggest)
     trials = sorted(trials, key=lambda t: t.number)
     sampler = sampler or build_sampler(spec, experiment)
     pruner = pruner if pruner is not None else make_pruner(spec)
@@ -168,9 +246,9 @@ def make_plan(
     best = best_trial(spec, trials)
     finished = [t for t in trials if not t.active]
     active = [t for t in trials if t.active]
-    history = [t.observation(spec.objective) for t in finished]
+    history_ = [t.observation(spec.objective) for t in finished]
     pending = [t.params for t in active]
-    remaining = sampler.remaining(history, pending)
+    remaining = sampler.remaining(history_, pending)
     outcome = _outcome(spec, c, best, exhausted=remaining == 0)
 
     if outcome is not None and outcome.reason in _ENDS_EARLY:
@@ -197,10 +275,63 @@ def make_plan(
     if n_new > 0 and suggest:
         stopped = {s.number for s in plan.stop}
         pending = [t.params for t in active if t.number not in stopped]
-        history = history + [
+        history_ = history_ + [
             t.observation(spec.objective) for t in active if t.number in stopped
         ]
-        suggestions = sampler.suggest(history, pending, n=n_new)
+        suggestions = sampler.suggest(history_, pending, n=n_new)
         first = (trials[-1].number + 1) if trials else 0
         plan.create = [NewTrial(first + i, p) for i, p in enumerate(suggestions)]
+    return plan
+
+
+def _plan(spec: ExperimentSpec, trials: Sequence[Trial], history: History, sampler: Sampler,
+          pruner: Pruner | None, suggest: bool) -> Plan:
+    """:func:`make_plan` over ``history`` and its active ``trials``, step for step the same decisions."""
+    if history.spec != spec:
+        raise ValueError("the history was built for another spec")
+    active = sorted(trials, key=lambda t: t.number)
+    for t in active:
+        if not t.active or t.number in history:
+            raise ValueError(f"trial {t.number} is finished or in the history: record it with History.add")
+    plan = Plan()
+    c = replace(history.counts, created=len(history) + len(active), running=len(active))
+    best = history.best
+    pending = [t.params for t in active]
+    remaining = sampler.remaining_known(history.observations, pending, history.keys)
+    outcome = _outcome(spec, c, best, exhausted=remaining == 0)
+
+    if outcome is not None and outcome.reason in _ENDS_EARLY:
+        plan.stop = [
+            StopOrder(t.number, TrialState.CANCELED, Reason.EXPERIMENT_FINISHED,
+                      f"stopped because the experiment finished: {outcome.reason}")
+            for t in active
+        ]
+    elif pruner is not None and active:
+        everything = sorted(history.trials + active, key=lambda t: t.number)
+        plan.stop = [
+            StopOrder(number, TrialState.PRUNED, reason, message)
+            for number, reason, message in pruner.decide(spec, everything)
+        ]
+
+    plan.counts = c
+    plan.best = best
+    plan.outcome = outcome
+    if outcome is not None:
+        return plan
+
+    still_active = len(active) - len(plan.stop)
+    n_new = min(spec.parallel_trials - still_active, spec.max_trials - c.created)
+    if n_new > 0 and suggest:
+        stopped = {s.number for s in plan.stop}
+        pending = [t.params for t in active if t.number not in stopped]
+        observations = history.observations
+        known: AbstractSet[tuple[object, ...]] = history.keys
+        extra = [t for t in active if t.number in stopped]
+        if extra:
+            observations = observations + [t.observation(spec.objective) for t in extra]
+            known = known | {sampler.space.key(t.params) for t in extra}
+        suggestions = sampler.suggest(list(observations), pending, n=n_new, known=known)
+        last = max(history.last_number if history.last_number is not None else -1,
+                   active[-1].number if active else -1)
+        plan.create = [NewTrial(last + 1 + i, p) for i, p in enumerate(suggestions)]
     return plan

@@ -22,6 +22,7 @@ from __future__ import annotations
 import enum
 import hashlib
 from abc import ABC, abstractmethod
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import ClassVar, Mapping, Sequence
 
@@ -103,6 +104,8 @@ class Sampler(ABC):
         history: Sequence[Observation],
         pending: Sequence[Mapping[str, ParamValue]] = (),
         n: int = 1,
+        *,
+        known: AbstractSet[tuple[object, ...]] | None = None,
     ) -> list[dict[str, ParamValue]]:
         """Return up to ``n`` new configurations.
 
@@ -110,16 +113,23 @@ class Sampler(ABC):
         running. The result avoids every configuration in both whenever the space has room for it, and never
         repeats a configuration within the batch. It is shorter than ``n`` only when the space is exhausted
         (see :meth:`remaining`).
+
+        ``known``, when given, is the set of keys (:meth:`SearchSpace.key`) of the configurations in ``history``,
+        kept by a caller that adds to it as trials finish instead of hashing every configuration on every call;
+        the result is the same as without it.
         """
         if n <= 0:
             return []
-        remaining = self.remaining(history, pending)
+        remaining = self.remaining(history, pending) if known is None else self.remaining_known(history, pending,
+                                                                                                 known)
         if remaining is not None:
             n = min(n, remaining)
             if n <= 0:
                 return []
         ctx = SuggestContext(history=history, pending=pending, rng=self._rng(len(history) + len(pending)))
-        ctx.seen = {self.space.key(o.params) for o in history} | {self.space.key(p) for p in pending}
+        if known is None:
+            known = {self.space.key(o.params) for o in history}
+        ctx.seen = set(known) | {self.space.key(p) for p in pending}
         out = self._suggest(ctx, n)
         return [self._clean(p) for p in out][:n]
 
@@ -130,6 +140,21 @@ class Sampler(ABC):
             return None
         tried = {self.space.key(o.params) for o in history} | {self.space.key(p) for p in pending}
         return max(size - len(tried), 0)
+
+    def remaining_known(
+        self,
+        history: Sequence[Observation],
+        pending: Sequence[Mapping[str, ParamValue]],
+        known: AbstractSet[tuple[object, ...]],
+    ) -> int | None:
+        """:meth:`remaining`, given the set of keys of the configurations in ``history`` (see :meth:`suggest`)."""
+        if type(self).remaining is not Sampler.remaining:  # a sampler that counts in its own way
+            return self.remaining(history, pending)
+        size = self.space.grid_size()
+        if size is None:
+            return None
+        fresh = {self.space.key(p) for p in pending} - known
+        return max(size - len(known) - len(fresh), 0)
 
     # -- for subclasses -----------------------------------------------------------------------------------------
 

@@ -11,7 +11,12 @@ and a worker whose experiment disappeared from the view stops.
 Memory stays bounded however many trials an experiment runs: the view holds the Jobs that exist (active ones and
 the newest finished ones kept for logs) and their pods, a deleted Job's pods go with it, a view whose experiment
 and objects are all gone is dropped, and per-trial worker state is kept only while the trial is active. What grows
-is the records dict, one bounded record per trial (the same records the ConfigMaps hold).
+is the records (:class:`Records`), one bounded record per trial (the same records the ConfigMaps hold), with the
+plan's :class:`~kubetune.plan.History` of the finished ones.
+
+A reconcile costs in proportion to the active trials, not to every trial: the records keep the numbers of the
+active ones, and the history keeps what planning derives from the finished ones (the engine's observations, the
+keys of their configurations, counts, the best trial, the sampler), updated as each record is stored.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..plan import Plan, make_plan
+from ..plan import History, Plan, make_plan
 from ..spec import ExperimentSpec, check_algorithm
 from ..template import template_problems, trial_name
 from ..trials import Trial, TrialState
@@ -80,6 +85,44 @@ class Timing:
     backoff_max: float = 60.0
 
 
+class Records(dict[int, Trial]):
+    """The experiment's trial records by number, with the numbers of the active ones and the plan's history of the
+    finished ones, both kept up to date as records are stored."""
+
+    def __init__(self, records: Mapping[int, Trial] | None = None) -> None:
+        super().__init__()
+        self.active: set[int] = set()
+        self.history: History | None = None
+        for number, trial in (records or {}).items():
+            self[number] = trial
+
+    def __setitem__(self, number: int, trial: Trial) -> None:
+        previous = self.get(number)
+        super().__setitem__(number, trial)
+        if "active" not in self.__dict__:  # unpickling sets the items before the attributes
+            return
+        if trial.state.finished:
+            self.active.discard(number)
+            if self.history is not None:
+                self.history.add(trial)
+        else:
+            self.active.add(number)
+            if previous is not None and previous.state.finished:
+                self.history = None  # not expected (a record is final once finished): built again when asked
+
+    def sync(self) -> None:
+        """Take in active records whose trial object was marked finished in place."""
+        for number in sorted(n for n in self.active if self[n].state.finished):
+            self[number] = self[number]
+
+    def history_for(self, spec: ExperimentSpec, experiment: str) -> History:
+        """The history of the finished records for ``spec`` (built again when the spec changed)."""
+        self.sync()
+        if self.history is None or self.history.spec != spec:
+            self.history = History(spec, experiment, (t for t in self.values() if t.state.finished))
+        return self.history
+
+
 @dataclass
 class ClusterState:
     """What the watch handlers have seen."""
@@ -98,7 +141,7 @@ class ExperimentWorker:
         self.api_factory = api_factory
         self.timing = timing
         self.wakeup = asyncio.Event()
-        self.records: dict[int, Trial] | None = None
+        self.records: Records | None = None
         self.uid: str | None = None
         self.seen: set[int] = set()
         """Active trials whose Job has been seen: if it disappears before the trial finished, the trial is lost
@@ -151,7 +194,7 @@ class ExperimentWorker:
             return
         store = TrialStore(self.api, body)
         if self.records is None:
-            self.records = await asyncio.to_thread(store.load)
+            self.records = Records(await asyncio.to_thread(store.load))
         view = self.state.view(self.key)
         await self._confirm_gone(namespace, name, view)
         trials, finished_now, missing_jobs, stale_jobs = self._observe(spec, name, view)
@@ -170,7 +213,10 @@ class ExperimentWorker:
         for job_name in stale_jobs:  # stopped trials whose Job survived (a failed delete, or a restart in between)
             await asyncio.to_thread(self.api.delete_job, namespace, job_name)
 
-        plan: Plan = await asyncio.to_thread(prometheus.timed_plan(body), spec, list(trials.values()), experiment=name)
+        history = self.records.history_for(spec, name)
+        plan: Plan = await asyncio.to_thread(prometheus.timed_plan(body), spec,
+                                             [t for t in trials.values() if t.active], experiment=name,
+                                             history=history)
 
         stopped: list[Trial] = []
         for order in plan.stop:
@@ -213,8 +259,9 @@ class ExperimentWorker:
                 t.state = TrialState.RUNNING
             await asyncio.to_thread(store.save, launched)
         if stopped:  # counts and outcome as they are now (stopping the last running trials may end the experiment)
-            plan = await asyncio.to_thread(make_plan, spec, self._current(trials) + created, experiment=name,
-                                           suggest=False)
+            history = self.records.history_for(spec, name)
+            plan = await asyncio.to_thread(make_plan, spec, self._current(trials, history) + created,
+                                           experiment=name, suggest=False, history=history)
         elif created:
             plan = after_creating(plan, len(created))
 
@@ -233,10 +280,10 @@ class ExperimentWorker:
         await self._patch_status(body, running_status(body, spec, plan))
         prometheus.RECONCILE_SECONDS.observe(time.monotonic() - started)
 
-    def _current(self, trials: dict[int, Trial]) -> list[Trial]:
-        assert self.records is not None
-        return [self.records[n] if n in self.records and self.records[n].state.finished else t
-                for n, t in trials.items()]
+    @staticmethod
+    def _current(trials: dict[int, Trial], history: History) -> list[Trial]:
+        """The active trials of ``trials`` that are not recorded as finished (those are in ``history``)."""
+        return [t for n, t in trials.items() if t.active and n not in history]
 
     def _ours(self, job: JobSummary) -> bool:
         """Whether the Job belongs to this experiment (a Job left by an earlier experiment of the same name, still
@@ -251,7 +298,8 @@ class ExperimentWorker:
         records = self.records
         assert records is not None and self.uid is not None
         ours = {j.number: j for j in view.jobs.values() if self._ours(j)}
-        for number, rec in records.items():
+        for number in sorted(records.active):
+            rec = records[number]
             if (rec.state is TrialState.RUNNING and number not in ours and number not in self.seen
                     and not await asyncio.to_thread(self.api.job_exists, namespace, trial_name(name, number),
                                                     self.uid)):
@@ -271,10 +319,13 @@ class ExperimentWorker:
     def _observe(
         self, spec: ExperimentSpec, name: str, view: ClusterView
     ) -> tuple[dict[int, Trial], list[Trial], list[int], list[str]]:
-        """Trials as of now; the ones that just finished (to record); pending ones whose Job must be (re)made;
-        Jobs of trials recorded as stopped that still run (to delete)."""
+        """Trials as of now (the active ones, and the finished ones that still have a Job); the ones that just
+        finished (to record); pending ones whose Job must be (re)made; Jobs of trials recorded as stopped that still
+        run (to delete). Only active records and the view's Jobs are looked at, not every record."""
+        if not isinstance(self.records, Records):
+            self.records = Records(self.records)
         records = self.records
-        assert records is not None
+        records.sync()
         trials: dict[int, Trial] = {}
         finished_now: list[Trial] = []
         missing: list[int] = []
@@ -282,7 +333,7 @@ class ExperimentWorker:
         jobs_by_number: dict[int, JobSummary] = {j.number: j for j in view.jobs.values() if self._ours(j)}
         self.seen = {n for n in self.seen if not (n in records and records[n].state.finished)}
         self.seen |= {n for n in jobs_by_number if not (n in records and records[n].state.finished)}
-        for number in sorted(set(records) | set(jobs_by_number)):
+        for number in sorted(records.active | set(jobs_by_number)):
             rec = records.get(number)
             job = jobs_by_number.get(number)
             if rec is not None and rec.state.finished:
