@@ -7,8 +7,9 @@ local runner). Both report the same ``message``; a test runs every rule through 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass(frozen=True)

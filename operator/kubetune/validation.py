@@ -9,12 +9,14 @@ algorithm accepts its settings) are reported as well, with their own path.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from .spec import TuningExperiment, check_algorithm
 from .template import template_problems
@@ -48,7 +50,7 @@ def _loc_to_path(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def _describe(err: dict[str, Any]) -> str:
+def _describe(err: ErrorDetails) -> str:
     kind = err["type"]
     ctx = err.get("ctx") or {}
     value = err.get("input")
@@ -147,7 +149,8 @@ def validate_document(doc: Any) -> tuple[TuningExperiment | None, list[Problem]]
     problems += rule_problems(exp)
     if not problems:
         names = [p.name for p in exp.spec.parameters]
-        problems += [Problem("spec.trialTemplate." + p, m) for p, m in template_problems(exp.spec.trial_template.spec, names)]
+        problems += [Problem("spec.trialTemplate." + p, m)
+                     for p, m in template_problems(exp.spec.trial_template.spec, names)]
         for i, param in enumerate(exp.spec.parameters):
             try:
                 param.to_distribution()

@@ -19,6 +19,7 @@ ran is printed by ``test_zz_report`` (run with ``-s`` to see it) and checked aga
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import subprocess
@@ -27,15 +28,15 @@ import time
 import tracemalloc
 import zlib
 from collections import Counter
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import numpy as np
 
 from kubetune.engine import (
     SAMPLERS,
@@ -291,6 +292,22 @@ def check_suggestions(spec: ExperimentSpec, raw: dict[str, Any], trials: list[Tr
         assert len(new) == asked, f"asked for {asked}, got {len(new)} with room in the space"
 
 
+@contextlib.contextmanager
+def traced() -> Iterator[Callable[[], int]]:
+    """Trace allocations; yields a function giving the peak (bytes) above the memory in use on entry. Works when
+    another test left tracing on (it is then left on)."""
+    was_tracing = tracemalloc.is_tracing()
+    if not was_tracing:
+        tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    tracemalloc.reset_peak()
+    try:
+        yield lambda: tracemalloc.get_traced_memory()[1] - base
+    finally:
+        if not was_tracing:
+            tracemalloc.stop()
+
+
 def run_example(raw: dict[str, Any], rounds: int = ROUNDS) -> str:
     """Validate and plan ``raw``; returns what happened (``planned: ALGORITHM`` or why it was rejected)."""
     exp, problems = validate_document(raw)
@@ -311,8 +328,7 @@ def run_example(raw: dict[str, Any], rounds: int = ROUNDS) -> str:
     trials: list[Trial] = []
     TRIALS.clear()
     started = time.process_time()
-    tracemalloc.start()
-    try:
+    with traced() as peak_of:
         for r in range(rounds):
             plan = make_plan(spec, trials, experiment="prop")
             for order in plan.stop:
@@ -329,9 +345,7 @@ def run_example(raw: dict[str, Any], rounds: int = ROUNDS) -> str:
                 if (i + r) % 3 != 2:  # most running trials finish each round, some keep running
                     finish(t, (t.number + r) % 3)
             assert time.process_time() - started < TIME_BOUND
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+        peak = peak_of()
     assert peak < MEMORY_BOUND, f"peak {peak / 2**20:.1f} MiB"
     TRIALS.extend(trials)
     return f"planned: {spec.algorithm.name}"
@@ -442,12 +456,9 @@ def suggest_peak(algo: str, settings_: dict[str, Any], dims: int, finished: int,
     busy = [space.from_unit(rng.random(dims).tolist()) for _ in range(pending)]
     sampler = make_sampler(algo, space, seed=1, settings=settings_)
     started = time.monotonic()
-    tracemalloc.start()
-    try:
+    with traced() as peak_of:
         out = sampler.suggest(history, busy, n=1)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+        peak = peak_of()
     assert len(out) == 1 and space.contains(out[0])
     return peak, time.monotonic() - started
 

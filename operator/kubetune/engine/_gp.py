@@ -36,7 +36,8 @@ def warp_targets(y: np.ndarray) -> np.ndarray:
     """
     y = np.asarray(y, dtype=float)
     if len(y) < 3 or np.ptp(y) == 0:
-        return (y - y.mean()) / (y.std() or 1.0)
+        flat: np.ndarray = (y - y.mean()) / (y.std() or 1.0)
+        return flat
     z = (y - y.mean()) / y.std()
     t = z[:, None]
     lam = _YJ_LAMBDAS[None]
@@ -50,9 +51,11 @@ def warp_targets(y: np.ndarray) -> np.ndarray:
         ll = -0.5 * len(z) * np.log(var) + (_YJ_LAMBDAS - 1) * float((np.sign(z) * np.log1p(np.abs(z))).sum())
     ll[~np.isfinite(ll) | (var <= 0)] = -np.inf
     if not np.any(np.isfinite(ll)):
-        return z
+        standardized: np.ndarray = z
+        return standardized
     w = T[:, int(np.argmax(ll))]
-    return (w - w.mean()) / (w.std() or 1.0)
+    warped: np.ndarray = (w - w.mean()) / (w.std() or 1.0)
+    return warped
 
 
 _YJ_LAMBDAS = np.linspace(-2.0, 3.0, 51)
@@ -84,7 +87,8 @@ class GaussianProcess:
         a, b = A * inv, B * inv
         d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2.0 * a @ b.T
         r = np.sqrt(np.maximum(d2, 0.0))
-        return sf2 * (1.0 + _SQRT5 * r + (5.0 / 3.0) * d2) * np.exp(-_SQRT5 * r)
+        k: np.ndarray = sf2 * (1.0 + _SQRT5 * r + (5.0 / 3.0) * d2) * np.exp(-_SQRT5 * r)
+        return k
 
     def _neg_log_posterior(self, theta: np.ndarray, X: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         ls, sf2, noise = self._unpack(theta)
@@ -197,4 +201,5 @@ def log_expected_improvement(mu: np.ndarray, sd: np.ndarray, best: float) -> np.
     far = z <= -1e4
     zf = z[far]
     out[far] = -0.5 * zf * zf - 0.5 * _LOG_2PI - 2 * np.log(-zf)
-    return out + np.log(sd)
+    log_ei: np.ndarray = out + np.log(sd)
+    return log_ei

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
-from scipy.stats import qmc
-
 from pydantic import Field
+from scipy.stats import qmc
 
 from .base import Observation, ObservationState, Sampler, SamplerSettings, SuggestContext
 from .space import CategoricalDistribution, FloatDistribution, ParamValue, SearchSpace, _choice_key

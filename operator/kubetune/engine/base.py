@@ -22,14 +22,15 @@ from __future__ import annotations
 import enum
 import hashlib
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import ClassVar, Mapping, Sequence
+from typing import ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from .space import ParamValue, Params, SearchSpace
+from .space import ParamValue, SearchSpace
 
 
 class ObservationState(str, enum.Enum):
@@ -169,7 +170,9 @@ class Sampler(ABC):
         digest = hashlib.sha256(f"{self.name}:{self.seed}:{salt}".encode()).digest()
         return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
-    def _take_unique(self, ctx: SuggestContext, candidates: list[dict[str, ParamValue]], n: int) -> list[dict[str, ParamValue]]:
+    def _take_unique(
+        self, ctx: SuggestContext, candidates: list[dict[str, ParamValue]], n: int
+    ) -> list[dict[str, ParamValue]]:
         """Pick up to ``n`` candidates not yet seen, marking them seen."""
         out: list[dict[str, ParamValue]] = []
         for c in candidates:

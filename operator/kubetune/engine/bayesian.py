@@ -8,9 +8,9 @@ stepped parameters are scored at the values the trial will actually run.
 
 Parallel trials use the *kriging believer*: pending trials, and earlier suggestions of the same batch, join the
 model with the posterior mean as their outcome (and may become the incumbent), which removes their uncertainty and
-so their expected improvement, and the batch spreads out. Failed trials are left out of the model (never repeated); pruned trials rank behind
-every complete trial. At most ``maxModelTrials`` trials feed the model (the best half and a random spread of the
-rest), which bounds the cost of a suggestion on long experiments.
+so their expected improvement, and the batch spreads out. Failed trials are left out of the model (never
+repeated); pruned trials rank behind every complete trial. At most ``maxModelTrials`` trials feed the model (the
+best half and a random spread of the rest), which bounds the cost of a suggestion on long experiments.
 
 This replaces scikit-optimize's GP (no scikit-optimize code runs here): the same kind of model, but hyperparameters
 are fitted on at most 128 trials with analytic gradients, the acquisition function is evaluated on ~1,250
@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, ContextManager
+from contextlib import AbstractContextManager
+from typing import Any
 
 import numpy as np
 from pydantic import Field
@@ -39,7 +40,7 @@ _SCORE_CHUNK = 2**20
 _controller: Any = None
 
 
-def _single_threaded_blas() -> ContextManager[object]:
+def _single_threaded_blas() -> AbstractContextManager[object]:
     """Limit BLAS to one thread: the matrices here are small, and multithreaded BLAS on small matrices is many
     times slower on a busy machine (threads spin waiting for a core)."""
     global _controller
@@ -67,7 +68,8 @@ def _unit_values(dist: Distribution, n: int) -> np.ndarray:
             and math.isfinite(dist.high - dist.low):
         raw = (dist.low + np.arange(n, dtype=float) * dist.step).tolist()  # FloatDistribution.value, vectorised
         v = np.clip([round(x, 12) if abs(x) < 2.0**52 else x for x in raw], dist.low, dist.high)
-        return np.clip((v - dist.low) / (dist.high - dist.low), 0.0, 1.0)
+        col: np.ndarray = np.clip((v - dist.low) / (dist.high - dist.low), 0.0, 1.0)
+        return col
     return np.array([dist.to_unit(dist.value(k)) for k in range(n)])
 
 

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Sequence
 
 from pydantic import Field
 
@@ -40,7 +40,7 @@ _ENUMERATE_LIMIT = 4096
 
 
 class HyperbandSettings(SamplerSettings):
-    resource_parameter: Optional[str] = Field(
+    resource_parameter: str | None = Field(
         None,
         alias="resourceParameter",
         min_length=1,
@@ -49,7 +49,7 @@ class HyperbandSettings(SamplerSettings):
         description="hyperband (required): the int parameter that is the resource (epochs, iterations, ...); "
         "hyperband sets it on the rungs' values instead of searching it.",
     )
-    min_resource: Optional[int] = Field(
+    min_resource: int | None = Field(
         None,
         alias="minResource",
         ge=1,
@@ -57,7 +57,7 @@ class HyperbandSettings(SamplerSettings):
         description="hyperband: the smallest resource a configuration is run with; default the resource "
         "parameter's min.",
     )
-    max_resource: Optional[int] = Field(
+    max_resource: int | None = Field(
         None,
         alias="maxResource",
         ge=1,
@@ -240,7 +240,7 @@ class HyperbandSampler(Sampler):
 
     def _new_config(self, ctx: SuggestContext, seen: set[tuple[object, ...]]) -> dict[str, ParamValue] | None:
         for _ in range(64):
-            params = self.space.from_unit(ctx.rng.random(len(self.space)))
+            params = self.space.from_unit(ctx.rng.random(len(self.space)).tolist())
             key = self.lineage_key(params)
             if key not in seen:
                 seen.add(key)
@@ -282,7 +282,7 @@ class HyperbandSampler(Sampler):
 
 def _bracket_size(s_max: int, s: int, eta: int) -> int:
     """Hyperband's ``n_s = ceil((s_max + 1) / (s + 1) * eta^s)``; in integers once ``eta^s`` leaves float range."""
-    power = eta**s
+    power: int = eta**s
     if power < 2**53:
         return math.ceil((s_max + 1) / (s + 1) * power)
     return -(-((s_max + 1) * power) // (s + 1))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from .base import Sampler, SamplerSettings
 from .bayesian import BayesianSampler
@@ -10,8 +10,8 @@ from .grid import GridSampler
 from .hyperband import HyperbandSampler
 from .random import RandomSampler
 from .sobol import SobolSampler
-from .tpe import TPESampler
 from .space import SearchSpace
+from .tpe import TPESampler
 
 SAMPLERS: dict[str, type[Sampler]] = {
     cls.name: cls for cls in (RandomSampler, GridSampler, SobolSampler, TPESampler, BayesianSampler,

@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence, Union
 
-ParamValue = Union[float, int, str, bool]
+ParamValue = float | int | str | bool
 Params = Mapping[str, ParamValue]
 
 _MAX_GRID = 1_000_000
@@ -334,7 +334,7 @@ def _choice_key(value: ParamValue) -> tuple[str, object]:
     return ("str", value)
 
 
-Distribution = Union[FloatDistribution, IntDistribution, CategoricalDistribution]
+Distribution = FloatDistribution | IntDistribution | CategoricalDistribution
 
 
 @dataclass(frozen=True)
@@ -351,7 +351,7 @@ class SearchSpace:
             raise ValueError("parameter names must be unique")
 
     @classmethod
-    def of(cls, mapping: Mapping[str, Distribution]) -> "SearchSpace":
+    def of(cls, mapping: Mapping[str, Distribution]) -> SearchSpace:
         return cls(tuple(mapping.items()))
 
     @property

@@ -112,7 +112,8 @@ class _Parzen:
         for j, table in enumerate(self.cat_logp):
             terms.append(table[:, cat[:, j]].T)
         if self.multivariate:
-            return logsumexp(sum(terms) + self.log_w[None], axis=1)
+            joint: np.ndarray = logsumexp(sum(terms) + self.log_w[None], axis=1)
+            return joint
         return np.stack([logsumexp(t + self.log_w[None], axis=1) for t in terms], axis=1)
 
     def sample(self, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
