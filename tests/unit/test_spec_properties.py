@@ -392,6 +392,18 @@ def test_bounds_at_the_float_limit(algo: str) -> None:
     assert run_example(spec_doc(params, algo, **settings_)) == f"planned: {algo}"
 
 
+@pytest.mark.parametrize("algo", ALGORITHMS)
+def test_int_step_equal_to_the_range_in_doubles_only(algo: str) -> None:
+    """The schema compares step and max - min in doubles: 29672399782116304 <= 2.96724007821163e16 - 1000000001
+    holds there although the exact difference is one less. The engine agrees (the parameter has one value)."""
+    params = [{"name": "epochs", "type": "int", "min": 1000000001.0, "max": 2.9672400782116304e16,
+               "step": 2.9672399782116304e16}, {"name": "p1", "type": "categorical", "values": [0, 1]},
+              {"name": "e", "type": "int", "min": 1, "max": 9}]
+    settings_ = {"resourceParameter": "e"} if algo == "hyperband" else {}
+    assert run_example(spec_doc(params, algo, **settings_)) == f"planned: {algo}"
+    assert {t.params["epochs"] for t in TRIALS} == {1000000001}
+
+
 def test_grid_of_64_parameters_of_a_billion_values_suggests_at_once() -> None:
     params = [{"name": f"p{i}", "type": "int", "min": 0, "max": 1e9} for i in range(64)]
     for order in ("lexicographic", "shuffled"):

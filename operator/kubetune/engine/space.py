@@ -200,7 +200,9 @@ class IntDistribution:
             raise ValueError(f"log scale needs low > 0, got {self.low}")
         if self.step < 1:
             raise ValueError(f"step must be a positive integer, got {self.step}")
-        if self.step > self.high - self.low:
+        # Compared in doubles, like the schema's rule: bounds beyond 2**53 may round so that step exceeds the exact
+        # difference by a little; the parameter then has the one value ``low``.
+        if float(self.step) > float(self.high) - float(self.low):
             raise ValueError(f"step ({self.step}) must not exceed high - low ({self.high - self.low})")
         if self.log and self.step != 1:
             raise ValueError("an int parameter on a log scale needs step 1")
