@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from .engine import Observation, ParamValue, Sampler, make_sampler
 from .pruning import Pruner, make_pruner
+from .pruning._curve import FinishedCurves
 from .spec import ExperimentSpec
 from .trials import Reason, Trial, TrialState
 
@@ -166,6 +167,8 @@ class History:
         """Succeeded, failed, pruned and canceled trials among these (``created`` and ``running`` stay 0)."""
         self.best: Trial | None = None
         self._best_value: float | None = None
+        self.curves = FinishedCurves()
+        """The finished curves the early-stopping rule compares with (see :meth:`Pruner.decide_active`)."""
         for t in finished:
             self.add(t)
 
@@ -195,6 +198,8 @@ class History:
         self.observations.insert(i, trial.observation(self.spec.objective))
         self.keys.add(self.sampler.space.key(trial.params))
         _tally(self.counts, trial)
+        if self.pruner is not None:
+            self.curves.add(trial)
         if trial.state is TrialState.SUCCEEDED and (v := trial.objective_value(self.spec.objective)) is not None:
             # best_trial's rule: the best value, and among equal values the lowest number
             if (self._best_value is None or self.spec.objective.better(v, self._best_value)
@@ -307,10 +312,11 @@ def _plan(spec: ExperimentSpec, trials: Sequence[Trial], history: History, sampl
             for t in active
         ]
     elif pruner is not None and active:
-        everything = sorted(history.trials + active, key=lambda t: t.number)
+        decisions = (pruner.decide_active(spec, history.curves, active) if pruner is history.pruner
+                     else pruner.decide(spec, sorted(history.trials + active, key=lambda t: t.number)))
         plan.stop = [
             StopOrder(number, TrialState.PRUNED, reason, message)
-            for number, reason, message in pruner.decide(spec, everything)
+            for number, reason, message in decisions
         ]
 
     plan.counts = c

@@ -4,7 +4,7 @@
 For random histories (states, objective values with ties and gaps, curves, trial numbers finishing out of order,
 several algorithms, early stopping, small grids that run out) the plan from the history and the active trials is
 compared field by field with a fresh ``make_plan`` over all trials: trials to create (numbers and parameters),
-stops, outcome, counts and the best trial.
+stops (with their messages, which name the compared values), outcome, counts and the best trial.
 """
 
 from __future__ import annotations
@@ -80,7 +80,8 @@ def scenarios(draw: st.DrawFn) -> tuple[ExperimentSpec, list[Trial], list[int]]:
         value = draw(VALUES)
         metrics = {"acc": value} if value is not None and state is not TrialState.FAILED else {}
         steps = draw(st.integers(0, 4))
-        curve = [(s, draw(st.sampled_from([0.1, 0.5, 0.9]))) for s in range(1, steps + 1)]
+        first = draw(st.integers(0, 2))  # curves start at different steps; signed zeros must rank as they do
+        curve = [(s, draw(st.sampled_from([0.1, 0.5, 0.9, 0.0, -0.0]))) for s in range(first, first + steps)]
         trials.append(Trial(number, params, state, metrics, curve))
     order = draw(st.permutations([t.number for t in trials if t.state.finished]))
     return spec, trials, list(order)

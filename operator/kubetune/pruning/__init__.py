@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ..spec import ExperimentSpec
     from ..trials import Trial
+    from ._curve import FinishedCurves
 
 
 class PruneReason:
@@ -33,6 +34,13 @@ class Pruner(ABC):
     @abstractmethod
     def decide(self, spec: ExperimentSpec, trials: Sequence[Trial]) -> list[tuple[int, str, str]]:
         """``(trial number, reason, message)`` for each running trial to stop now."""
+
+    def decide_active(
+        self, spec: ExperimentSpec, finished: FinishedCurves, active: Sequence[Trial]
+    ) -> list[tuple[int, str, str]]:
+        """:meth:`decide` over ``active`` and the finished trials kept in ``finished`` (every finished trial a
+        rule compares with), reading summaries of the finished curves instead of every curve."""
+        return self.decide(spec, sorted([*finished.trials, *active], key=lambda t: t.number))
 
 
 def make_pruner(spec: ExperimentSpec) -> Pruner | None:

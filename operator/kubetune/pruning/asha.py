@@ -27,10 +27,11 @@ trials that report in creation order.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING
 
 from . import Pruner, PruneReason
-from ._curve import COMPARED_STATES, first_from, points
+from ._curve import COMPARED_STATES, FinishedCurves, first_from, points
 from .config import Effective
 
 if TYPE_CHECKING:
@@ -87,3 +88,45 @@ class AshaPruner(Pruner):
                             f"{mine[1]:.6g} is not in the top {top} of the {n} trials that reached it so far "
                             f"(cutoff {cutoff:.6g})"))
         return out
+
+    def decide_active(
+        self, spec: ExperimentSpec, finished: FinishedCurves, active: Sequence[Trial]
+    ) -> list[tuple[int, str, str]]:
+        objective = spec.objective
+        sign = -1 if objective.goal == "maximize" else 1  # sorted(values, reverse=True) ranks as sorted by -value
+        curves = {t.number: points(t) for t in sorted(active, key=lambda t: t.number)
+                  if t.state in COMPARED_STATES and t.curve}
+        out: list[tuple[int, str, str]] = []
+        for number, pts in curves.items():
+            if not pts:
+                continue
+            last = pts[-1][0]
+            if self.max_resource is not None and last >= self.max_resource:
+                continue
+            rung = self.rung_of(last)
+            if rung is None:
+                continue
+            k, r = rung
+            mine = first_from(pts, r)
+            assert mine is not None
+            done = finished.column(("asha", r, sign), partial(_value_from, step=r), sign)
+            earlier = [e for e in done if e[1] <= number]  # trials created no later than this one
+            running = [(sign * p[1], n, p[1]) for n, other in curves.items()
+                       if n <= number and (p := first_from(other, r)) is not None]
+            n = len(earlier) + len(running)
+            if n < self.min_trials:
+                continue
+            top = max(1, n // self.eta)
+            cutoff = sorted(earlier + running)[top - 1][2]
+            if objective.better(cutoff, mine[1]):
+                out.append((number, self.reason,
+                            f"stopped at rung {k} (step {r}, reported at step {mine[0]}): {objective.metric} "
+                            f"{mine[1]:.6g} is not in the top {top} of the {n} trials that reached it so far "
+                            f"(cutoff {cutoff:.6g})"))
+        finished.keep_used()
+        return out
+
+
+def _value_from(pts: Sequence[tuple[int, float]], step: int) -> float | None:
+    p = first_from(pts, step)
+    return None if p is None else p[1]

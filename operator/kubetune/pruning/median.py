@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING
 
 from . import Pruner, PruneReason
-from ._curve import COMPARED_STATES, points, value_at
+from ._curve import COMPARED_STATES, FinishedCurves, points, value_at
 from .config import Effective
 
 if TYPE_CHECKING:
@@ -61,4 +62,33 @@ class MedianPruner(Pruner):
                 out.append((t.number, self.reason,
                             f"stopped at step {step}: best {objective.metric} so far {best:.6g} is worse than the "
                             f"median {median:.6g} of {len(others)} other trials at step {step}"))
+        return out
+
+    def decide_active(
+        self, spec: ExperimentSpec, finished: FinishedCurves, active: Sequence[Trial]
+    ) -> list[tuple[int, str, str]]:
+        objective = spec.objective
+        curves = {t.number: points(t) for t in sorted(active, key=lambda t: t.number)
+                  if t.state in COMPARED_STATES and t.curve}
+        out: list[tuple[int, str, str]] = []
+        for number, mine in curves.items():
+            if not mine:
+                continue
+            step = mine[-1][0]
+            if step < self.start_step:
+                continue
+            # the other trials' values at `step` as `sorted` orders them when given in trial-number order
+            done = finished.column(("median", step), partial(value_at, step=step))
+            running = [(v, n, v) for n, pts in curves.items() if n != number and (v := value_at(pts, step)) is not None]
+            if len(done) + len(running) < self.min_trials:
+                continue
+            others = [e[2] for e in sorted(done + running)] if running else [e[2] for e in done]
+            median = statistics.median(others)
+            values = [v for _, v in mine]
+            best = max(values) if objective.goal == "maximize" else min(values)
+            if objective.better(median, best):
+                out.append((number, self.reason,
+                            f"stopped at step {step}: best {objective.metric} so far {best:.6g} is worse than the "
+                            f"median {median:.6g} of {len(others)} other trials at step {step}"))
+        finished.keep_used()
         return out
