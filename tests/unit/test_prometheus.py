@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from kubetune.k8s import prometheus as P
 from kubetune.k8s.handlers.state import reconciler
 from kubetune.k8s.observe import ClusterView, JobSummary
+from kubetune.plan import History
 from kubetune.spec import ExperimentSpec
 from kubetune.trials import Trial, TrialState
 
@@ -119,13 +120,19 @@ def test_timed_plan_times_the_planner_and_arms_time_to_first_job_once() -> None:
         assert await reconcile([]) == 3  # the first plan: 3 trials, the first Job is timed
         running = [Trial(n, {"x": 0.5}, TrialState.RUNNING) for n in range(3)]
         assert await reconcile(running) == 0
+        # Later: every trial so far finished (kept in the plan's history), none active: new Jobs, not first ones.
+        done = [Trial(n, {"x": 0.1 * n}, TrialState.SUCCEEDED, metrics={"acc": 0.5}) for n in range(3)]
+        plan = await asyncio.to_thread(P.timed_plan(body), s, [], experiment="e", history=History(s, "e", done))
+        assert len(plan.create) == 3
+        for _ in plan.create:
+            P.TRIALS_CREATED.inc()
 
     n0, sum0 = sample("kubetune_time_to_first_job_seconds_count"), sample("kubetune_time_to_first_job_seconds_sum")
     s0 = sample("kubetune_suggestion_seconds_count")
     asyncio.run(main())
     assert sample("kubetune_time_to_first_job_seconds_count") == n0 + 1
     assert 2.0 <= sample("kubetune_time_to_first_job_seconds_sum") - sum0 < 60.0
-    assert sample("kubetune_suggestion_seconds_count") == s0 + 2
+    assert sample("kubetune_suggestion_seconds_count") == s0 + 3
 
 
 def test_running_gauges_are_read_from_the_reconciler_view() -> None:

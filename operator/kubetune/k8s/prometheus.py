@@ -169,8 +169,9 @@ def _epoch(timestamp: str | None) -> float | None:
 
 def timed_plan(experiment: Mapping[str, Any]) -> Callable[..., Any]:
     """``make_plan``, timed into ``kubetune_suggestion_seconds``. Call it on the worker's task (it binds the task);
-    the returned function may run in a thread. A plan that starts the experiment's first trials arms the time to
-    first Job, observed when the next Job is created on this task."""
+    the returned function may run in a thread. A plan that starts the experiment's first trials (none created
+    before, counting the plan's history) arms the time to first Job, observed when the next Job is created on this
+    task."""
     from ..plan import make_plan
 
     task = _current_task()
@@ -180,7 +181,7 @@ def timed_plan(experiment: Mapping[str, Any]) -> Callable[..., Any]:
         started = time.perf_counter()
         result = make_plan(spec, trials, **kwargs)
         SUGGESTION_SECONDS.observe(time.perf_counter() - started)
-        if not trials and result.create and created is not None and task is not None:
+        if result.create and result.counts.created == 0 and created is not None and task is not None:
             timings = _timings(create=True, task=task)
             assert timings is not None
             with _lock:
