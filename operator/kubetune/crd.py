@@ -80,6 +80,8 @@ def _convert(node: dict[str, Any], defs: dict[str, Any], models: dict[str, type[
         del out["additionalProperties"]
     if node.get("x-kubetune-item-max-length") and "items" in out:
         out["items"]["maxLength"] = node["x-kubetune-item-max-length"]
+    if node.get("x-kubetune-item-pattern") and "items" in out:
+        out["items"]["pattern"] = node["x-kubetune-item-pattern"]
     title = node.get("title")
     model = models.get(title) if title else None
     if model is not None:

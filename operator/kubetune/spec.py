@@ -7,10 +7,20 @@ Nothing here imports Kubernetes.
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from typing import Annotated, Any, ClassVar, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, create_model, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    create_model,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from .engine import DEFAULT_ALGORITHM, SAMPLERS, SearchSpace, sampler_class
@@ -68,10 +78,14 @@ class Objective(KubeModel):
 
 # --------------------------------------------------------------------------------------------------- parameters
 
+MAX_CATEGORICAL_LENGTH = 64
+CATEGORICAL_PATTERN = r"^[ -~]*$"
 CategoricalValue = StrictInt | StrictStr
 """Categorical values are strings or integers (``x-kubernetes-int-or-string``): the only scalar union a structural
 CRD schema can both admit and check with CEL. Floats and booleans are written quoted (``"0.5"``, ``"true"``); they
-reach commands rendered the same way."""
+reach commands rendered the same way. Strings are printable ASCII of at most 64 characters, so that a trial's
+parameters always fit its bounded record (64 parameters x (63-character name + 64 characters, each at most 2 bytes
+in JSON) stay far below the 16 KiB a record may take)."""
 
 
 def _is_whole(x: float | None) -> bool:
@@ -95,7 +109,11 @@ class Parameter(KubeModel):
         max_length=64,
         description="The choices of a categorical parameter: distinct strings or integers (quote floats and "
         "booleans).",
-        json_schema_extra={"x-kubernetes-list-type": "set"},
+        json_schema_extra={
+            "x-kubernetes-list-type": "set",
+            "x-kubetune-item-max-length": MAX_CATEGORICAL_LENGTH,  # checked on strings only
+            "x-kubetune-item-pattern": CATEGORICAL_PATTERN,
+        },
     )
 
     @field_validator("values", mode="before")
@@ -110,6 +128,11 @@ class Parameter(KubeModel):
                         f'values[{i}] must be of type integer,string: "{kind}" '
                         f'(write floats and booleans quoted, e.g. "{example}")'
                     )
+                if isinstance(v, str) and len(v) > MAX_CATEGORICAL_LENGTH:
+                    raise ValueError(f"values[{i}]: Too long: may not be more than {MAX_CATEGORICAL_LENGTH} bytes")
+                if isinstance(v, str) and not re.fullmatch(CATEGORICAL_PATTERN, v):
+                    shown = json.dumps(v, ensure_ascii=False)
+                    raise ValueError(f"values[{i}]: Invalid value: {shown}: should match '{CATEGORICAL_PATTERN}'")
         return value
 
     __rules__ = [
@@ -312,6 +335,13 @@ class ExperimentSpec(KubeModel):
             field="algorithm",
         ),
         *HYPERBAND_RULES,
+        Rule(
+            "self.parameters == oldSelf.parameters",
+            "parameters cannot change once the experiment exists: its trials belong to that search space; "
+            "create a new experiment to search another one",
+            lambda s: True,  # a transition rule: one object alone always satisfies it
+            field="parameters",
+        ),
     ]
 
     def search_space(self) -> SearchSpace:

@@ -63,6 +63,8 @@ CASES: list[tuple[str, Mutation, str]] = [
     ("zero-trials", _spec(maxTrials=0), "greater than or equal to 1"),
     ("bad-goal", lambda d: d["spec"]["objective"].update(goal="maximise"), "Unsupported value: \"maximise\""),
     ("float-categorical-values", _param(2, values=["rbf", 0.5]), 'must be of type integer,string: "number"'),
+    ("categorical-value-too-long", _param(2, values=["rbf", "x" * 65]), "may not be more than 64"),
+    ("categorical-value-not-ascii", _param(2, values=["rbf", "\u00e9t\u00e9"]), "should match '^[ -~]*$'"),
     ("duplicate-names", lambda d: d["spec"]["parameters"].append(copy.deepcopy(d["spec"]["parameters"][0])),
      "Duplicate value"),
     # spec.earlyStopping and the hyperband algorithm (parameter 3 is degree, int 2..5)
@@ -128,6 +130,26 @@ def test_rejected_at_admission_with_the_offline_message(crd_ready: None, kube_ap
     first = problems[0].path
     if first and not first.startswith("metadata"):
         assert first.split("[")[0] in message, (first, message)
+
+
+def test_parameters_cannot_change_but_the_budget_can(crd_ready: None, kube_api: client.ApiClient,
+                                                      namespace: str) -> None:
+    """The search space is fixed once the experiment exists (its records belong to it); the budget is not."""
+    custom = client.CustomObjectsApi(kube_api)
+    doc = copy.deepcopy(EXAMPLE)
+    doc["spec"]["parameters"][2]["values"] = ["rbf", 3, "x" * 64]  # the longest value admitted
+    custom.create_namespaced_custom_object("kubetune.io", "v1alpha1", namespace, "tuningexperiments", doc)
+    name = doc["metadata"]["name"]
+    with pytest.raises(ApiException) as raised:
+        custom.patch_namespaced_custom_object("kubetune.io", "v1alpha1", namespace, "tuningexperiments", name,
+                                              [{"op": "replace", "path": "/spec/parameters/0/max", "value": 5000}],
+                                              _content_type="application/json-patch+json")
+    assert raised.value.status == 422
+    assert "parameters cannot change once the experiment exists" in json.loads(raised.value.body)["message"]
+    custom.patch_namespaced_custom_object("kubetune.io", "v1alpha1", namespace, "tuningexperiments", name,
+                                          {"spec": {"maxTrials": 40}})
+    stored = custom.get_namespaced_custom_object("kubetune.io", "v1alpha1", namespace, "tuningexperiments", name)
+    assert stored["spec"]["maxTrials"] == 40 and stored["spec"]["parameters"][0]["max"] == 1000
 
 
 def test_stored_experiment_keeps_the_whole_job_template(crd_ready: None, kube_api: client.ApiClient,
