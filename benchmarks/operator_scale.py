@@ -87,7 +87,7 @@ class Sizes:
     long_trial_seconds: float = 0.2
     long_steps: int = 50
     long_writes: int = 5
-    long_timeout: float = 600.0
+    long_timeout: float = 360.0  # six long runs: the default full run fits in about an hour here
     long_algorithms: tuple[str, ...] = ALGORITHMS
     turnaround_timeout: float = 900.0
 
