@@ -209,7 +209,7 @@ class JobClock:
             except ApiException as exc:
                 rv = None if exc.status == 410 else rv
                 self.stop_event.wait(0.5)
-            except Exception:  # noqa: BLE001 -- reconnect
+            except Exception:
                 self.stop_event.wait(0.5)
 
     def jobs(self, namespace: str, experiment: str) -> dict[int, float]:
@@ -306,7 +306,7 @@ class Bench:
         self.kubelet = FastKubelet(cp.kubeconfig, threads=8, workdir=work / "kubelet").start()
         self.clock = JobClock(self.api).start()
         self.operator = Operator(cp.kubeconfig, work)
-        self.pids = {name: proc.pid for name, proc in cp._procs}  # noqa: SLF001 -- read-only: whose CPU is whose
+        self.pids = {name: proc.pid for name, proc in cp._procs}
 
     def close(self) -> None:
         self.operator.stop()

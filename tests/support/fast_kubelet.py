@@ -348,7 +348,7 @@ class FastKubelet(NodeAgent):
     def _guarded(self, fn: Callable[..., Any], *args: Any) -> None:
         try:
             fn(*args)
-        except Exception as exc:  # noqa: BLE001 -- a pool task must never die silently
+        except Exception as exc:
             if not self._stop.is_set():
                 self.error(f"{getattr(fn, '__name__', fn)}: {exc!r}")
 

@@ -71,7 +71,7 @@ def test_gp_gradient_matches_finite_differences() -> None:
 def test_gp_interpolates_a_smooth_function() -> None:
     rng = np.random.default_rng(2)
     X = rng.random((40, 2))
-    f = lambda A: np.sin(4 * A[:, 0]) + np.cos(3 * A[:, 1])  # noqa: E731
+    f = lambda A: np.sin(4 * A[:, 0]) + np.cos(3 * A[:, 1])
     gp = GaussianProcess(np.array([0, 1]), 2)
     gp.fit(X, f(X), rng)
     T = rng.random((200, 2))

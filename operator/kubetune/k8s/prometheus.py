@@ -19,8 +19,8 @@ import threading
 import time
 import weakref
 from collections import deque
-from typing import Any
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import prometheus_client
 from aiohttp import web
