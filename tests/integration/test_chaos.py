@@ -249,9 +249,14 @@ class Outcome:
         return Counter(self.launches.values())
 
 
-def account(ex: Experiments, ledger: JobLedger, agent: NodeAgent, name: str, uid: str, max_trials: int
-            ) -> Outcome:
-    """Check the invariants every scenario ends with, from what really happened; returns the counts."""
+def account(ex: Experiments, ledger: JobLedger, agent: NodeAgent, name: str, uid: str, max_trials: int,
+            *, control_plane_restarted: bool = False) -> Outcome:
+    """Check the invariants every scenario ends with, from what really happened; returns the counts.
+
+    With ``control_plane_restarted``, a Job may have run two pods: when kube-apiserver goes away in the middle of
+    the Job controller's pod create, the controller cannot know the create went through and makes another pod
+    (Kubernetes' own behaviour, outside the operator). Then every launch must still be a distinct pod of that one
+    Job, each pod started once, and the trial recorded once."""
     recs = records(ex, name, uid)
     assert sorted(recs) == list(range(max_trials)), f"records: {sorted(recs)}"
     jobs: dict[int, list[JobSeen]] = {}
@@ -269,6 +274,13 @@ def account(ex: Experiments, ledger: JobLedger, agent: NodeAgent, name: str, uid
     for x in launched:
         assert x.trial == f"{name}-{job_number[x.job_uid]:04d}", x
     over = {n: c for n, c in launches.items() if c > 1}
+    if control_plane_restarted:
+        pods_per_job: dict[int, list[str]] = {}
+        for x in launched:
+            pods_per_job.setdefault(job_number[x.job_uid], []).append(x.pod_uid)
+        same_pod = {n: uids for n, uids in pods_per_job.items() if len(uids) != len(set(uids))}
+        assert not same_pod, f"a pod's process was started more than once: {same_pod}"
+        over = {n: c for n, c in over.items() if c > 2}
     assert not over, f"trials launched more than once: {over}"
     status = ex.get(name)["status"]
     assert status["trials"]["created"] == max_trials, status["trials"]
@@ -332,7 +344,8 @@ def test_control_plane_component_restarted_mid_experiment(component: str, contro
                                                           node_agent: NodeAgent,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     """Stop kube-apiserver (or etcd), keep it down 3 s, start it again on the same port, certificates and data:
-    the experiment still ends with every trial recorded, each Job created once, each trial launched once."""
+    the experiment still ends with every trial recorded, each Job created once, each pod started once (a trial
+    runs twice only if the Job controller itself made a second pod, see :func:`account`)."""
     started = time.monotonic()
     name, max_trials = f"restart-{component}", 40
     uid = ex.create(body(name, max_trials, 8))["metadata"]["uid"]
@@ -344,7 +357,7 @@ def test_control_plane_component_restarted_mid_experiment(component: str, contro
     done = finish(ex, op, name, timeout=240)
     assert done["status"] == "True" and done["reason"] == "MaxTrialsReached", done
     assert op.running and op.starts == 1, "the operator itself rode out the restart"
-    outcome = account(ex, ledger, node_agent, name, uid, max_trials)
+    outcome = account(ex, ledger, node_agent, name, uid, max_trials, control_plane_restarted=True)
     assert all(r["state"] == "Succeeded" for r in outcome.records.values()), outcome.records
     assert set(outcome.launches.values()) == {1}, outcome.launch_counts
     summary(capsys, f"{component} restart", started, outcome, node_agent,
