@@ -32,6 +32,7 @@ from typing import Any
 
 import urllib3
 from kubernetes.client.exceptions import ApiException
+
 from kubetune.k8s.observe import summarize_job, summarize_pod
 from kubetune.spec import GROUP, PLURAL, VERSION
 

@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 import urllib3
 from kubernetes.client.exceptions import ApiException
+
 from kubetune.k8s import events
 from kubetune.k8s.api import Api, ForeignObject, RetryPolicy
 from kubetune.k8s.reconciler import ExperimentWorker, Reconciler, Timing, after_creating, parse_spec
 from kubetune.plan import make_plan
 from kubetune.template import trial_name
 from kubetune.trials import Trial, TrialState
-
 from tests.support.fake_api import OPS, FakeCluster, Fault, Faults
 
 API_FAILURES = (ApiException, ForeignObject, urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)

@@ -18,7 +18,6 @@ import tracemalloc
 from pathlib import Path
 
 from kubetune.k8s.reconciler import KEEP_FINISHED_JOBS
-
 from tests.unit.test_reconciler_faults import Harness, check, experiment
 
 PARALLEL = 20

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -135,7 +135,9 @@ class ClusterState:
 
 
 class ExperimentWorker:
-    def __init__(self, key: Key, state: ClusterState, api_factory: Any = api, timing: Timing = Timing()) -> None:
+    def __init__(
+        self, key: Key, state: ClusterState, api_factory: Callable[[], Api] = api, timing: Timing = Timing()
+    ) -> None:
         self.key = key
         self.state = state
         self.api_factory = api_factory
@@ -251,8 +253,9 @@ class ExperimentWorker:
                 raise
             if made:
                 prometheus.TRIALS_CREATED.inc()
+                parameters = job["metadata"]["annotations"]["kubetune.io/parameters"]
                 await asyncio.to_thread(events.post, self.api, body, "TrialCreated",
-                                        f"{job['metadata']['name']}: {job['metadata']['annotations']['kubetune.io/parameters']}")
+                                        f"{job['metadata']['name']}: {parameters}")
             launched.append(t)
         if launched:  # the records say the Jobs exist: a Job missing later was deleted, it is not made again
             for t in launched:
@@ -414,7 +417,7 @@ def _api_message(e: ApiException) -> str:
 class Reconciler:
     """Owns one worker per experiment."""
 
-    def __init__(self, api_factory: Any = api, timing: Timing = Timing()) -> None:
+    def __init__(self, api_factory: Callable[[], Api] = api, timing: Timing = Timing()) -> None:
         self.state = ClusterState()
         self.workers: dict[Key, ExperimentWorker] = {}
         self.api_factory = api_factory
