@@ -114,6 +114,10 @@ def fork_run(tmp_path: Path, out: Path, *extra: str, inject: Callable[[], None] 
             traceback.print_exc()
         finally:
             os._exit(code)
+    deadline = time.monotonic() + 10
+    while os.getpgid(pid) != pid:  # signals go to its process group: wait until the child leads it
+        assert time.monotonic() < deadline, "the forked run never became a session leader"
+        time.sleep(0.001)
     return pid
 
 
