@@ -9,6 +9,10 @@
 * ``kube_api`` (session): an admin ``kubernetes.client.ApiClient``.
 * ``namespace`` (function): a fresh namespace (with its ``default``
   ServiceAccount ready), deleted afterwards.
+* ``crd`` (module): the TuningExperiment CRD applied as the docs say and
+  established (per module, since the chart tests install and remove it).
+* ``trial_namespace`` (function): ``namespace`` with the trial ServiceAccount
+  and its Role (pods: patch only), as the chart makes them.
 
 Every test in this directory gets the ``integration`` marker.
 """
@@ -34,6 +38,7 @@ from kubernetes.client.rest import ApiException  # noqa: E402
 from node_agent import NodeAgent  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+CRD_FILE = HERE.parents[1] / "crds" / "tuningexperiments.kubetune.io.yaml"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -124,3 +129,33 @@ def namespace(kube_api: client.ApiClient) -> Iterator[str]:
         yield name
     finally:
         core.delete_namespace(name, propagation_policy="Background")
+
+
+@pytest.fixture(scope="module")
+def crd(control_plane: ControlPlane) -> None:
+    """The CRD applied with the docs' command (`-f crds/` would also read crds/kustomization.yaml and fail)."""
+    control_plane.kubectl("apply", "--server-side", "-f", str(CRD_FILE))
+    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                          "crd/tuningexperiments.kubetune.io")
+
+
+def create_trial_rbac(api: client.ApiClient, namespace: str) -> None:
+    """The trial ServiceAccount and its Role (pods: patch only) with their binding, as the chart makes them."""
+    core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": "kubetune-trial"}})
+    rbac.create_namespaced_role(namespace, {
+        "metadata": {"name": "kubetune-trial"},
+        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}],
+    })
+    rbac.create_namespaced_role_binding(namespace, {
+        "metadata": {"name": "kubetune-trial"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "kubetune-trial"},
+        "subjects": [{"kind": "ServiceAccount", "name": "kubetune-trial", "namespace": namespace}],
+    })
+
+
+@pytest.fixture
+def trial_namespace(namespace: str, kube_api: client.ApiClient, crd: None) -> str:
+    """A fresh namespace with the trial ServiceAccount and its Role."""
+    create_trial_rbac(kube_api, namespace)
+    return namespace

@@ -124,35 +124,12 @@ class JobLedger:
 # -- fixtures -------------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def crd(control_plane: Any) -> None:
-    control_plane.kubectl("apply", "--server-side", "-f", str(CRD))
-    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                          "crd/tuningexperiments.kubetune.io")
 
 
 @pytest.fixture
-def chaos_ns(namespace: str, kube_api: client.ApiClient, crd: None) -> str:
-    """The namespace with the trial ServiceAccount and its Role (pods: patch only), as the chart makes them."""
-    core = client.CoreV1Api(kube_api)
-    rbac = client.RbacAuthorizationV1Api(kube_api)
-    core.create_namespaced_service_account(namespace, {"metadata": {"name": "kubetune-trial"}})
-    rbac.create_namespaced_role(namespace, {
-        "metadata": {"name": "kubetune-trial"},
-        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}],
-    })
-    rbac.create_namespaced_role_binding(namespace, {
-        "metadata": {"name": "kubetune-trial"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "kubetune-trial"},
-        "subjects": [{"kind": "ServiceAccount", "name": "kubetune-trial", "namespace": namespace}],
-    })
-    return namespace
-
-
-@pytest.fixture
-def op(control_plane: Any, chaos_ns: str, node_agent: NodeAgent, tmp_path: Path) -> Iterator[OperatorProcess]:
+def op(control_plane: Any, trial_namespace: str, node_agent: NodeAgent, tmp_path: Path) -> Iterator[OperatorProcess]:
     """An operator for this test's namespace only, so no other test's experiments are touched by its faults."""
-    proc = OperatorProcess(control_plane.kubeconfig, tmp_path, extra_args=["-n", chaos_ns]).start()
+    proc = OperatorProcess(control_plane.kubeconfig, tmp_path, extra_args=["-n", trial_namespace]).start()
     try:
         yield proc
     finally:
@@ -160,15 +137,15 @@ def op(control_plane: Any, chaos_ns: str, node_agent: NodeAgent, tmp_path: Path)
 
 
 @pytest.fixture
-def ledger(control_plane: Any, chaos_ns: str) -> Iterator[JobLedger]:
-    with JobLedger(control_plane.kubeconfig, chaos_ns) as led:
+def ledger(control_plane: Any, trial_namespace: str) -> Iterator[JobLedger]:
+    with JobLedger(control_plane.kubeconfig, trial_namespace) as led:
         yield led
     assert not led.problems, led.problems
 
 
 @pytest.fixture
-def ex(kube_api: client.ApiClient, chaos_ns: str) -> Experiments:
-    return Experiments(kube_api, chaos_ns)
+def ex(kube_api: client.ApiClient, trial_namespace: str) -> Experiments:
+    return Experiments(kube_api, trial_namespace)
 
 
 # -- helpers --------------------------------------------------------------------------------------------------------

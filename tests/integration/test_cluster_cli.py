@@ -32,14 +32,6 @@ ROOT = Path(__file__).resolve().parents[2]
 OBJECTIVE = Path(__file__).resolve().parent / "trials" / "objective.py"
 
 
-@pytest.fixture(scope="module")
-def crd(control_plane: Any) -> None:
-    # the docs' command: `kubectl apply --server-side -f crds/tuningexperiments.kubetune.io.yaml` (`-f crds/` would
-    # also read crds/kustomization.yaml and fail)
-    control_plane.kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / "tuningexperiments.kubetune.io.yaml"))
-    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                          "crd/tuningexperiments.kubetune.io")
-
 
 @pytest.fixture(scope="module")
 def ns(kube_api: client.ApiClient, crd: None) -> Iterator[str]:

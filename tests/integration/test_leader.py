@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 from operator_process import Experiments, OperatorProcess, wait_for
@@ -27,24 +26,6 @@ LEASE = "kubetune-operator"
 MAX_TRIALS = 10
 HANDOVER_LIMIT = 15.0
 
-
-@pytest.fixture(scope="module")
-def crd(control_plane: Any) -> None:
-    control_plane.kubectl("apply", "--server-side", "-f", str(CRD))
-    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                          "crd/tuningexperiments.kubetune.io")
-
-
-def _trial_rbac(api: client.ApiClient, namespace: str) -> None:
-    core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
-    core.create_namespaced_service_account(namespace, {"metadata": {"name": "kubetune-trial"}})
-    rbac.create_namespaced_role(namespace, {
-        "metadata": {"name": "kubetune-trial"},
-        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}]})
-    rbac.create_namespaced_role_binding(namespace, {
-        "metadata": {"name": "kubetune-trial"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "kubetune-trial"},
-        "subjects": [{"kind": "ServiceAccount", "name": "kubetune-trial", "namespace": namespace}]})
 
 
 def _experiment(name: str) -> dict[str, Any]:
@@ -92,9 +73,9 @@ def _log(op: OperatorProcess) -> str:
 
 
 def test_two_replicas_one_leader_handover_after_sigkill_and_on_clean_shutdown(
-        control_plane: Any, crd: None, node_agent: Any, kube_api: client.ApiClient, namespace: str,
+        control_plane: Any, crd: None, node_agent: Any, kube_api: client.ApiClient, trial_namespace: str,
         tmp_path: Path) -> None:
-    _trial_rbac(kube_api, namespace)
+    namespace = trial_namespace
     args = ["--leader-election", "--lease-namespace", namespace, "--lease-name", LEASE]
     a = OperatorProcess(control_plane.kubeconfig, tmp_path / "a", args)
     b = OperatorProcess(control_plane.kubeconfig, tmp_path / "b", args)

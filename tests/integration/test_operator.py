@@ -21,12 +21,6 @@ CRD = ROOT / "crds" / "tuningexperiments.kubetune.io.yaml"
 OBJECTIVE = Path(__file__).resolve().parent / "trials" / "objective.py"
 
 
-@pytest.fixture(scope="session")
-def crd(control_plane: Any, kube_api: client.ApiClient) -> None:
-    control_plane.kubectl("apply", "--server-side", "-f", str(CRD))
-    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                          "crd/tuningexperiments.kubetune.io")
-
 
 @pytest.fixture(scope="module")  # stops with this module: later modules run operators of their own
 def operator(control_plane: Any, crd: None, node_agent: Any, tmp_path_factory: pytest.TempPathFactory
@@ -38,23 +32,6 @@ def operator(control_plane: Any, crd: None, node_agent: Any, tmp_path_factory: p
         op.stop()
         print(f"\n[operator] last log lines:\n{op.log_tail(30)}", file=sys.stderr)
 
-
-@pytest.fixture
-def trial_namespace(namespace: str, kube_api: client.ApiClient) -> str:
-    """The namespace with the trial ServiceAccount and its Role (pods: patch only), as the chart makes them."""
-    core = client.CoreV1Api(kube_api)
-    rbac = client.RbacAuthorizationV1Api(kube_api)
-    core.create_namespaced_service_account(namespace, {"metadata": {"name": "kubetune-trial"}})
-    rbac.create_namespaced_role(namespace, {
-        "metadata": {"name": "kubetune-trial"},
-        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}],
-    })
-    rbac.create_namespaced_role_binding(namespace, {
-        "metadata": {"name": "kubetune-trial"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "kubetune-trial"},
-        "subjects": [{"kind": "ServiceAccount", "name": "kubetune-trial", "namespace": namespace}],
-    })
-    return namespace
 
 
 def experiment(name: str, *, parameters: list[dict[str, Any]], max_trials: int, parallel: int = 2,

@@ -33,31 +33,6 @@ sys.path.insert(0, str(ROOT / "tests" / "unit"))
 from test_hostile_output import largest_trial  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def crd(control_plane: Any) -> None:
-    control_plane.kubectl("apply", "--server-side", "-f", str(CRD))
-    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                          "crd/tuningexperiments.kubetune.io")
-
-
-@pytest.fixture
-def trial_namespace(namespace: str, kube_api: client.ApiClient, crd: None) -> str:
-    """The namespace with the trial ServiceAccount and its Role (pods: patch only), as the chart makes them."""
-    core = client.CoreV1Api(kube_api)
-    rbac = client.RbacAuthorizationV1Api(kube_api)
-    core.create_namespaced_service_account(namespace, {"metadata": {"name": "kubetune-trial"}})
-    rbac.create_namespaced_role(namespace, {
-        "metadata": {"name": "kubetune-trial"},
-        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}],
-    })
-    rbac.create_namespaced_role_binding(namespace, {
-        "metadata": {"name": "kubetune-trial"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "kubetune-trial"},
-        "subjects": [{"kind": "ServiceAccount", "name": "kubetune-trial", "namespace": namespace}],
-    })
-    return namespace
-
-
 @pytest.fixture
 def op(control_plane: Any, trial_namespace: str, node_agent: Any, tmp_path: Path) -> Iterator[OperatorProcess]:
     """An operator for this test's namespace."""

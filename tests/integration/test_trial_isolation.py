@@ -62,12 +62,6 @@ def helm_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("helm-home")
 
 
-@pytest.fixture(scope="module")
-def crd(control_plane: Any) -> None:
-    control_plane.kubectl("apply", "--server-side", "-f", str(CRD))
-    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                          "crd/tuningexperiments.kubetune.io")
-
 
 def helm(bin_dir: Path, helm_home: Path, kubeconfig: Path, *args: str, check: bool = True
          ) -> subprocess.CompletedProcess[str]:
