@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -39,13 +41,26 @@ def _cmd_crd(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    # From the first line on, SIGINT/SIGTERM are only recorded (no KeyboardInterrupt that library code could
+    # swallow while the file is read and the sampler built); the runner shares the list and stops at once.
+    received: list[int] = []
+    saved = {}
+    if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
+        saved = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
+                 for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return _run(args)
-    except KeyboardInterrupt:  # Ctrl-C before the run started or after it ended: no trial is running
+        code = _run(args, received)
+        if received and code not in (130, 143):
+            return 128 + received[0]  # interrupted before the run took over: no trial was started
+        return code
+    except KeyboardInterrupt:  # Ctrl-C after the run ended and the handlers were restored
         return 130
+    finally:
+        for sig, old in saved.items():
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, received: list[int]) -> int:
     from .local.progress import Progress, describe
     from .local.runner import LocalRunner, RunRefused
 
@@ -81,7 +96,9 @@ def _run(args: argparse.Namespace) -> int:
     progress = Progress(live=None if not args.quiet else False)
     print(f"running {exp.metadata.name}: {spec.max_trials} trials, {spec.parallel_trials} at a time, "
           f"algorithm {spec.algorithm.name}; results in {out_dir}/", file=sys.stderr)
-    runner = LocalRunner(exp, out_dir, on_event=progress, fresh=args.fresh)
+    if received:
+        return 128 + received[0]
+    runner = LocalRunner(exp, out_dir, on_event=progress, fresh=args.fresh, signals=received)
     try:
         result = runner.run()
     except RunRefused as e:

@@ -140,8 +140,9 @@ class _Signals:
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self) -> None:
-        self.received: list[int] = []
+    def __init__(self, received: list[int] | None = None) -> None:
+        self.received: list[int] = received if received is not None else []
+        """Shared with whoever caught signals before the run (``kubetune run`` does from its first line)."""
         self._r, self._w = os.pipe()
         os.set_blocking(self._r, False)
         os.set_blocking(self._w, False)
@@ -315,8 +316,11 @@ class LocalRunner:
         *,
         on_event: Callable[[str, LocalRunner], None] | None = None,
         fresh: bool = False,
+        signals: list[int] | None = None,
     ) -> None:
+        """``signals``: SIGINT/SIGTERM caught before :meth:`run` (they stop the run at once); the run appends to it."""
         self.experiment = experiment
+        self.early_signals = signals
         self.spec: ExperimentSpec = experiment.spec
         self.name = experiment.metadata.name
         self.out_dir = Path(os.path.abspath(out_dir))
@@ -341,7 +345,7 @@ class LocalRunner:
 
     def run(self) -> RunResult:
         """Run the experiment to its end, or until SIGINT/SIGTERM. Raises :class:`RunRefused` before any trial."""
-        with _Signals() as signals:
+        with _Signals(self.early_signals) as signals:
             self._signals = signals
             self._lock()
             try:
