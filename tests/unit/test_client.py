@@ -243,7 +243,7 @@ def test_manifest_accepts_a_path_text_dict_or_model_with_validates_messages(tmp_
 
 
 def test_dataframe_of_a_local_run_matches_its_results_csv(tmp_path: Path) -> None:
-    pd = pytest.importorskip("pandas")
+    import pandas as pd  # in the test extras
     out = write_results_dir(tmp_path / "run", make_trials(40))
     df = kc.dataframe(kc.load(out))
     csv = pd.read_csv(out / "results.csv")

@@ -29,8 +29,6 @@ import yaml
 from kubetune.cli import main
 from kubetune.local import progress
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux process semantics (/proc)")
-
 GRACE = 1  # terminationGracePeriodSeconds of every trial here
 MARGIN = 8.0  # generous: two shared cores; a hang shows as tens of seconds
 REAPED = -1000
