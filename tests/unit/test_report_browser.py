@@ -14,35 +14,17 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
 
 from kubetune.report import build
 from kubetune.results import load
+from tests.support.browser import CHROMIUM, console_errors, open_page, start_browser
 from tests.support.synthetic_results import make_trials, write_results_dir
-
-CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
-
-
-def _browser() -> webdriver.Chrome:
-    binary = next((p for p in map(shutil.which, CHROMIUM) if p), None)
-    driver_path = shutil.which("chromedriver")
-    if binary is None or driver_path is None:
-        pytest.fail("the report's browser tests need Chromium and chromedriver on PATH "
-                    "(Debian: apt-get install -y chromium chromium-driver)")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = binary
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000",
-                "--enable-unsafe-swiftshader", "--disable-gpu-sandbox"):
-        opts.add_argument(arg)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(driver_path), options=opts)
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[webdriver.Chrome]:
-    driver = _browser()
+    driver = start_browser()
     try:
         yield driver
     finally:
@@ -59,19 +41,13 @@ def report_page(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]
 
 
 def _open(browser: webdriver.Chrome, page: Path) -> None:
-    browser.get_log("browser")  # drop what an earlier page logged
-    browser.get(page.as_uri())
-    WebDriverWait(browser, 60).until(
-        lambda d: d.execute_script("return document.readyState") == "complete"
-        and d.execute_script("return Array.from(document.querySelectorAll('div[id^=plot-]'))"
-                             ".every(function (g) { return g._fullLayout !== undefined; })"))
+    open_page(browser, page)
 
 
 def test_no_console_errors_and_every_plot_drawn(browser: webdriver.Chrome, report_page: tuple[Path, object]) -> None:
     page, report = report_page
     _open(browser, page)
-    logs = browser.get_log("browser")
-    errors = [e for e in logs if e["level"] in ("SEVERE", "ERROR") or "Uncaught" in e["message"]]
+    errors = console_errors(browser)
     assert errors == [], errors
     figures = report.figures  # type: ignore[attr-defined]
     drawn = browser.execute_script("""
