@@ -7,6 +7,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from itertools import accumulate
 from typing import Any
 
@@ -100,6 +101,18 @@ class Trial:
     @property
     def active(self) -> bool:
         return not self.state.finished
+
+    def duration_seconds(self) -> float | None:
+        """Seconds from start to completion, or None when either time is missing or unreadable."""
+        if not self.start_time or not self.completion_time:
+            return None
+        try:
+            a = datetime.fromisoformat(self.start_time.replace("Z", "+00:00"))
+            b = datetime.fromisoformat(self.completion_time.replace("Z", "+00:00"))
+            d = (b - a).total_seconds()
+        except (ValueError, TypeError, OverflowError):
+            return None
+        return d if math.isfinite(d) and d >= 0 else None
 
     def objective_value(self, objective: Objective) -> float | None:
         v = self.metrics.get(objective.metric)

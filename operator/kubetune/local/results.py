@@ -13,11 +13,10 @@ import csv
 import io
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..plan import Outcome, best_trial
 from ..spec import ExperimentSpec, render_value
@@ -44,11 +43,36 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def _seconds(t: Trial) -> str:
-    if not t.start_time or not t.completion_time:
-        return ""
-    a = datetime.fromisoformat(t.start_time.replace("Z", "+00:00"))
-    b = datetime.fromisoformat(t.completion_time.replace("Z", "+00:00"))
-    return f"{(b - a).total_seconds():.1f}"
+    d = t.duration_seconds()
+    return "" if d is None else f"{d:.1f}"
+
+
+class LineTooLong(ValueError):
+    """A JSON-lines file holds a line longer than the bound: damage, not a record."""
+
+    def __init__(self, path: Path, lineno: int, bound: int) -> None:
+        super().__init__(f"{path}: line {lineno} is longer than {bound} bytes")
+        self.lineno = lineno
+
+
+def complete_lines(f: BinaryIO, path: Path, bound: int = MAX_JOURNAL_LINE) -> Iterator[tuple[int, bytes]]:
+    """The complete lines of a JSON-lines file (newline included), numbered from 1, each read with a bound.
+
+    A last line without its newline is one still being written (or cut by a kill): it is not yielded, and the file
+    position is then past it, so ``f.tell()`` against the bytes yielded tells the caller. A line longer than
+    ``bound`` raises :class:`LineTooLong`.
+    """
+    lineno = 0
+    while True:
+        line = f.readline(bound + 1)
+        if not line:
+            return
+        lineno += 1
+        if not line.endswith(b"\n"):
+            if len(line) > bound:
+                raise LineTooLong(path, lineno, bound)
+            return
+        yield lineno, line
 
 
 class ResultsWriter:
@@ -147,28 +171,23 @@ class Journal:
         state = JournalState()
         offset = 0
         with open(self.path, "rb") as f:
-            lineno = 0
-            while True:
-                line = f.readline(MAX_JOURNAL_LINE + 1)
-                if not line:
-                    break
-                lineno += 1
-                if not line.endswith(b"\n"):
-                    if len(line) > MAX_JOURNAL_LINE:
-                        raise JournalError(f"{self.path} is damaged: line {lineno} is longer than "
-                                           f"{MAX_JOURNAL_LINE} bytes")
-                    break  # the last record was being written when the run was killed
-                try:
-                    rec = json.loads(line)
-                    if lineno == 1:
-                        self._check_header(rec, identity)
-                    else:
-                        self._apply(state, rec)
-                except JournalError:
-                    raise
-                except (ValueError, KeyError, TypeError, AttributeError, RecursionError, OverflowError) as e:
-                    raise JournalError(f"{self.path} is damaged at line {lineno}: {type(e).__name__}: {e}") from None
-                offset += len(line)
+            try:
+                for lineno, line in complete_lines(f, self.path):
+                    try:
+                        rec = json.loads(line)
+                        if lineno == 1:
+                            self._check_header(rec, identity)
+                        else:
+                            self._apply(state, rec)
+                    except JournalError:
+                        raise
+                    except (ValueError, KeyError, TypeError, AttributeError, RecursionError, OverflowError) as e:
+                        raise JournalError(f"{self.path} is damaged at line {lineno}: "
+                                           f"{type(e).__name__}: {e}") from None
+                    offset += len(line)
+            except LineTooLong as e:
+                raise JournalError(f"{self.path} is damaged: line {e.lineno} is longer than "
+                                   f"{MAX_JOURNAL_LINE} bytes") from None
         return state, offset
 
     def _check_header(self, rec: Any, identity: dict[str, Any]) -> None:

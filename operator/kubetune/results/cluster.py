@@ -33,7 +33,7 @@ from ..k8s.store import selector
 from ..metrics import METRICS_ANNOTATION, MetricsFormatError, parse_annotation
 from ..spec import GROUP, MAX_TRIALS_LIMIT, PLURAL, VERSION, TuningExperiment
 from ..trials import TrialState, make_curve
-from .local import LocalDirectory, _duration
+from .local import LocalDirectory
 from .model import ExperimentResults, ResultsError, TrialRecord
 
 RESOURCE = f"{PLURAL}.{GROUP}"
@@ -296,7 +296,7 @@ class ClusterExperiment:
                 if trial is None or (trial.number not in records and len(records) >= MAX_TRIALS_LIMIT):
                     dropped += 1
                     continue
-                records[trial.number] = TrialRecord(trial, _duration(trial))
+                records[trial.number] = TrialRecord(trial, trial.duration_seconds())
         reports: dict[str, Any] | None = None
         for job in self.cluster.trial_jobs(self.name, self.namespace):
             if not owned_by(job, uid):

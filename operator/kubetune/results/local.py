@@ -11,15 +11,13 @@ the record bounds, parameters kept only when they are the spec's parameters with
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from ..local.results import JOURNAL, MAX_JOURNAL_LINE
+from ..local.results import JOURNAL, MAX_JOURNAL_LINE, LineTooLong, complete_lines
 from ..spec import MAX_TRIALS_LIMIT, ExperimentSpec, TuningExperiment
 from ..trials import Trial
 from .model import ExperimentResults, ResultsError, TrialRecord
@@ -39,35 +37,20 @@ def _read_document(path: Path) -> Any:
 def _lines(path: Path, notes: list[str]) -> Iterator[tuple[int, Any]]:
     """Complete JSON lines of ``path``; a last line still being written and undecodable lines are noted."""
     with open(path, "rb") as f:
-        lineno = 0
-        while True:
-            line = f.readline(MAX_JOURNAL_LINE + 1)
-            if not line:
-                return
-            lineno += 1
-            if not line.endswith(b"\n"):
-                if len(line) > MAX_JOURNAL_LINE:
-                    notes.append(f"{path.name}: line {lineno} is longer than {MAX_JOURNAL_LINE} bytes; "
-                                 "the rest of the file was not read")
-                else:
-                    notes.append(f"{path.name}: line {lineno} is still being written; skipped")
-                return
-            try:
-                yield lineno, json.loads(line)
-            except (ValueError, RecursionError) as e:
-                notes.append(f"{path.name}: line {lineno} is not JSON ({type(e).__name__}); skipped")
-
-
-def _duration(t: Trial) -> float | None:
-    if not t.start_time or not t.completion_time:
-        return None
-    try:
-        a = datetime.fromisoformat(t.start_time.replace("Z", "+00:00"))
-        b = datetime.fromisoformat(t.completion_time.replace("Z", "+00:00"))
-        d = (b - a).total_seconds()
-    except (ValueError, TypeError, OverflowError):
-        return None
-    return d if math.isfinite(d) and d >= 0 else None
+        read = 0
+        try:
+            for lineno, line in complete_lines(f, path):
+                read += len(line)
+                try:
+                    yield lineno, json.loads(line)
+                except (ValueError, RecursionError) as e:
+                    notes.append(f"{path.name}: line {lineno} is not JSON ({type(e).__name__}); skipped")
+        except LineTooLong as e:
+            notes.append(f"{path.name}: line {e.lineno} is longer than {MAX_JOURNAL_LINE} bytes; "
+                         "the rest of the file was not read")
+            return
+        if f.tell() > read:
+            notes.append(f"{path.name}: line {lineno + 1 if read else 1} is still being written; skipped")
 
 
 class LocalDirectory:
@@ -112,7 +95,7 @@ class LocalDirectory:
         outcome = self._outcome(notes)
         return ExperimentResults(
             name=exp.metadata.name, spec=spec,
-            trials=[TrialRecord(t, _duration(t)) for _, t in sorted(trials.items())],
+            trials=[TrialRecord(t, t.duration_seconds()) for _, t in sorted(trials.items())],
             outcome=outcome, source=str(self.path), notes=notes,
         )
 
