@@ -1,4 +1,4 @@
-"""The ``kubetune`` command line: run, report, validate, crd, operator; the cluster commands are in
+"""The ``kubetune`` command line: run, report, dashboard, validate, crd, operator; the cluster commands are in
 :mod:`kubetune.cli_cluster`."""
 
 from __future__ import annotations
@@ -147,6 +147,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from .dashboard import serve
+
+    if not 0 <= args.port <= 65535 or not 0.2 <= args.interval <= 3600:
+        print("--port must be 0..65535 and --interval 0.2..3600 seconds", file=sys.stderr)
+        return 2
+    return serve(args.source, address=args.address, port=args.port, interval=args.interval)
+
+
 def _cmd_operator(args: argparse.Namespace) -> int:
     from .k8s.main import run_operator
 
@@ -190,6 +199,15 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--output", "-o", help="the HTML file (default SOURCE/report.html)")
     rep.add_argument("--png", metavar="DIR", help="also write each plot as a PNG image into DIR (needs Chromium)")
     rep.set_defaults(func=_cmd_report)
+
+    dash = sub.add_parser("dashboard", help="serve the report's views on a local web page, updated as trials finish")
+    dash.add_argument("source", help="a results directory (also while kubetune run writes it), or "
+                                     "tex/[NAMESPACE/]NAME: an experiment on the kubeconfig context's cluster")
+    dash.add_argument("--address", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
+    dash.add_argument("--port", type=int, default=8765, help="the port (default 8765; 0 = any free port)")
+    dash.add_argument("--interval", type=float, default=2.0,
+                      help="seconds between checks of the source for new trials (default 2)")
+    dash.set_defaults(func=_cmd_dashboard)
 
     op = sub.add_parser("operator", help="run the operator against the current kubeconfig or in-cluster")
     ns = op.add_mutually_exclusive_group()

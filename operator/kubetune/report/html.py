@@ -128,7 +128,21 @@ def _summary(data: ReportData) -> str:
         f"<div><b>{html.escape(k)}</b>{html.escape(v)}</div>" for k, v in items) + "</div>"
 
 
-def build(results: ExperimentResults) -> Report:
+@dataclass
+class Sections:
+    """The parts of a report page, for the report file and for the live dashboard."""
+
+    figures: dict[str, go.Figure]
+    summary: str
+    """HTML of the summary box."""
+    table: str
+    """HTML of the trial table."""
+    importance: str
+    """HTML saying why there is no importance plot ('' when there is one)."""
+    notes: list[str]
+
+
+def sections(results: ExperimentResults) -> Sections:
     data = prepare(results)
     data.notes[:0] = results.notes
     figs: dict[str, go.Figure] = {}
@@ -142,17 +156,23 @@ def build(results: ExperimentResults) -> Report:
     figs["curves"] = figures.curves(data)
     figs = {k: f for k, f in figs.items() if f is not None}
     table = _table(data)
+    importance_text = ""
+    if data.importance is None:
+        importance_text = ("<p>Parameter importance needs at least 4 succeeded trials whose objective "
+                           "varies.</p>")
+    return Sections(figs, _summary(data), table, importance_text, data.notes)
+
+
+def build(results: ExperimentResults) -> Report:
+    s = sections(results)
+    figs = s.figures
     parts = []
     for fid, fig in figs.items():
         parts.append(pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=f"plot-{fid}",
                                  config=CONFIG, default_height=fig.layout.height or 420))
     title = f"kubetune: {results.name}"
     e = html.escape
-    notes = "".join(f"<li>{e(n)}</li>" for n in data.notes)
-    importance_text = ""
-    if data.importance is None:
-        importance_text = ("<p>Parameter importance needs at least 4 succeeded trials whose objective "
-                           "varies.</p>")
+    notes = "".join(f"<li>{e(n)}</li>" for n in s.notes)
     doc = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -161,15 +181,15 @@ def build(results: ExperimentResults) -> Report:
 </head><body>
 <h1>{e(title)}</h1>
 <p style="color:#666;font-size:.85em">from {e(results.source)}</p>
-{_summary(data)}
+{s.summary}
 {f'<div class="notes"><ul>{notes}</ul></div>' if notes else ''}
-{importance_text}
+{s.importance}
 {''.join(f'<div class="plot">{p}</div>' for p in parts)}
 <h2>Trials</h2>
 <p style="font-size:.85em;color:#666">Click a column header to sort.</p>
-{table}
+{s.table}
 <script>{SORT_JS}</script>
 </body></html>
 """
-    return Report(doc, figs, list(data.notes))
+    return Report(doc, figs, list(s.notes))
 
