@@ -139,6 +139,7 @@ def render(snap: Snapshot, interval: float) -> bytes:
     doc = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{e(title)} (live)</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
 <style>{STYLE}{EXTRA_STYLE}</style>
 <script src="{PLOTLY_PATH}"></script>
 </head><body>
