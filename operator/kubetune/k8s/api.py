@@ -1,6 +1,9 @@
 """The Kubernetes API client, configured once (in-cluster, else the kubeconfig), and small helpers over it.
 
-Every call here is blocking; the reconciler runs them in worker threads so the event loop never waits on them.
+Every call here is blocking; the reconciler runs them on the threads of :func:`executor` (see :func:`blocking`), a
+pool of its own sized for many concurrent requests (``asyncio.to_thread``'s default pool has ``CPUs + 4`` threads,
+shared with everything else), so the event loop never waits on them. The client's connection pool is as large, so
+no thread opens a connection that is thrown away after one request.
 
 Requests are retried the way kopf retries its own: server errors (500, 502, 503, 504), throttling (429, waiting at
 least the server's ``Retry-After``, capped) and transport failures (connection refused or reset, timeouts) are
@@ -12,11 +15,15 @@ uid) is done, a delete that finds nothing (404) is done, merge patches are idemp
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -28,10 +35,35 @@ from kubernetes.client.exceptions import ApiException
 from ..spec import GROUP, PLURAL, VERSION
 from . import prometheus
 
-__all__ = ["Api", "ApiException", "ForeignObject", "RetryPolicy", "api", "error_code", "retryable"]
+__all__ = ["Api", "ApiException", "ForeignObject", "RetryPolicy", "api", "blocking", "error_code", "executor",
+           "retryable"]
 
 log = logging.getLogger("kubetune.api")
 T = TypeVar("T")
+
+API_THREADS = 32
+"""Threads of :func:`executor`: API requests (and planning) of all experiments in flight at once."""
+CONNECTIONS = API_THREADS + 8
+"""The client's connection pool: one connection per API thread, and some for the Event threads."""
+
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def executor() -> ThreadPoolExecutor:
+    """The operator's pool of threads for blocking work (made on first use)."""
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(API_THREADS, thread_name_prefix="kubetune-api")
+        return _executor
+
+
+async def blocking(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)`` on a thread of :func:`executor`, awaited without blocking the event loop."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(executor(), functools.partial(fn, *args, **kwargs))
+
 
 RETRYABLE_STATUS = frozenset({0, 429, 500, 502, 503, 504})
 """HTTP statuses worth another attempt (0: the client got no HTTP response, e.g. a TLS failure)."""
@@ -134,7 +166,9 @@ class Api:
                 config.load_incluster_config()
             except config.ConfigException:
                 config.load_kube_config()
-            self.client = client.ApiClient()
+            configuration = client.Configuration.get_default_copy()
+            configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0, CONNECTIONS)
+            self.client = client.ApiClient(configuration)
             core = core or client.CoreV1Api(self.client)
             batch = batch or client.BatchV1Api(self.client)
             custom = custom or client.CustomObjectsApi(self.client)

@@ -326,10 +326,34 @@ def lost_trial(base: Trial) -> Observed:
 
 @dataclass
 class ClusterView:
-    """The watched objects of one experiment."""
+    """The watched objects of one experiment. Pods are also indexed by their Job's name, so a reconcile finds a
+    trial's pods without looking at every pod: change :attr:`pods` only through :meth:`put_pod` and
+    :meth:`drop_pod`."""
 
     jobs: dict[str, JobSummary] = field(default_factory=dict)
     pods: dict[str, PodSummary] = field(default_factory=dict)
+    by_job: dict[str, dict[str, PodSummary]] = field(default_factory=dict, repr=False)
 
     def pods_of(self, job: str) -> list[PodSummary]:
-        return [p for p in self.pods.values() if p.job == job]
+        return list((self.by_job.get(job) or {}).values())
+
+    def put_pod(self, pod: PodSummary) -> None:
+        previous = self.pods.get(pod.name)
+        if previous is not None and previous.job != pod.job:
+            self.drop_pod(pod.name)
+        self.pods[pod.name] = pod
+        self.by_job.setdefault(pod.job, {})[pod.name] = pod
+
+    def drop_pod(self, name: str) -> None:
+        pod = self.pods.pop(name, None)
+        if pod is None:
+            return
+        of_job = self.by_job.get(pod.job)
+        if of_job is not None:
+            of_job.pop(name, None)
+            if not of_job:
+                del self.by_job[pod.job]
+
+    def drop_pods_of(self, job: str) -> None:
+        for name in list(self.by_job.get(job) or ()):
+            self.drop_pod(name)

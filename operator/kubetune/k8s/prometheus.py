@@ -114,6 +114,9 @@ TIME_TO_FIRST_JOB = Histogram(
     buckets=SLOW_BUCKETS, registry=REGISTRY)
 API_ERRORS = Counter("kubetune_api_errors_total", "Kubernetes API calls that failed, by verb and HTTP status code.",
                      ["verb", "code"], registry=REGISTRY)
+EVENTS_DROPPED = Counter("kubetune_events_dropped_total",
+                         "Kubernetes Events not posted because too many were waiting to be posted.",
+                         registry=REGISTRY)
 RUNNING_TRIALS = Gauge("kubetune_running_trials", "Trial Jobs that exist and have not finished (all experiments).",
                        registry=REGISTRY)
 RUNNING_EXPERIMENTS = Gauge("kubetune_running_experiments", "Experiments watched that have not finished.",

@@ -1,9 +1,13 @@
 """One idempotent reconcile per experiment: observe, record, plan, apply, report.
 
 Watch handlers (see :mod:`kubetune.k8s.handlers.watch`) keep an in-memory view of every experiment and of the
-labelled trial Jobs and Pods, and wake the experiment's worker. A worker is an asyncio task that runs
-:meth:`ExperimentWorker.reconcile` whenever something changed (and every ``RESYNC_SECONDS`` regardless). Blocking
-work (API calls, the suggestion engine) runs in worker threads, so the event loop never waits on it.
+labelled trial Jobs and Pods, and wake the experiment's worker when what it reads of them changed. A worker is an
+asyncio task that runs :meth:`ExperimentWorker.reconcile` whenever something changed (and every ``RESYNC_SECONDS``
+regardless); changes that arrive while a reconcile runs are taken in together by the next one. Blocking work (API
+calls, the suggestion engine) runs on the threads of :func:`kubetune.k8s.api.executor`, so the event loop never
+waits on it. Within one reconcile, the Job creates and deletes run concurrently (at most ``CONCURRENT_CALLS`` at
+once), the finished, stopped and new trials are recorded in one write per ConfigMap shard, and Events are handed
+to :mod:`kubetune.k8s.events` without waiting for them.
 
 No finalizer is needed: deleting an experiment deletes its Jobs and result ConfigMaps through owner references,
 and a worker whose experiment disappeared from the view stops.
@@ -22,11 +26,12 @@ keys of their configurations, counts, the best trial, the sampler), updated as e
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -36,7 +41,7 @@ from ..template import template_problems, trial_name
 from ..trials import Trial, TrialState
 from ..validation import Problem, rule_problems
 from . import events, prometheus
-from .api import Api, ApiException, ForeignObject, api
+from .api import Api, ApiException, ForeignObject, api, blocking
 from .jobs import build_job
 from .observe import (
     ClusterView,
@@ -52,10 +57,13 @@ from .store import TrialStore
 log = logging.getLogger("kubetune.reconciler")
 
 Key = tuple[str, str]
+T = TypeVar("T")
 RESYNC_SECONDS = 30.0
-DEBOUNCE_SECONDS = 0.2
+DEBOUNCE_SECONDS = 0.0
 KEEP_FINISHED_JOBS = 10
 """Finished trial Jobs kept for `kubectl logs` (the newest ones); older ones go once their results are recorded."""
+CONCURRENT_CALLS = 8
+"""API calls one reconcile has in flight at once (Job creates and deletes, existence checks)."""
 
 
 def parse_spec(body: Mapping[str, Any]) -> tuple[ExperimentSpec | None, list[Problem]]:
@@ -77,7 +85,8 @@ def parse_spec(body: Mapping[str, Any]) -> tuple[ExperimentSpec | None, list[Pro
 
 @dataclass(frozen=True)
 class Timing:
-    """The worker loop's clock: resync period, debounce, and the backoff after a failed reconcile."""
+    """The worker loop's clock: resync period, an optional pause before each reconcile (none by default: changes
+    that arrive during a reconcile are batched into the next one), and the backoff after a failed reconcile."""
 
     resync: float = RESYNC_SECONDS
     debounce: float = DEBOUNCE_SECONDS
@@ -109,6 +118,17 @@ class Records(dict[int, Trial]):
             self.active.add(number)
             if previous is not None and previous.state.finished:
                 self.history = None  # not expected (a record is final once finished): built again when asked
+
+    def restore(self, previous: Mapping[int, Trial | None]) -> None:
+        """Put back the records as they were (``None``: there was none), after they could not be stored."""
+        for number, trial in previous.items():
+            if trial is not None:
+                self[number] = trial
+            elif number in self:
+                old = self.pop(number)
+                self.active.discard(number)
+                if old.state.finished:
+                    self.history = None
 
     def sync(self) -> None:
         """Take in active records whose trial object was marked finished in place."""
@@ -175,6 +195,7 @@ class ExperimentWorker:
                 await asyncio.wait_for(self.wakeup.wait(), timeout)
             except asyncio.TimeoutError:
                 pass
+            # One turn of the event loop lets the watch events already received land in the view first.
             await asyncio.sleep(timing.debounce)
             self.wakeup.clear()
 
@@ -196,91 +217,115 @@ class ExperimentWorker:
             return
         store = TrialStore(self.api, body)
         if self.records is None:
-            self.records = Records(await asyncio.to_thread(store.load))
+            self.records = Records(await blocking(store.load))
         view = self.state.view(self.key)
         await self._confirm_gone(namespace, name, view)
         trials, finished_now, missing_jobs, stale_jobs = self._observe(spec, name, view)
-        if finished_now:
-            await asyncio.to_thread(store.save, finished_now)
+        records = self.records
+
+        # Plan with the finished trials taken in, then record them, the stopped and the new trials in one write per
+        # shard, before any Job is created or deleted. Should that write fail, the records are put back as they were.
+        previous: dict[int, Trial | None] = {}
+
+        def keep(t: Trial) -> None:
+            previous.setdefault(t.number, records.get(t.number))
+            records[t.number] = t
+
+        try:
             for t in finished_now:
-                self.records[t.number] = t
-                prometheus.TRIALS_FINISHED.inc(t.state.value)
-                if t.state is TrialState.FAILED:
-                    await asyncio.to_thread(events.post, self.api, body, "TrialFailed",
-                                            f"{trial_name(name, t.number)}: {t.reason}: {t.message}", True)
-                if t.truncation:  # the trial's output was cut to the record bounds
-                    await asyncio.to_thread(events.post, self.api, body, "TrialOutputTruncated",
-                                            f"{trial_name(name, t.number)}: {t.truncation}", True)
-
-        for job_name in stale_jobs:  # stopped trials whose Job survived (a failed delete, or a restart in between)
-            await asyncio.to_thread(self.api.delete_job, namespace, job_name)
-
-        history = self.records.history_for(spec, name)
-        plan: Plan = await asyncio.to_thread(prometheus.timed_plan(body), spec,
-                                             [t for t in trials.values() if t.active], experiment=name,
-                                             history=history)
-
-        stopped: list[Trial] = []
-        for order in plan.stop:
-            t = trials[order.number]
-            t.state, t.reason, t.message = order.state, order.reason, order.message
-            stopped.append(t)
-        if stopped:
-            await asyncio.to_thread(store.save, stopped)
-            for t in stopped:
-                self.records[t.number] = t
-                prometheus.TRIALS_FINISHED.inc(t.state.value)
-                await asyncio.to_thread(self.api.delete_job, namespace, trial_name(name, t.number))
-                reason = "TrialPruned" if t.state is TrialState.PRUNED else "TrialCanceled"
-                await asyncio.to_thread(events.post, self.api, body, reason,
-                                        f"{trial_name(name, t.number)}: {t.message}")
-
-        created: list[Trial] = [Trial(n.number, n.params, TrialState.PENDING) for n in plan.create]
-        if created:
-            await asyncio.to_thread(store.save, created)
+                keep(t)
+            history = records.history_for(spec, name)
+            plan: Plan = await blocking(prometheus.timed_plan(body), spec,
+                                        [t for t in trials.values() if t.active], experiment=name, history=history)
+            stopped: list[Trial] = []
+            for order in plan.stop:
+                t = replace(trials[order.number], state=order.state, reason=order.reason, message=order.message)
+                trials[order.number] = t
+                stopped.append(t)
+                keep(t)
+            created = [Trial(n.number, n.params, TrialState.PENDING) for n in plan.create]
             for t in created:
-                self.records[t.number] = t
+                keep(t)
+            if previous:
+                await blocking(store.save, [*finished_now, *stopped, *created])
+        except BaseException:
+            records.restore(previous)
+            raise
+
+        for t in finished_now:
+            prometheus.TRIALS_FINISHED.inc(t.state.value)
+            if t.state is TrialState.FAILED:
+                events.emit(self.api, body, "TrialFailed", f"{trial_name(name, t.number)}: {t.reason}: {t.message}",
+                            True)
+            if t.truncation:  # the trial's output was cut to the record bounds
+                events.emit(self.api, body, "TrialOutputTruncated", f"{trial_name(name, t.number)}: {t.truncation}",
+                            True)
+        for t in stopped:
+            prometheus.TRIALS_FINISHED.inc(t.state.value)
+            reason = "TrialPruned" if t.state is TrialState.PRUNED else "TrialCanceled"
+            events.emit(self.api, body, reason, f"{trial_name(name, t.number)}: {t.message}")
+
+        # Stopped trials' Jobs go, stale ones too (a failed delete, or a restart in between), before any new Job is
+        # made: the trials running never outnumber parallelTrials. Then the new and missing Jobs are made.
+        deletes = [*stale_jobs, *(trial_name(name, t.number) for t in stopped)]
+        results = await gather_calls([functools.partial(self.api.delete_job, namespace, job_name)
+                                      for job_name in deletes])
+        failure: Exception | None = next((r for r in results if isinstance(r, Exception)), None)
+        if failure is not None:
+            raise failure
+        gone = {t.number for t in stopped}
+        launch = created + [records[n] for n in missing_jobs if n not in gone]
+        jobs = [build_job(body, spec, t.number, t.params) for t in launch]
+        results = await gather_calls([functools.partial(self.api.create_job, namespace, job) for job in jobs])
+        invalid: ApiException | None = None
         launched: list[Trial] = []
-        for t in created + [self.records[n] for n in missing_jobs]:
-            job = build_job(body, spec, t.number, t.params)
-            try:
-                made = await asyncio.to_thread(self.api.create_job, namespace, job)
-            except ApiException as e:
-                if e.status in (400, 422):
-                    await self._patch_status(body, stalled_status(body, "InvalidTrialTemplate",
-                                                                  _api_message(e)))
-                    return
-                raise
-            if made:
-                prometheus.TRIALS_CREATED.inc()
-                parameters = job["metadata"]["annotations"]["kubetune.io/parameters"]
-                await asyncio.to_thread(events.post, self.api, body, "TrialCreated",
-                                        f"{job['metadata']['name']}: {parameters}")
-            launched.append(t)
-        if launched:  # the records say the Jobs exist: a Job missing later was deleted, it is not made again
-            for t in launched:
-                t.state = TrialState.RUNNING
-            await asyncio.to_thread(store.save, launched)
+        for t, job, made in zip(launch, jobs, results):
+            if isinstance(made, ApiException) and made.status in (400, 422):
+                invalid = invalid or made
+            elif isinstance(made, Exception):
+                failure = failure or made  # the trial stays Pending: its Job is made by a later reconcile
+            else:
+                if made:
+                    prometheus.TRIALS_CREATED.inc()
+                    parameters = job["metadata"]["annotations"]["kubetune.io/parameters"]
+                    events.emit(self.api, body, "TrialCreated", f"{job['metadata']['name']}: {parameters}")
+                launched.append(t)
+        for t in launched:  # the records say the Jobs exist: a Job missing later was deleted, it is not made again
+            t.state = TrialState.RUNNING
+        if invalid is not None:
+            if launched:
+                await blocking(store.save, launched)
+            await self._patch_status(body, stalled_status(body, "InvalidTrialTemplate", _api_message(invalid)))
+            return
+
         if stopped:  # counts and outcome as they are now (stopping the last running trials may end the experiment)
-            history = self.records.history_for(spec, name)
-            plan = await asyncio.to_thread(make_plan, spec, self._current(trials, history) + created,
-                                           experiment=name, suggest=False, history=history)
+            history = records.history_for(spec, name)
+            plan = await blocking(make_plan, spec, self._current(trials, history) + created,
+                                  experiment=name, suggest=False, history=history)
         elif created:
             plan = after_creating(plan, len(created))
-
-        await self._cleanup_jobs(namespace, view)
         if plan.best is not None and plan.best.number != self.last_best:
             if self.last_best is not None or plan.counts.succeeded == 1:
                 value = plan.best.objective_value(spec.objective)
-                await asyncio.to_thread(events.post, self.api, body, "BestTrialImproved",
-                                        f"{trial_name(name, plan.best.number)}: {spec.objective.metric}={value:g}")
+                events.emit(self.api, body, "BestTrialImproved",
+                            f"{trial_name(name, plan.best.number)}: {spec.objective.metric}={value:g}")
             self.last_best = plan.best.number
         if plan.finished and (body.get("status") or {}).get("completionTime") is None:
             assert plan.outcome is not None
-            await asyncio.to_thread(events.post, self.api, body,
-                                    "ExperimentSucceeded" if plan.outcome.succeeded else "ExperimentFailed",
-                                    f"{plan.outcome.reason}: {plan.outcome.message}", not plan.outcome.succeeded)
-        await self._patch_status(body, running_status(body, spec, plan))
+            events.emit(self.api, body, "ExperimentSucceeded" if plan.outcome.succeeded else "ExperimentFailed",
+                        f"{plan.outcome.reason}: {plan.outcome.message}", not plan.outcome.succeeded)
+
+        async def save_launched() -> None:
+            if launched:
+                await blocking(store.save, launched)
+
+        outcomes = await asyncio.gather(save_launched(), self._cleanup_jobs(namespace, view),
+                                        self._patch_status(body, running_status(body, spec, plan)),
+                                        return_exceptions=True)
+        _raise_cancelled(outcomes)
+        failure = failure or next((r for r in outcomes if isinstance(r, Exception)), None)
+        if failure is not None:
+            raise failure
         prometheus.RECONCILE_SECONDS.observe(time.monotonic() - started)
 
     @staticmethod
@@ -300,24 +345,34 @@ class ExperimentWorker:
         still has one (if not, the pod was deleted before its final state was seen: the trial ends PodDeleted)."""
         records = self.records
         assert records is not None and self.uid is not None
+        uid = self.uid
         ours = {j.number: j for j in view.jobs.values() if self._ours(j)}
-        for number in sorted(records.active):
-            rec = records[number]
-            if (rec.state is TrialState.RUNNING and number not in ours and number not in self.seen
-                    and not await asyncio.to_thread(self.api.job_exists, namespace, trial_name(name, number),
-                                                    self.uid)):
-                self.seen.add(number)
+        unseen = [number for number in sorted(records.active)
+                  if records[number].state is TrialState.RUNNING and number not in ours and number not in self.seen]
+        podless = []
         for job in ours.values():
             known = records.get(job.number)
             if not (job.complete or job.failed) or job.deleting or (known is not None and known.state.finished):
                 continue
             if any(not (p.job_uid and job.uid) or p.job_uid == job.uid for p in view.pods_of(job.name)):
                 continue
-            if not await asyncio.to_thread(self.api.job_has_pods, namespace, job.name, job.uid):
+            podless.append(job)
+        if not unseen and not podless:
+            return
+        results = await gather_calls(
+            [functools.partial(self.api.job_exists, namespace, trial_name(name, n), uid) for n in unseen]
+            + [functools.partial(self.api.job_has_pods, namespace, job.name, job.uid) for job in podless])
+        for number, exists in zip(unseen, results):
+            if exists is False:
+                self.seen.add(number)
+        for job, has_pods in zip(podless, results[len(unseen):]):
+            if has_pods is False:
                 gone = f"{job.name}/deleted"  # no pod can have this name
-                view.pods[gone] = PodSummary(name=gone, job=job.name, phase="Unknown", deleting=True,
-                                             metrics_text=None, gone=True, deleted_while_running=True,
-                                             job_uid=job.uid)
+                view.put_pod(PodSummary(name=gone, job=job.name, phase="Unknown", deleting=True, metrics_text=None,
+                                        gone=True, deleted_while_running=True, job_uid=job.uid))
+        failure = next((r for r in results if isinstance(r, Exception)), None)
+        if failure is not None:
+            raise failure
 
     def _observe(
         self, spec: ExperimentSpec, name: str, view: ClusterView
@@ -371,15 +426,18 @@ class ExperimentWorker:
              and self.records[j.number].state.finished),
             key=lambda j: j.number,
         )
-        for job in done[: max(len(done) - KEEP_FINISHED_JOBS, 0)]:
-            await asyncio.to_thread(self.api.delete_job, namespace, job.name)
+        results = await gather_calls([functools.partial(self.api.delete_job, namespace, job.name)
+                                      for job in done[: max(len(done) - KEEP_FINISHED_JOBS, 0)]])
+        failure = next((r for r in results if isinstance(r, Exception)), None)
+        if failure is not None:
+            raise failure
 
     async def _patch_status(self, body: Mapping[str, Any], status: dict[str, Any]) -> None:
         old = body.get("status") or {}
         if not changed(old, status):
             return
         meta = body["metadata"]
-        if not await asyncio.to_thread(self.api.patch_status, meta["namespace"], meta["name"], status):
+        if not await blocking(self.api.patch_status, meta["namespace"], meta["name"], status):
             return  # the experiment is gone (404): nothing to report to
         # Keep our copy current until the watch delivers the new object.
         merged = {**old, **{k: v for k, v in status.items() if v is not None}}
@@ -391,12 +449,44 @@ class ExperimentWorker:
             current["status"] = merged
 
 
+async def gather_calls(calls: Sequence[Callable[[], T]], limit: int = CONCURRENT_CALLS) -> list[T | Exception]:
+    """Run the blocking ``calls`` on the API threads, at most ``limit`` at once; each one's result, or the exception
+    it raised (one failure does not stop the others). Cancelling the caller cancels the calls not yet started."""
+    if len(calls) == 1:
+        try:
+            return [await blocking(calls[0])]
+        except Exception as e:
+            return [e]
+    semaphore = asyncio.Semaphore(limit)
+
+    async def one(call: Callable[[], T]) -> T:
+        async with semaphore:
+            return await blocking(call)
+
+    results = await asyncio.gather(*(one(c) for c in calls), return_exceptions=True)
+    _raise_cancelled(results)
+    return [r for r in results if not isinstance(r, BaseException) or isinstance(r, Exception)]
+
+
+def _raise_cancelled(results: Sequence[object]) -> None:
+    for r in results:
+        if isinstance(r, BaseException) and not isinstance(r, Exception):
+            raise r
+
+
 def after_creating(plan: Plan, n: int) -> Plan:
     """The summary of ``plan`` once its ``n`` new trials exist, without planning again over every trial: created
     and running go up by ``n``; the best trial stays, and so does the outcome (a plan that creates trials has none)."""
     assert plan.outcome is None
     counts = replace(plan.counts, created=plan.counts.created + n, running=plan.counts.running + n)
     return Plan(counts=counts, best=plan.best)
+
+
+def _essence(body: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What a reconcile reads of the experiment."""
+    meta = body.get("metadata") or {}
+    return (meta.get("uid"), meta.get("generation"), meta.get("deletionTimestamp"), meta.get("name"),
+            meta.get("namespace"), body.get("spec"), body.get("status"))
 
 
 def _describe(e: BaseException) -> str:
@@ -426,6 +516,8 @@ class Reconciler:
         """False while another replica holds the leader Lease (see leader.py): the view is fed, no worker runs."""
 
     def experiment_changed(self, key: Key, body: dict[str, Any] | None) -> None:
+        """The experiment as the watch shows it now (``None``: deleted). The worker is woken unless only what the
+        reconciler does not read changed (e.g. the echo of its own status patch: the status it wrote is kept)."""
         if body is None:
             self.state.experiments.pop(key, None)
             self.state.views.pop(key, None)
@@ -434,16 +526,19 @@ class Reconciler:
                 worker.task.cancel()
             prometheus.EXPERIMENTS.set(len(self.state.experiments))
             return
+        previous = self.state.experiments.get(key)
         self.state.experiments[key] = body
         prometheus.EXPERIMENTS.set(len(self.state.experiments))
-        self.wake(key)
+        if previous is None or _essence(previous) != _essence(body):
+            self.wake(key)
 
     def job_changed(self, key: Key, name: str, summary: JobSummary | None) -> None:
         view = self.state.view(key)
         if summary is None:
             view.jobs.pop(name, None)
-            for pod in [p for p in view.pods.values() if p.job == name]:  # keeps the view bounded
-                view.pods.pop(pod.name, None)
+            view.drop_pods_of(name)  # keeps the view bounded
+        elif view.jobs.get(name) == summary:
+            return  # nothing the reconciler reads changed
         else:
             view.jobs[name] = summary
         self._forget_if_empty(key, view)
@@ -454,11 +549,13 @@ class Reconciler:
         previous = view.pods.get(name)
         if summary is None and (previous is None or previous.job not in view.jobs):
             # Its Job is gone already (a deleted Job's pods end after it): nothing is left to judge by it.
-            view.pods.pop(name, None)
+            view.drop_pod(name)
         else:
             merged = merge_pod(previous, summary, name)
+            if merged is not None and merged == previous:
+                return  # nothing the reconciler reads changed (the summary kept holds the parsed annotation)
             if merged is not None:
-                view.pods[name] = merged
+                view.put_pod(merged)
         self._forget_if_empty(key, view)
         self.wake(key)
 

@@ -1,0 +1,258 @@
+"""What one reconcile does at once: Events handed off without waiting (dropped and counted when too many wait),
+Job creates in parallel (one failing keeps the others, and is made later), one ConfigMap write per shard for the
+finished, stopped and new trials (each record written once per state), records put back when that write fails,
+and watch events that change nothing the reconciler reads wake nobody.
+
+The API server is the in-memory fake of ``tests/support/fake_api.py``; the real control plane runs the same code in
+``tests/integration``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections import Counter, defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from kubetune.k8s import events, prometheus
+from kubetune.k8s.api import Api, ApiException, RetryPolicy
+from kubetune.k8s.observe import JobSummary, PodSummary
+from kubetune.k8s.reconciler import ExperimentWorker, Reconciler, gather_calls
+from kubetune.template import trial_name
+from tests.support.fake_api import FakeCluster, Faults
+from tests.unit.test_reconciler_faults import Clock, Harness, check, experiment
+
+HANG_GUARD = 60.0
+"""Seconds; only a guard against hangs."""
+
+
+# -- Events ---------------------------------------------------------------------------------------------------------
+
+
+class BlockingCore:
+    """A core API whose Event creates wait until released, counting what was really created."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.created: list[str] = []
+        self.lock = threading.Lock()
+
+    def create_namespaced_event(self, namespace: str, body: Mapping[str, Any], **_: Any) -> None:
+        assert self.release.wait(HANG_GUARD)
+        with self.lock:
+            self.created.append(body["reason"])
+
+
+def test_events_beyond_the_limit_are_dropped_and_counted_without_blocking() -> None:
+    core = BlockingCore()
+    api = Api(core=core, batch=object(), custom=object())
+    sink = events.EventSink(threads=2, limit=3)
+    body = {"metadata": {"name": "e", "namespace": "ns", "uid": "u"}}
+    dropped_before = prometheus.EVENTS_DROPPED._value.get()
+    # nothing is posted yet (the server hangs), and emit returns at once all the same
+    accepted = [sink.emit(api, body, f"R{i}", "m") for i in range(7)]
+    assert accepted == [True, True, True, False, False, False, False]
+    assert sink.dropped == 4 and prometheus.EVENTS_DROPPED._value.get() == dropped_before + 4
+    assert core.created == []
+    core.release.set()
+    assert sink.drain(HANG_GUARD)
+    assert sorted(core.created) == ["R0", "R1", "R2"]
+    # room again once they were posted
+    assert sink.emit(api, body, "R7", "m") and sink.drain(HANG_GUARD)
+    assert sorted(core.created) == ["R0", "R1", "R2", "R7"]
+
+
+def test_a_failing_event_frees_its_place() -> None:
+    class Failing:
+        calls = 0
+
+        def create_namespaced_event(self, *_: Any, **__: Any) -> None:
+            Failing.calls += 1
+            raise ApiException(status=500, reason="boom")
+
+    clock = Clock()
+    api = Api(core=Failing(), batch=object(), custom=object(),
+              event_policy=RetryPolicy(attempts=2, sleep=clock.sleep, clock=clock))
+    sink = events.EventSink(threads=1, limit=1)
+    body = {"metadata": {"name": "e", "namespace": "ns", "uid": "u"}}
+    for _ in range(3):
+        assert sink.emit(api, body, "R", "m")
+        assert sink.drain(HANG_GUARD)
+    assert Failing.calls == 6 and sink.pending == 0 and sink.dropped == 0
+
+
+# -- concurrent calls -----------------------------------------------------------------------------------------------
+
+
+def test_gather_calls_runs_calls_at_once_and_returns_each_failure_in_place() -> None:
+    barrier = threading.Barrier(3, timeout=HANG_GUARD)  # broken unless three calls run at the same time
+
+    def meet(i: int) -> int:
+        barrier.wait()
+        if i == 1:
+            raise ValueError("one fails")
+        return i
+
+    results = asyncio.run(gather_calls([lambda i=i: meet(i) for i in range(3)], limit=3))  # type: ignore[misc]
+    assert results[0] == 0 and results[2] == 2 and isinstance(results[1], ValueError)
+
+
+class FlakyCreates(FakeCluster):
+    """Job creates of the names in ``failing`` fail (500, every attempt); the first ``meet`` creates wait for
+    each other, so they can only succeed if they run at the same time."""
+
+    def __init__(self, *args: Any, failing: set[str], meet: int, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.failing = failing
+        self.barrier = threading.Barrier(meet, timeout=HANG_GUARD)
+        self.met = 0
+
+    def create_namespaced_job(self, namespace: str, body: dict[str, Any], **kw: Any) -> Any:
+        with self.lock:
+            meet = self.met < self.barrier.parties
+            self.met += 1
+        if meet:
+            self.barrier.wait()
+        if body["metadata"]["name"] in self.failing:
+            raise ApiException(status=500, reason="Internal Server Error")
+        return super().create_namespaced_job(namespace, body, **kw)
+
+
+def test_concurrent_creates_keep_the_jobs_made_and_make_the_failed_one_later() -> None:
+    body = experiment(max_trials=6, parallel=4, algorithm={"name": "random", "seed": 3})
+    failing = trial_name("exp", 2)
+    fake = FlakyCreates(body, failing={failing}, meet=4, seed=3)
+    clock = Clock()
+    api = Api(core=fake, batch=fake, custom=fake, policy=RetryPolicy(attempts=2, sleep=clock.sleep, clock=clock))
+    rec = Reconciler(lambda: api)
+    rec.wake = lambda key: None  # type: ignore[method-assign]  # the test drives the reconciles
+
+    async def go() -> None:
+        fake.deliver(rec)
+        worker = rec.workers[fake.key] = ExperimentWorker(fake.key, rec.state, rec.api_factory, rec.timing)
+        with pytest.raises(ApiException):
+            await worker.reconcile()  # four creates at once (the barrier), one of them fails
+        assert dict(fake.ledger.creations) == {trial_name("exp", n): 1 for n in (0, 1, 3)}
+        states = {n: r["state"] for n, r in fake.records().items()}
+        assert states == {0: "Running", 1: "Running", 2: "Pending", 3: "Running"}
+        fake.failing.clear()
+        fake.deliver(rec)
+        await worker.reconcile()  # the failed one is made now, the others are not made again
+        assert dict(fake.ledger.creations) == {trial_name("exp", n): 1 for n in range(4)}
+        assert {n: r["state"] for n, r in fake.records().items()} == {n: "Running" for n in range(4)}
+
+    asyncio.run(go())
+
+
+# -- one write per shard ----------------------------------------------------------------------------------------------
+
+
+def record_writes(fake: FakeCluster) -> list[list[tuple[str, str]]]:
+    """Every ConfigMap write the fake server applied: (record key, state) of each record it held."""
+    writes: list[list[tuple[str, str]]] = []
+    write = fake._write_records
+
+    def logged(cm: dict[str, Any], data: Mapping[str, str]) -> None:
+        writes.append([(key, json.loads(value)["state"]) for key, value in data.items()])
+        write(cm, data)
+
+    fake._write_records = logged  # type: ignore[method-assign]
+    return writes
+
+
+@pytest.mark.parametrize("scenario", ["random", "median"])
+def test_each_record_is_written_once_per_state_and_finished_with_new_ones_in_one_write(scenario: str) -> None:
+    extra: dict[str, Any] = {"earlyStopping": {"rule": "median"}} if scenario == "median" else {}
+    body = experiment(max_trials=40, parallel=5, algorithm={"name": "random", "seed": 5}, **extra)
+    h = Harness(body, seed=5, lag=False)
+    writes = record_writes(h.fake)
+
+    asyncio.run(h.settle())
+    check(h, body)
+    per_key: dict[str, list[str]] = defaultdict(list)
+    for write in writes:
+        for key, state in write:
+            per_key[key].append(state)
+    assert len(per_key) == 40
+    for key, states in per_key.items():
+        assert states[:2] == ["Pending", "Running"] and len(states) == 3, (key, states)
+        assert states[2] in ("Succeeded", "Failed", "Pruned", "Canceled"), (key, states)
+    # the records of trials that just finished go with the new trials that replace them
+    assert any({"Pending"} < {s for _, s in w} and len({s for _, s in w} - {"Pending", "Running"}) > 0
+               for w in writes)
+    if scenario == "median":
+        assert any(s == "Pruned" for states in per_key.values() for s in states)
+
+
+def test_records_are_put_back_when_they_cannot_be_written() -> None:
+    body = experiment(max_trials=12, parallel=3, algorithm={"name": "random", "seed": 9})
+    h = Harness(body, seed=9, lag=False)
+
+    async def go() -> None:
+        while not any(r["state"] not in ("Pending", "Running") for r in h.fake.records().values()):
+            await h.step()
+            assert h.steps < 100
+        worker = h.worker
+        assert worker is not None and worker.records is not None
+        # every ConfigMap write fails from now on: the trials that finish cannot be recorded
+        h.fake.faults = Faults(1, rate=1.0, burst=0.0, ops={"patch_configmap", "create_configmap"}, kinds=("500",))
+        for _ in range(6):
+            before = {n: (t.state, t.number) for n, t in worker.records.items()}
+            active = set(worker.records.active)
+            created = Counter(h.fake.ledger.creations)
+            await h.step()
+            assert {n: (t.state, t.number) for n, t in worker.records.items()} == before
+            assert worker.records.active == active
+            assert h.fake.ledger.creations == created  # no Job without its record
+        history = worker.records.history
+        assert history is None or len(history) == sum(1 for t in worker.records.values() if t.state.finished)
+        await h.settle()
+
+    asyncio.run(go())
+    check(h, body)
+    assert h.failures >= 3  # the reconciles that had trials to record failed
+
+
+# -- what wakes a worker ----------------------------------------------------------------------------------------------
+
+
+def test_only_changes_the_reconciler_reads_wake_the_worker() -> None:
+    body = experiment(max_trials=4, parallel=2)
+    fake = FakeCluster(body, seed=1)
+    woken: Counter[tuple[str, str]] = Counter()
+
+    class Counting(Reconciler):
+        def wake(self, key: tuple[str, str]) -> None:
+            woken[key] += 1
+
+    rec = Counting()
+    fake.deliver(rec)
+    assert woken[fake.key] == 1
+    key = fake.key
+    # the same experiment again (e.g. the echo of a status the reconciler wrote and kept): nobody is woken
+    rec.experiment_changed(key, json.loads(json.dumps(body)))
+    assert woken[key] == 1
+    rec.experiment_changed(key, {**body, "status": {"trials": {"created": 1}}})
+    assert woken[key] == 2
+    job = JobSummary(name="exp-0000", number=0, params={"x": 0.5}, complete=False, failed=False, uid="j1")
+    pod = PodSummary(name="exp-0000-a", job="exp-0000", phase="Running", deleting=False, metrics_text=None,
+                     job_uid="j1")
+    rec.job_changed(key, job.name, job)
+    rec.pod_changed(key, pod.name, pod)
+    assert woken[key] == 4
+    rec.job_changed(key, job.name, JobSummary(**{**job.__dict__}))
+    rec.pod_changed(key, pod.name, PodSummary(name="exp-0000-a", job="exp-0000", phase="Running", deleting=False,
+                                              metrics_text=None, job_uid="j1"))
+    assert woken[key] == 4  # nothing changed
+    rec.pod_changed(key, pod.name, PodSummary(name="exp-0000-a", job="exp-0000", phase="Running", deleting=False,
+                                              metrics_text='{"accuracy": 0.5}', job_uid="j1"))
+    assert woken[key] == 5
+    view = rec.state.views[key]
+    assert [p.name for p in view.pods_of("exp-0000")] == ["exp-0000-a"]
+    rec.job_changed(key, job.name, None)  # a deleted Job's pods go from the view, and from its index
+    assert view.pods == {} and view.pods_of("exp-0000") == [] and view.by_job == {}
+    assert woken[key] == 6
