@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import zlib
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 
@@ -244,49 +244,20 @@ def make_plan(
         return _plan(spec, trials, history, sampler or history.sampler,
                      pruner if pruner is not None else history.pruner, suggest)
     trials = sorted(trials, key=lambda t: t.number)
-    sampler = sampler or build_sampler(spec, experiment)
-    pruner = pruner if pruner is not None else make_pruner(spec)
-    plan = Plan()
-    c = count(trials)
-    best = best_trial(spec, trials)
+    sampler_ = sampler or build_sampler(spec, experiment)
+    pruner_ = pruner if pruner is not None else make_pruner(spec)
     finished = [t for t in trials if not t.active]
     active = [t for t in trials if t.active]
-    history_ = [t.observation(spec.objective) for t in finished]
-    pending = [t.params for t in active]
-    remaining = sampler.remaining(history_, pending)
-    outcome = _outcome(spec, c, best, exhausted=remaining == 0)
+    observations = [t.observation(spec.objective) for t in finished]
+    remaining = sampler_.remaining(observations, [t.params for t in active])
 
-    if outcome is not None and outcome.reason in _ENDS_EARLY:
-        # An experiment that failed or reached its target stops its running trials.
-        plan.stop = [
-            StopOrder(t.number, TrialState.CANCELED, Reason.EXPERIMENT_FINISHED,
-                      f"stopped because the experiment finished: {outcome.reason}")
-            for t in active
-        ]
-    elif pruner is not None and active:
-        plan.stop = [
-            StopOrder(number, TrialState.PRUNED, reason, message)
-            for number, reason, message in pruner.decide(spec, trials)
-        ]
+    def suggest_(pending: list[dict[str, ParamValue]], stopped: list[Trial], n: int) -> list[dict[str, ParamValue]]:
+        return sampler_.suggest(observations + [t.observation(spec.objective) for t in stopped], pending, n=n)
 
-    plan.counts = c
-    plan.best = best
-    plan.outcome = outcome
-    if outcome is not None:
-        return plan
-
-    still_active = len(active) - len(plan.stop)
-    n_new = min(spec.parallel_trials - still_active, spec.max_trials - c.created)
-    if n_new > 0 and suggest:
-        stopped = {s.number for s in plan.stop}
-        pending = [t.params for t in active if t.number not in stopped]
-        history_ = history_ + [
-            t.observation(spec.objective) for t in active if t.number in stopped
-        ]
-        suggestions = sampler.suggest(history_, pending, n=n_new)
-        first = (trials[-1].number + 1) if trials else 0
-        plan.create = [NewTrial(first + i, p) for i, p in enumerate(suggestions)]
-    return plan
+    return _conclude(spec, count(trials), best_trial(spec, trials), active, exhausted=remaining == 0,
+                     decide=(lambda: pruner_.decide(spec, trials)) if pruner_ is not None else None,
+                     suggest=suggest_ if suggest else None,
+                     next_number=(trials[-1].number + 1) if trials else 0)
 
 
 def _plan(spec: ExperimentSpec, trials: Sequence[Trial], history: History, sampler: Sampler,
@@ -298,46 +269,59 @@ def _plan(spec: ExperimentSpec, trials: Sequence[Trial], history: History, sampl
     for t in active:
         if not t.active or t.number in history:
             raise ValueError(f"trial {t.number} is finished or in the history: record it with History.add")
-    plan = Plan()
     c = replace(history.counts, created=len(history) + len(active), running=len(active))
-    best = history.best
-    pending = [t.params for t in active]
-    remaining = sampler.remaining_known(history.observations, pending, history.keys)
-    outcome = _outcome(spec, c, best, exhausted=remaining == 0)
+    remaining = sampler.remaining_known(history.observations, [t.params for t in active], history.keys)
 
+    def decide() -> list[tuple[int, str, str]]:
+        assert pruner is not None
+        if pruner is history.pruner:
+            return pruner.decide_active(spec, history.curves, active)
+        return pruner.decide(spec, sorted(history.trials + active, key=lambda t: t.number))
+
+    def suggest_(pending: list[dict[str, ParamValue]], stopped: list[Trial], n: int) -> list[dict[str, ParamValue]]:
+        observations: Sequence[Observation] = history.observations
+        known: AbstractSet[tuple[object, ...]] = history.keys
+        if stopped:
+            observations = [*observations, *(t.observation(spec.objective) for t in stopped)]
+            known = known | {sampler.space.key(t.params) for t in stopped}
+        return sampler.suggest(list(observations), pending, n=n, known=known)
+
+    last = max(history.last_number if history.last_number is not None else -1,
+               active[-1].number if active else -1)
+    return _conclude(spec, c, history.best, active, exhausted=remaining == 0,
+                     decide=decide if pruner is not None else None, suggest=suggest_ if suggest else None,
+                     next_number=last + 1)
+
+
+Suggest = Callable[[list[dict[str, ParamValue]], list[Trial], int], list[dict[str, ParamValue]]]
+"""``suggest(pending, stopped, n)``: ``n`` new configurations, given the parameters of the trials that keep running
+and the trials this plan stops (they count as finished)."""
+
+
+def _conclude(spec: ExperimentSpec, c: Counts, best: Trial | None, active: Sequence[Trial], *, exhausted: bool,
+              decide: Callable[[], Iterable[tuple[int, str, str]]] | None, suggest: Suggest | None,
+              next_number: int) -> Plan:
+    """The plan's tail shared by both ways of planning: the outcome, the stop orders (all active trials when the
+    experiment ends early, else the early-stopping ``decide``), and how many new trials to ask ``suggest`` for,
+    numbered from ``next_number``. ``active`` are the active trials in ascending number."""
+    outcome = _outcome(spec, c, best, exhausted)
+    plan = Plan(counts=c, best=best, outcome=outcome)
     if outcome is not None and outcome.reason in _ENDS_EARLY:
+        # An experiment that failed or reached its target stops its running trials.
         plan.stop = [
             StopOrder(t.number, TrialState.CANCELED, Reason.EXPERIMENT_FINISHED,
                       f"stopped because the experiment finished: {outcome.reason}")
             for t in active
         ]
-    elif pruner is not None and active:
-        decisions = (pruner.decide_active(spec, history.curves, active) if pruner is history.pruner
-                     else pruner.decide(spec, sorted(history.trials + active, key=lambda t: t.number)))
-        plan.stop = [
-            StopOrder(number, TrialState.PRUNED, reason, message)
-            for number, reason, message in decisions
-        ]
-
-    plan.counts = c
-    plan.best = best
-    plan.outcome = outcome
+    elif decide is not None and active:
+        plan.stop = [StopOrder(number, TrialState.PRUNED, reason, message) for number, reason, message in decide()]
     if outcome is not None:
         return plan
 
-    still_active = len(active) - len(plan.stop)
-    n_new = min(spec.parallel_trials - still_active, spec.max_trials - c.created)
-    if n_new > 0 and suggest:
+    n_new = min(spec.parallel_trials - (len(active) - len(plan.stop)), spec.max_trials - c.created)
+    if n_new > 0 and suggest is not None:
         stopped = {s.number for s in plan.stop}
         pending = [t.params for t in active if t.number not in stopped]
-        observations = history.observations
-        known: AbstractSet[tuple[object, ...]] = history.keys
-        extra = [t for t in active if t.number in stopped]
-        if extra:
-            observations = observations + [t.observation(spec.objective) for t in extra]
-            known = known | {sampler.space.key(t.params) for t in extra}
-        suggestions = sampler.suggest(list(observations), pending, n=n_new, known=known)
-        last = max(history.last_number if history.last_number is not None else -1,
-                   active[-1].number if active else -1)
-        plan.create = [NewTrial(last + 1 + i, p) for i, p in enumerate(suggestions)]
+        suggestions = suggest(pending, [t for t in active if t.number in stopped], n_new)
+        plan.create = [NewTrial(next_number + i, p) for i, p in enumerate(suggestions)]
     return plan
