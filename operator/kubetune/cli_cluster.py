@@ -3,7 +3,8 @@
 
 Every failure is one line on stderr and a non-zero exit code: 1 for errors (no cluster, no CRD, not found,
 forbidden, a failed experiment), 2 for an invalid experiment (the checks and messages of ``kubetune validate``, or
-the API server's), 124 when ``submit --wait`` times out.
+the API server's), 124 when ``submit --wait`` times out, 130 (143) when it is stopped by Ctrl-C (SIGTERM): the
+experiment goes on. ``submit --wait`` draws the view of ``kubetune run`` (:mod:`kubetune.progress`).
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import signal
 import sys
+import threading
 import time
 from datetime import datetime, timezone
+from types import FrameType
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .spec import GROUP, SINGULAR, render_value
@@ -22,13 +26,20 @@ from .validation import InvalidExperiment, load_experiment
 
 if TYPE_CHECKING:
     from .client import Client
+    from .progress import RunView, Snapshot
+    from .results.cluster import ClusterExperiment
     from .results.model import ExperimentResults
 
 # the Kubernetes client is imported when a cluster command runs, so `kubetune run` does not pay for it
 
-EXIT_FAILED, EXIT_INVALID, EXIT_TIMEOUT = 1, 2, 124
+EXIT_FAILED, EXIT_INVALID, EXIT_TIMEOUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 124, 130, 143
 OBJECT = f"{SINGULAR}.{GROUP}"
 """How kubectl names one experiment in its messages (``tuningexperiment.kubetune.io/NAME created``)."""
+POLL = 1.0
+"""Seconds between reads of the experiment while following it."""
+ETA_WINDOW = 600.0
+"""Seconds of finished trials the ETA of ``submit --wait`` is estimated from: on a cluster trials finish in bursts
+(pods scheduled and started together), so rich's default of 30 s would leave the ETA blank between them."""
 MAX_LOG_BYTES = 4 << 20
 """``kubetune logs`` reads at most this much of a pod's log (``--limit-bytes``), like a bounded ``kubectl logs``."""
 
@@ -114,84 +125,129 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     return _follow(kt, name, namespace, args.timeout)
 
 
-def _status_line(results: ExperimentResults, elapsed: float) -> str:
-    spec = results.spec
-    done = sum(1 for r in results.trials if r.state.finished)
-    running = len(results.trials) - done
-    best = results.best
-    best_txt = (f"best {spec.objective.metric}={_fmt(best.trial.objective_value(spec.objective))} (#{best.number})"
-                if best else "best -")
-    return f"[{done}/{spec.max_trials} done, {running} running, {elapsed:.0f}s] {best_txt}"
+class _Terminated(Exception):
+    """SIGTERM while following an experiment."""
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated
+
+
+def _started(obj: dict[str, Any]) -> float:
+    """When the experiment was created, on the ``time.monotonic()`` clock (now when unreadable or in the future)."""
+    meta = obj.get("metadata") or {}
+    try:
+        then = datetime.fromisoformat(str(meta.get("creationTimestamp")).replace("Z", "+00:00"))
+        age = (datetime.now(timezone.utc) - then).total_seconds()
+    except (ValueError, TypeError, OverflowError):
+        age = 0.0
+    return time.monotonic() - min(max(0.0, age), 10 * 365 * 86400.0)
+
+
+class _Follower:
+    """Reads the experiment's results as ``kt.wait`` polls the object, and feeds the view.
+
+    The records are read again when the object changed (each finished trial changes its status), else every
+    ``REFRESH`` seconds (the running trials' reports live on their pods); never sooner than ``BACKOFF`` times the
+    last read took after it (at most ``MAX_BACKOFF`` seconds), so following a large experiment spends at most a
+    third of the time reading it.
+    """
+
+    REFRESH = 5.0
+    BACKOFF = 2.0
+    MAX_BACKOFF = 30.0
+
+    def __init__(self, source: ClusterExperiment, view: RunView) -> None:
+        self.source = source
+        self.view = view
+        self.results: ExperimentResults | None = None
+        self.started: float | None = None
+        self.version = ""
+        self.loaded = 0.0
+        self.next_load = 0.0
+        self.loads = 0
+
+    def snapshot(self) -> Snapshot | None:
+        from .progress import Snapshot
+
+        r = self.results
+        if r is None:
+            return None
+        best = r.best
+        return Snapshot(r.spec.objective.metric, r.spec.max_trials, [t.trial for t in r.trials],
+                        best.trial if best else None, self.started if self.started is not None else time.monotonic())
+
+    def __call__(self, obj: dict[str, Any], final: bool = False) -> None:
+        now = time.monotonic()
+        version = str((obj.get("metadata") or {}).get("resourceVersion"))
+        if self.started is None:
+            self.started = _started(obj)
+        due = self.results is None or final or (
+            now >= self.next_load and (version != self.version or now - self.loaded >= self.REFRESH))
+        if due:
+            self.results = self.source.load(obj)
+            took = time.monotonic() - now
+            self.version, self.loaded = version, time.monotonic()
+            self.loads += 1
+            if self.loads > 1:  # the first read also opens the connection
+                self.next_load = self.loaded + min(self.MAX_BACKOFF, self.BACKOFF * took)
+        snapshot = self.snapshot()
+        if snapshot is not None:
+            self.view.update(snapshot)
+
+    def counts(self) -> str:
+        from .progress import counts_text
+
+        snapshot = self.snapshot()
+        return counts_text(snapshot.counts() if snapshot else {})
 
 
 def _follow(kt: Client, name: str, namespace: str, timeout: float | None) -> int:
-    """Print each finished trial as ``kubetune run`` does (a live status line on a terminal) until the experiment
-    ends; 0 succeeded, 1 failed or stalled, 124 timeout."""
+    """Follow the experiment until it ends, with the view of ``kubetune run`` (live on a terminal, a line per
+    finished trial otherwise); 0 succeeded, 1 failed or stalled, 124 timeout, 130 Ctrl-C, 143 SIGTERM. Stopping the
+    command never stops the experiment."""
     from .client import ExperimentStalled, WaitTimeout
-    from .local.progress import describe
+    from .progress import RunView, describe
     from .results.cluster import ClusterError, ClusterExperiment, outcome_of
 
-    live = sys.stderr.isatty()
-    reported: set[int] = set()
-    started = time.monotonic()
-    source = ClusterExperiment(name, namespace, cluster=kt.cluster)
-    results: ExperimentResults | None = None
-
-    seen = ""
-    next_load = 0.0
-
-    def show(obj: dict[str, Any], final: bool = False) -> None:
-        # the records are read again when the status changed (each finished trial changes its counts), at most as
-        # often as ten times the last read took, so a large experiment is not read whole every second
-        nonlocal results, seen, next_load
-        version = str(obj["metadata"].get("resourceVersion"))
-        if results is not None and not final and (version == seen or time.monotonic() < next_load):
-            if live:
-                sys.stderr.write("\r\033[K" + _status_line(results, time.monotonic() - started))
-                sys.stderr.flush()
-            return
-        t0 = time.monotonic()
-        results = source.load(obj)
-        seen, next_load = version, time.monotonic() + 10 * (time.monotonic() - t0)
-        for r in results.trials:
-            if r.state.finished and r.number not in reported:
-                reported.add(r.number)
-                line = describe(r.trial, results.spec.objective.metric)
-                sys.stderr.write(("\r\033[K" if live else "") + line + "\n")
-        if live:
-            sys.stderr.write("\r\033[K" + _status_line(results, time.monotonic() - started))
-        sys.stderr.flush()
-
+    view = RunView(sys.stderr, max_rows=8, eta_window=ETA_WINDOW)
+    follow = _Follower(ClusterExperiment(name, namespace, cluster=kt.cluster), view)
+    goes_on = (f"it goes on running on the cluster (kubetune get {name} -n {namespace}; "
+               f"kubetune delete {name} -n {namespace} stops it)")
+    main = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGTERM, _terminate) if main else None
+    obj: dict[str, Any] | None = None
+    code, message = 0, ""
     try:
-        obj = kt.wait(name, timeout, namespace, poll=1.0, on_poll=show)
+        ended = kt.wait(name, timeout, namespace, poll=POLL, on_poll=follow)
+        follow(ended, final=True)  # the records written with the final status
+        obj = ended
     except WaitTimeout:
-        _clear(live)
-        print(f"timed out after {timeout:g}s waiting for {namespace}/{name}; it goes on running on the cluster "
-              f"(kubetune get {name} -n {namespace})", file=sys.stderr)
-        return EXIT_TIMEOUT
-    except ExperimentStalled as e:
-        _clear(live)
-        return _error(str(e))
-    except ClusterError as e:
-        _clear(live)
-        return _error(str(e))
-    _clear(live)
-    show(obj, final=True)  # the records written with the final status
-    _clear(live)
+        code, message = EXIT_TIMEOUT, f"timed out after {timeout:g}s waiting for {namespace}/{name}; {goes_on}"
+    except KeyboardInterrupt:
+        code, message = EXIT_INTERRUPTED, f"interrupted: stopped following {namespace}/{name}; {goes_on}"
+    except _Terminated:
+        code, message = EXIT_TERMINATED, f"terminated: stopped following {namespace}/{name}; {goes_on}"
+    except (ExperimentStalled, ClusterError) as e:
+        code, message = EXIT_FAILED, f"error: {e}"
+    finally:
+        view.close()
+        if main:
+            signal.signal(signal.SIGTERM, old)
+    results = follow.results
+    if obj is None or results is None:
+        if results is not None and code != EXIT_FAILED:
+            print(f"trials so far: {follow.counts()}", file=sys.stderr)
+        print(message, file=sys.stderr)
+        return code
     outcome = outcome_of(obj) or {}
     word = "succeeded" if outcome.get("succeeded") else "failed"
     print(f"experiment {word}: {outcome.get('reason')}: {outcome.get('message')}", file=sys.stderr)
-    assert results is not None
+    print(f"trials: {follow.counts()}", file=sys.stderr)
     best = results.best
     if best is not None:
         print("best: " + describe(best.trial, results.spec.objective.metric))
     return 0 if outcome.get("succeeded") else EXIT_FAILED
-
-
-def _clear(live: bool) -> None:
-    if live:
-        sys.stderr.write("\r\033[K")
-        sys.stderr.flush()
 
 
 # -- get ------------------------------------------------------------------------------------------------------------
@@ -329,7 +385,7 @@ def _trial_number(experiment: str, trial: str) -> int | None:
 
 
 def _cmd_logs(args: argparse.Namespace) -> int:
-    from .local.progress import describe
+    from .progress import describe
     from .results.cluster import ClusterError, ClusterExperiment, NotFound, owned_by
 
     kt = _client(args)
@@ -423,7 +479,8 @@ def register(sub: Any) -> None:
     s = sub.add_parser("submit", parents=[conn], help="validate an experiment file and create it on the cluster")
     s.add_argument("file", help="a TuningExperiment YAML file")
     s.add_argument("--wait", "-w", action="store_true",
-                   help="follow the experiment until it ends: exit 0 succeeded, 1 failed, 124 timeout")
+                   help="follow the experiment until it ends: exit 0 succeeded, 1 failed, 124 timeout, "
+                        "130 Ctrl-C (the experiment goes on)")
     s.add_argument("--timeout", type=float, default=None, help="with --wait: give up after this many seconds")
     s.set_defaults(func=_guarded(_cmd_submit))
 

@@ -1,4 +1,5 @@
-"""The live view of kubetune run on a real pseudo-terminal, and plain lines elsewhere."""
+"""The live view of kubetune run (and of submit --wait, fed with snapshots) on a real pseudo-terminal, and plain lines
+elsewhere."""
 
 from __future__ import annotations
 
@@ -6,9 +7,17 @@ import io
 import os
 import re
 import select
+import time
 from types import SimpleNamespace
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from rich.cells import cell_len
+
 from kubetune.local.progress import Progress
+from kubetune.plan import best_trial
+from kubetune.progress import RunView, Snapshot, counts_text, fit
 from kubetune.trials import Trial, TrialState
 from tests.support.synthetic_results import experiment, make_trials
 
@@ -70,3 +79,127 @@ def test_plain_lines_when_not_a_terminal() -> None:
     text = stream.getvalue()
     assert "\x1b" not in text and "\r" not in text
     assert [ln.split()[0] for ln in text.splitlines()] == ["#0", "#1", "#2"]
+
+
+# -- the snapshot-driven view, as `kubetune submit --wait` feeds it -------------------------------------------------
+
+# A run of 6 trials as a follower sees it: trials finish out of number order, several between two snapshots, and a
+# snapshot may bring nothing new. The known order of first appearance as finished: 1, then 0 2 3 (one snapshot),
+# then 5, then 4.
+FINISHED_AT = {1: 1, 0: 2, 2: 2, 3: 2, 5: 3, 4: 5}
+EXPECTED_ORDER = [1, 0, 2, 3, 5, 4]
+
+
+def _sequence() -> list[Snapshot]:
+    spec = experiment(max_trials=6).spec
+    final = make_trials(6)
+    final[2].message = "exit code 1\x1b]0;owned\x07 then \x1b[2Jcleared\nsecond line"
+    final[2].state, final[2].reason, final[2].metrics = TrialState.FAILED, "Error", {}
+    started = time.monotonic() - 42
+    out = []
+    for step in range(6):
+        trials = []
+        for t in final:
+            if FINISHED_AT[t.number] <= step:
+                trials.append(t)
+            elif t.number <= 1 + step:  # created, not finished yet: its latest report
+                trials.append(Trial(t.number, dict(t.params), TrialState.RUNNING, curve=t.curve[:2]))
+        out.append(Snapshot("accuracy", spec.max_trials, trials, best_trial(spec, trials), started))
+    return out
+
+
+def test_each_finished_trial_is_printed_once_in_the_order_it_finished() -> None:
+    stream = io.StringIO()
+    view = RunView(stream)
+    printed = []
+    for snap in _sequence():
+        printed += [t.number for t in view.update(snap)]
+        printed_again = view.update(snap)  # the same snapshot twice: nothing new
+        assert printed_again == []
+    view.close()
+    assert printed == EXPECTED_ORDER
+    lines = stream.getvalue().splitlines()
+    assert [int(ln.split()[0][1:]) for ln in lines] == EXPECTED_ORDER
+    assert "\x1b" not in stream.getvalue() and "\x07" not in stream.getvalue()
+    failed = next(ln for ln in lines if ln.startswith("#2 "))
+    assert "Failed" in failed and "cleared second line" in failed  # one line, the controls made spaces
+
+
+def _live_screen(snapshots: list[Snapshot], columns: int, monkeypatch: pytest.MonkeyPatch) -> str:
+    """What the view writes to a real pseudo-terminal, with rich told the terminal is ``columns`` wide."""
+    monkeypatch.setenv("COLUMNS", str(columns))
+    master, slave = os.openpty()
+    stream = os.fdopen(slave, "w", encoding="utf-8")
+    raw = b""
+    try:
+        view = RunView(stream, eta_window=600)
+        assert view.live
+        for snap in snapshots:
+            view.update(snap)
+            raw += _drain(master)
+        view.close()
+        raw += _drain(master)
+    finally:
+        stream.close()
+        os.close(master)
+    assert b"\x1b]0;" not in raw and b"\x1b[2Jcleared" not in raw  # a trial's message sets no title, clears nothing
+    return CURSOR.sub("\n", STYLE.sub("", raw.decode("utf-8", "replace")))
+
+
+ROW = re.compile(r"^(\d+)\s+(Succeeded|Pruned|Failed|Canceled)\s")
+
+
+@pytest.mark.parametrize("columns", [40, 60, 100])
+def test_live_view_rows_fit_the_terminal_and_cut_between_words(columns: int,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    snapshots = _sequence()
+    final = {t.number: t for t in snapshots[-1].trials}
+    screen = _live_screen(snapshots, columns, monkeypatch)
+    lines = [ln.rstrip() for ln in screen.split("\n") if ln.strip()]
+    assert max(len(ln) for ln in lines) <= columns, [ln for ln in lines if len(ln) > columns]
+    rows = [ln for ln in lines if ROW.match(ln)]
+    assert [int(ROW.match(r).group(1)) for r in rows] == EXPECTED_ORDER  # type: ignore[union-attr]
+    assert len({r.index(r.split()[1]) for r in rows}) == 1  # one aligned table
+    header = next(ln for ln in lines if ln.split()[:2] == ["#", "state"])
+    assert header.index("state") == rows[0].index(rows[0].split()[1])
+    for r in rows:
+        t = final[int(r.split()[0])]
+        tokens = r.split()[3:] if t.state is TrialState.SUCCEEDED else []
+        for token in tokens:  # every parameter shown whole (k=v) or only the ellipsis: no word cut inside
+            if token == "…":
+                continue
+            key, _, value = token.rstrip("…").partition("=")
+            assert key in t.params, (token, r)
+            want = t.params[key]
+            if isinstance(want, float):
+                assert float(value) == pytest.approx(want, rel=1e-5), (token, r)
+            else:
+                assert value == str(want), (token, r)
+    assert "6/6" in screen and "1/6" in screen  # the bar counted finished trials as they came
+    assert re.search(r"\b0:00:4[2-9]\b", screen), screen  # elapsed from the snapshot's start time
+    if columns >= 60:
+        assert "ETA" in screen and "elapsed" in screen
+    assert "best accuracy=" in screen
+    assert re.search(r"^\d+\s+Running\s", screen, re.M)
+
+
+@given(st.text(alphabet=st.sampled_from("ab c=1.\u00e9\u4e2d"), max_size=60), st.integers(0, 70))
+def test_fit_cuts_between_words_within_the_width(text: str, width: int) -> None:
+    out = fit(text, width)
+    assert cell_len(out) <= width
+    if cell_len(text) <= width:
+        assert out == text
+    elif width >= 1:
+        assert out.endswith("…")
+        head = out[:-1]
+        assert text.startswith(head)
+        # the cut is at a word's end: what follows in the text is a space (or nothing is kept)
+        assert head == "" or (not head[-1].isspace() and text[len(head)] == " ")
+
+
+def test_counts_by_state_finished_first() -> None:
+    snap = _sequence()[3]
+    assert snap.counts() == {TrialState.SUCCEEDED: 2, TrialState.FAILED: 2, TrialState.PRUNED: 1,
+                             TrialState.RUNNING: 1}
+    assert counts_text(snap.counts()) == "2 succeeded, 2 failed, 1 pruned, 1 running"
+    assert counts_text({}) == "no trials"
