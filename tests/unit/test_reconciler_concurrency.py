@@ -22,7 +22,9 @@ from kubetune.k8s import events, prometheus
 from kubetune.k8s.api import Api, ApiException, RetryPolicy
 from kubetune.k8s.observe import JobSummary, PodSummary
 from kubetune.k8s.reconciler import ExperimentWorker, Reconciler, gather_calls
+from kubetune.k8s.store import SHARD_SIZE, TrialStore
 from kubetune.template import trial_name
+from kubetune.trials import Trial, TrialState
 from tests.support.fake_api import FakeCluster, Faults
 from tests.unit.test_reconciler_faults import Clock, Harness, check, experiment
 
@@ -256,3 +258,27 @@ def test_only_changes_the_reconciler_reads_wake_the_worker() -> None:
     rec.job_changed(key, job.name, None)  # a deleted Job's pods go from the view, and from its index
     assert view.pods == {} and view.pods_of("exp-0000") == [] and view.by_job == {}
     assert woken[key] == 6
+
+
+def test_a_shard_is_written_with_one_request_whether_new_or_not() -> None:
+    body = experiment()
+    fake = FakeCluster(body)
+    api = Api(core=fake, batch=fake, custom=fake, policy=RetryPolicy(attempts=1))
+
+    def writes() -> tuple[int, int]:
+        return fake.calls["create_configmap"], fake.calls["patch_configmap"]
+
+    store = TrialStore(api, body)
+    assert store.load() == {}
+    store.save([Trial(0, {"x": 0.1}, TrialState.PENDING)])
+    assert writes() == (1, 0)  # a new shard: created at once
+    store.save([Trial(1, {"x": 0.2}, TrialState.PENDING)])
+    assert writes() == (1, 1)
+    again = TrialStore(api, body)  # after a restart: the shards loaded are known
+    assert sorted(again.load()) == [0, 1]
+    again.save([Trial(2, {"x": 0.3}, TrialState.PENDING), Trial(SHARD_SIZE, {"x": 0.4}, TrialState.PENDING)])
+    assert writes() == (2, 2)
+    unknown = TrialStore(api, body)  # not loaded: the shard is there all the same, and is patched after the 409
+    unknown.save([Trial(3, {"x": 0.5}, TrialState.PENDING)])
+    assert writes() == (3, 3)
+    assert sorted(TrialStore(api, body).load()) == [0, 1, 2, 3, SHARD_SIZE]

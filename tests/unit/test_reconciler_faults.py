@@ -343,6 +343,7 @@ def test_operator_restarts_under_faults_lose_and_duplicate_nothing(seed: int) ->
             h.reconciler = SteppedReconciler(h.reconciler.api_factory)
             h.fake.relist()
             restarts += 1
+            faults._bursts["list_configmaps"] = [Fault("503")]  # loading the records fails at least once
         await h.settle()
 
     asyncio.run(go())

@@ -277,24 +277,27 @@ class Api:
         return list(self.call("list_configmaps", self.core.list_namespaced_config_map, namespace,
                               label_selector=selector).items)
 
-    def upsert_configmap_data(self, namespace: str, body: dict[str, Any]) -> None:
-        """Merge ``body['data']`` into the ConfigMap, creating it when missing. Raises :class:`ForeignObject`
-        when a ConfigMap of that name belongs to another owner (its data would go with that owner)."""
+    def upsert_configmap_data(self, namespace: str, body: dict[str, Any], exists: bool = True) -> None:
+        """Merge ``body['data']`` into the ConfigMap, creating it when missing (``exists=False``: it probably is,
+        so the create is tried first). Raises :class:`ForeignObject` when a ConfigMap of that name belongs to
+        another owner (its data would go with that owner)."""
         name = body["metadata"]["name"]
         ours = {o["uid"] for o in body["metadata"].get("ownerReferences") or []}
         patch = {"data": body["data"]}
-        for _ in range(2):
+        steps: list[tuple[str, Callable[..., Any], tuple[Any, ...], int]] = [
+            ("patch_configmap", self.core.patch_namespaced_config_map, (name, namespace, patch), 404),
+            ("create_configmap", self.core.create_namespaced_config_map, (namespace, body), 409),
+        ]
+        if not exists:
+            steps.reverse()
+        current: Any = None
+        for attempt in range(4):  # a create that conflicts patches; a patch that finds nothing creates
+            verb, fn, args, absent = steps[attempt % 2]
             try:
-                current = self.call("patch_configmap", self.core.patch_namespaced_config_map, name, namespace, patch)
+                current = self.call(verb, fn, *args)
                 break
             except ApiException as e:
-                if e.status != 404:
-                    raise
-            try:
-                current = self.call("create_configmap", self.core.create_namespaced_config_map, namespace, body)
-                break
-            except ApiException as e:
-                if e.status != 409:
+                if e.status != absent:
                     raise
         else:
             raise ApiException(status=409, reason=f"ConfigMap {name} keeps conflicting")

@@ -169,6 +169,8 @@ class ExperimentWorker:
         """Active trials whose Job has been seen: if it disappears before the trial finished, the trial is lost
         (not created again). Numbers leave the set once their trial is recorded as finished."""
         self.last_best: int | None = None
+        self.store: TrialStore | None = None
+        """The records' ConfigMaps (made with the records, and again for a new experiment of the same name)."""
         self.task: asyncio.Task[None] | None = None
 
     @property
@@ -209,13 +211,15 @@ class ExperimentWorker:
         meta = body["metadata"]
         name, namespace = meta["name"], meta["namespace"]
         if meta.get("uid") != self.uid:  # a new experiment under the same name: start over
-            self.uid, self.records, self.seen, self.last_best = meta.get("uid"), None, set(), None
+            self.uid, self.records, self.seen, self.last_best, self.store = meta.get("uid"), None, set(), None, None
         spec, problems = parse_spec(body)
         if spec is None:
             message = "; ".join(str(p) for p in problems)[:2000]
             await self._patch_status(body, stalled_status(body, "InvalidSpec", message))
             return
-        store = TrialStore(self.api, body)
+        if self.store is None or self.records is None:
+            self.store = TrialStore(self.api, body)
+        store = self.store
         if self.records is None:
             self.records = Records(await blocking(store.load))
         view = self.state.view(self.key)
@@ -276,10 +280,10 @@ class ExperimentWorker:
         gone = {t.number for t in stopped}
         launch = created + [records[n] for n in missing_jobs if n not in gone]
         jobs = [build_job(body, spec, t.number, t.params) for t in launch]
-        results = await gather_calls([functools.partial(self.api.create_job, namespace, job) for job in jobs])
+        outcomes = await gather_calls([functools.partial(self.api.create_job, namespace, job) for job in jobs])
         invalid: ApiException | None = None
         launched: list[Trial] = []
-        for t, job, made in zip(launch, jobs, results):
+        for t, job, made in zip(launch, jobs, outcomes):
             if isinstance(made, ApiException) and made.status in (400, 422):
                 invalid = invalid or made
             elif isinstance(made, Exception):
@@ -319,11 +323,11 @@ class ExperimentWorker:
             if launched:
                 await blocking(store.save, launched)
 
-        outcomes = await asyncio.gather(save_launched(), self._cleanup_jobs(namespace, view),
-                                        self._patch_status(body, running_status(body, spec, plan)),
-                                        return_exceptions=True)
-        _raise_cancelled(outcomes)
-        failure = failure or next((r for r in outcomes if isinstance(r, Exception)), None)
+        last = await asyncio.gather(save_launched(), self._cleanup_jobs(namespace, view),
+                                    self._patch_status(body, running_status(body, spec, plan)),
+                                    return_exceptions=True)
+        _raise_cancelled(last)
+        failure = failure or next((r for r in last if isinstance(r, Exception)), None)
         if failure is not None:
             raise failure
         prometheus.RECONCILE_SECONDS.observe(time.monotonic() - started)

@@ -42,6 +42,8 @@ class TrialStore:
         self.experiment = experiment
         self.name = experiment["metadata"]["name"]
         self.namespace = experiment["metadata"]["namespace"]
+        self.shards: set[str] = set()
+        """Shards known to exist (loaded or written): a record of another shard is written by a create first."""
 
     def load(self) -> dict[int, Trial]:
         out: dict[int, Trial] = {}
@@ -49,6 +51,7 @@ class TrialStore:
             owners = cm.metadata.owner_references or []
             if owners and all(o.uid != self.experiment["metadata"]["uid"] for o in owners):
                 continue  # left over from an earlier experiment of the same name
+            self.shards.add(cm.metadata.name)
             for _key, value in (cm.data or {}).items():
                 try:
                     trial = Trial.from_record(json.loads(value))
@@ -74,4 +77,5 @@ class TrialStore:
                     "ownerReferences": [owner_reference(self.experiment)],
                 },
                 "data": data,
-            })
+            }, exists=shard in self.shards)
+            self.shards.add(shard)
