@@ -158,30 +158,37 @@ def test_timeout_exits_124_and_the_experiment_goes_on(op: OperatorProcess, ns: s
     ex.delete("slowish")
 
 
-def test_ctrl_c_exits_130_and_leaves_the_experiment_running(op: OperatorProcess, ns: str, control_plane: Any,
-                                                            ex: Experiments, tmp_path: Path) -> None:
-    path = experiment_file(tmp_path, "interrupted", 2, 2, seconds=4)
+@pytest.mark.parametrize(("sig", "code", "word"), [(signal.SIGINT, 130, "interrupted"),
+                                                    (signal.SIGTERM, 143, "terminated")])
+def test_ctrl_c_exits_130_and_leaves_the_experiment_running(sig: int, code: int, word: str, op: OperatorProcess,
+                                                            ns: str, control_plane: Any, ex: Experiments,
+                                                            tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT; SIGTERM alike) stops following, says the experiment goes on, and it does: the same object
+    runs its trials to the end."""
+    name = f"stopped-{word}"
+    path = experiment_file(tmp_path, name, 2, 2, seconds=4)
     proc = subprocess.Popen(command(path, ns, control_plane), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
-        wait_for("the trials' Jobs", lambda: len(ex.jobs("interrupted")) == 2, timeout=60)
+        wait_for("the trials' Jobs", lambda: len(ex.jobs(name)) == 2, timeout=60)
+        uid = ex.get(name)["metadata"]["uid"]
         assert proc.poll() is None
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     assert "Traceback" not in err
     assert err.splitlines()[-1] == (
-        f"interrupted: stopped following {ns}/interrupted; it goes on running on the cluster "
-        f"(kubetune get interrupted -n {ns}; kubetune delete interrupted -n {ns} stops it)"), err
-    # not deleted: the same experiment runs its trials to the end
-    done = wait_for("the experiment to succeed", lambda: ex.finished("interrupted"), timeout=120)
+        f"{word}: stopped following {ns}/{name}; it goes on running on the cluster "
+        f"(kubetune get {name} -n {ns}; kubetune delete {name} -n {ns} stops it)"), err
+    done = wait_for("the experiment to succeed", lambda: ex.finished(name), timeout=120)
     assert done["status"] == "True" and done["reason"] == "MaxTrialsReached", done
-    assert sorted(ex.records("interrupted")) == [0, 1]
-    ex.delete("interrupted")
+    assert ex.get(name)["metadata"]["uid"] == uid
+    assert sorted(ex.records(name)) == [0, 1]
+    ex.delete(name)
 
 
 def _read_until_exit(master: int, proc: subprocess.Popen[bytes], timeout: float) -> bytes:

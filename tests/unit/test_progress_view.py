@@ -203,3 +203,56 @@ def test_counts_by_state_finished_first() -> None:
                              TrialState.RUNNING: 1}
     assert counts_text(snap.counts()) == "2 succeeded, 2 failed, 1 pruned, 1 running"
     assert counts_text({}) == "no trials"
+
+
+def test_the_cluster_follower_reads_on_change_or_refresh_and_prints_each_trial_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``submit --wait``'s follower with an injected results source and clock: the records are read again when the
+    object's resourceVersion changed or REFRESH seconds passed, never sooner than BACKOFF times the last read took;
+    each finished trial is printed once."""
+    from kubetune.cli_cluster import _Follower
+    from kubetune.results.model import ExperimentResults, TrialRecord
+
+    spec = experiment(max_trials=6).spec
+    snapshots = _sequence()
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+
+    class Source:
+        loads = 0
+
+        def load(self, obj: dict[str, object]) -> ExperimentResults:
+            self.loads += 1
+            clock[0] += 0.5  # each read takes half a second
+            trials = snapshots[min(self.loads - 1, len(snapshots) - 1)].trials
+            return ExperimentResults("synthetic", spec, [TrialRecord(t) for t in trials])
+
+    source = Source()
+    stream = io.StringIO()
+    follow = _Follower(source, RunView(stream))  # type: ignore[arg-type]
+
+    def poll(version: str, final: bool = False) -> None:
+        follow({"metadata": {"resourceVersion": version, "creationTimestamp": "2026-01-01T00:00:00Z"}}, final)
+        clock[0] += 0.1
+
+    poll("1")
+    assert source.loads == 1
+    poll("1")  # unchanged, REFRESH not passed: no read
+    assert source.loads == 1
+    poll("2")  # changed: read at once after the first read (that one also opened the connection)
+    assert source.loads == 2
+    poll("3")  # changed, but sooner than BACKOFF (2) times the last read (0.5 s) after it
+    assert source.loads == 2
+    clock[0] += 1.0
+    poll("3")
+    assert source.loads == 3
+    clock[0] += _Follower.REFRESH
+    poll("3")  # unchanged, REFRESH passed: read (running trials' reports)
+    assert source.loads == 4
+    for v in range(4, 12):
+        clock[0] += 2.0
+        poll(str(v))
+    poll("12", final=True)
+    printed = [int(ln.split()[0][1:]) for ln in stream.getvalue().splitlines()]
+    assert printed == EXPECTED_ORDER
+    assert follow.counts() == "3 succeeded, 2 failed, 1 pruned"
