@@ -87,6 +87,9 @@ def test_page_state_and_plotly_js(served: tuple[DashboardServer, Counting], run_
     server, _ = served
     status, headers, body = request(server, "GET", "/")
     assert status == 200 and headers["content-type"] == "text/html; charset=utf-8"
+    csp = headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "unsafe-eval" not in csp and "frame-ancestors 'none'" in csp
+    assert headers["x-content-type-options"] == "nosniff"
     page = body.decode()
     scripts = re.findall(r'<script[^>]*src="([^"]*)"', page)
     assert scripts == ["plotly.min.js"]  # one script from this server, nothing from the network
