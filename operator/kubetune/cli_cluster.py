@@ -282,10 +282,14 @@ def _dump(doc: Any, output: str) -> None:
 
 def _cmd_get(args: argparse.Namespace) -> int:
     kt = _client(args)
+    if args.watch and (not args.name or args.all_namespaces or args.output):
+        return _error("--watch follows one experiment: give its NAME, without -A or -o")
     if args.name:
         if args.all_namespaces:
             return _error("a resource cannot be retrieved by name across all namespaces")
         items = [kt.get(args.name, args.namespace)]
+        if args.watch:
+            return _follow(kt, args.name, args.namespace or kt.namespace, None)
     else:
         items = kt.list(args.namespace, args.all_namespaces)
     if args.output in ("yaml", "json"):
@@ -488,6 +492,8 @@ def register(sub: Any) -> None:
                        help="list experiments (like kubectl get tex), or show one")
     g.add_argument("name", nargs="?")
     g.add_argument("--output", "-o", choices=["wide", "yaml", "json"])
+    g.add_argument("--watch", "-w", action="store_true",
+                   help="with NAME: follow the experiment until it ends, as submit --wait does (same exit codes)")
     g.set_defaults(func=_guarded(_cmd_get))
 
     t = sub.add_parser("trials", parents=[conn], help="an experiment's trials, recorded and running")

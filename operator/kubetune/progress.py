@@ -263,8 +263,8 @@ class _Screen:
         width = self.console.size.width
         finished = snapshot.finished
         running = snapshot.running
-        if self.task is None:
-            self.task = self.bar.add_task("trials", total=snapshot.max_trials)
+        if self.task is None:  # trials finished before the first draw do not count towards the ETA's speed
+            self.task = self.bar.add_task("trials", total=snapshot.max_trials, completed=len(finished))
             for task in self.bar.tasks:
                 if task.id == self.task:
                     task.start_time = min(snapshot.started, time.monotonic())

@@ -191,6 +191,27 @@ def test_ctrl_c_exits_130_and_leaves_the_experiment_running(sig: int, code: int,
     ex.delete(name)
 
 
+def test_get_watch_follows_an_experiment_already_running(op: OperatorProcess, ns: str, control_plane: Any,
+                                                         ex: Experiments, tmp_path: Path) -> None:
+    """`kubetune get NAME --watch` on an experiment created elsewhere, after some of its trials finished: those are
+    printed first, then the others as they finish, each once; the exit code by outcome."""
+    path = experiment_file(tmp_path, "watched", 6, 2, seconds=2)
+    ex.create(yaml.safe_load(path.read_text()))
+    wait_for("a first recorded trial", lambda: ex.records("watched"), timeout=90)
+    proc = subprocess.run([sys.executable, "-m", "kubetune", "get", "watched", "--watch", "-n", ns,
+                           "--kubeconfig", str(control_plane.kubeconfig)],
+                          capture_output=True, text=True, timeout=240, check=False)
+    assert proc.returncode == 0, proc.stderr
+    records = ex.records("watched")
+    numbers = [int(ln.split()[0][1:]) for ln in trial_lines(proc.stderr)]
+    assert sorted(records) == list(range(6))
+    assert collections.Counter(numbers) == collections.Counter(range(6)), proc.stderr
+    assert "experiment succeeded: MaxTrialsReached" in proc.stderr and "trials: 6 succeeded\n" in proc.stderr
+    best = max(records, key=lambda n: records[n]["metrics"]["score"])
+    assert proc.stdout.startswith(f"best: #{best} "), proc.stdout
+    ex.delete("watched")
+
+
 def _read_until_exit(master: int, proc: subprocess.Popen[bytes], timeout: float) -> bytes:
     out = b""
     deadline = time.monotonic() + timeout
