@@ -183,3 +183,8 @@ def test_dashboard_and_report_of_an_operator_run_experiment(
     assert next(d for d in drawn if d["id"] == "plot-history")["points"] == 5
     rows = browser.execute_script("return document.querySelectorAll('#trials tbody tr').length")
     assert rows == 5
+
+    # an experiment that is not there: one line and exit 2, as for a missing results directory
+    capsys.readouterr()
+    assert main(["dashboard", f"tex/{ns}/nothere", "--port", "0"]) == 2
+    assert capsys.readouterr().err == 'cannot show: tuningexperiments.kubetune.io "nothere" not found\n'

@@ -64,6 +64,7 @@ class DashboardServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], live: Live) -> None:
         self.live = live
+        self._page: tuple[str, bytes] = ("", b"")
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
@@ -74,6 +75,15 @@ class DashboardServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         self.server_name = str(host)
         self.server_port = int(port)
+
+    def page(self) -> bytes:
+        """The page of the current snapshot, rendered once per version."""
+        snap = self.live.snapshot
+        version, body = self._page
+        if version != snap.version:
+            body = page.render(snap, self.live.interval)
+            self._page = (snap.version, body)
+        return body
 
     @property
     def loopback_only(self) -> bool:
@@ -112,7 +122,7 @@ class Handler(BaseHTTPRequestHandler):
         path = urllib.parse.urlsplit(self.path).path
         live = self.server.live
         if path in ("/", "/index.html"):
-            self._send(200, page.render(live.snapshot, live.interval), "text/html; charset=utf-8", body,
+            self._send(200, self.server.page(), "text/html; charset=utf-8", body,
                        {"Cache-Control": "no-store"})
         elif path == "/" + page.PLOTLY_PATH:
             self._send(200, plotly_js(), "text/javascript; charset=utf-8", body,
