@@ -118,7 +118,7 @@ def format_params(trial: Trial, short: bool = False) -> str:
 def describe(trial: Trial, metric: str) -> str:
     """One plain line for a finished trial: ``#3    Succeeded accuracy=0.97  [C=1.5 kernel=rbf]``."""
     value = trial.metrics.get(metric)
-    tail = f"{metric}={fmt_metric(value)}" if value is not None else (trial.reason or "")
+    tail = f"{metric}={fmt_metric(value)}" if value is not None else clean(trial.reason or "")
     if trial.state is not TrialState.SUCCEEDED and trial.message:
         tail += f" ({clean(trial.message[:120])})"
     return f"#{trial.number:<4} {trial.state.value:<9} {tail}  [{format_params(trial)}]"
@@ -245,7 +245,7 @@ class _Screen:
             self.live.console.print(header)
         tail = format_params(t, short=True)
         if t.state is not TrialState.SUCCEEDED and (t.reason or t.message):
-            tail = f"{t.reason}: {clean(t.message[:200])}  [{tail}]"
+            tail = f"{clean(t.reason)}: {clean(t.message[:200])}  [{tail}]"
         table = self._table(snapshot.max_trials)
         self._row(table, (str(t.number), t.state.value, fmt_metric(t.metrics.get(snapshot.metric)), tail),
                   snapshot.max_trials, style=_STYLES.get(t.state, ""))
