@@ -20,8 +20,8 @@ import pytest
 
 from kubetune.k8s import events, prometheus
 from kubetune.k8s.api import Api, ApiException, RetryPolicy
-from kubetune.k8s.observe import JobSummary, PodSummary
-from kubetune.k8s.reconciler import ExperimentWorker, Reconciler, gather_calls
+from kubetune.k8s.observe import JobSummary, PodSummary, observe_trial, summarize_job
+from kubetune.k8s.reconciler import ExperimentWorker, Reconciler, gather_calls, parse_spec
 from kubetune.k8s.store import SHARD_SIZE, TrialStore
 from kubetune.template import trial_name
 from kubetune.trials import Trial, TrialState
@@ -282,3 +282,74 @@ def test_a_shard_is_written_with_one_request_whether_new_or_not() -> None:
     unknown.save([Trial(3, {"x": 0.5}, TrialState.PENDING)])
     assert writes() == (3, 3)
     assert sorted(TrialStore(api, body).load()) == [0, 1, 2, 3, SHARD_SIZE]
+
+
+# -- a Job of one pod is done when its pod succeeded ------------------------------------------------------------------
+
+
+def test_a_succeeded_pod_ends_its_trial_before_the_job_is_complete_and_its_job_is_kept() -> None:
+    body = experiment(max_trials=4, parallel=2, algorithm={"name": "random", "seed": 4})
+    h = Harness(body, seed=4, lag=False, run_ticks=(1, 1), fail_rate=0.0, steps=1)
+    fake = h.fake
+
+    def deliver_without_jobs_complete() -> None:
+        """Deliver every event but the Jobs' updates once they completed (the Job controller is slow)."""
+        held = [(n, j) for n, j in fake.streams["jobs"] if j is not None and j.complete]
+        fake.streams["jobs"] = type(fake.streams["jobs"])(
+            (n, j) for n, j in fake.streams["jobs"] if not (j is not None and j.complete))
+        fake.deliver(h.reconciler)
+        fake.streams["jobs"].extend(held)
+
+    async def go() -> None:
+        fake.deliver(h.reconciler)
+        await h.worker.reconcile()  # type: ignore[union-attr]  # the first two Jobs
+        for _ in range(6):
+            fake.tick()
+            deliver_without_jobs_complete()
+            await h.worker.reconcile()  # type: ignore[union-attr]
+        records = fake.records()
+        # the first trials are recorded from their pods alone, and the Jobs that replace them are made
+        assert {n: r["state"] for n, r in records.items() if n < 2} == {0: "Succeeded", 1: "Succeeded"}
+        assert all(r["metrics"] == fake.ledger.truth[fake.ledger.job_uids[trial_name("exp", n)]].reports[-1]
+                   for n, r in records.items() if r["state"] == "Succeeded")
+        assert len(records) >= 3
+        view = h.reconciler.state.views[fake.key]
+        assert not any(view.jobs[trial_name("exp", n)].complete for n in (0, 1))  # as the operator saw them
+        assert fake.calls["delete_job"] == 0  # a done Job is no stale one: kept for its logs
+        await h.settle()
+
+    asyncio.run(go())
+    check(h, body)
+
+
+@pytest.mark.parametrize(("single", "phases", "final"), [
+    (True, ["Succeeded"], True),
+    (True, ["Failed", "Succeeded"], True),
+    (True, ["Succeeded", "Running"], False),  # another pod still runs
+    (True, ["Failed"], False),  # the Job controller decides (it may make another pod)
+    (False, ["Succeeded"], False),  # completions or parallelism above 1: the Job says when it is done
+])
+def test_a_job_of_one_pod_is_judged_by_its_pods_alone(single: bool, phases: list[str], final: bool) -> None:
+    spec, _ = parse_spec(experiment())
+    assert spec is not None
+    job = JobSummary(name="exp-0000", number=0, params={"x": 0.5}, complete=False, failed=False, uid="j",
+                     single=single)
+    pods = [PodSummary(name=f"p{i}", job="exp-0000", phase=phase, deleting=False, created=f"2026-01-0{i + 1}",
+                       metrics_text='{"seq": 1, "metrics": {"accuracy": 0.75}}', job_uid="j",
+                       finished_at="2026-01-02T00:00:00Z" if phase != "Running" else None)
+            for i, phase in enumerate(phases)]
+    observed = observe_trial(spec, job, pods, None)
+    assert observed.final is final
+    if final:
+        assert observed.trial.state is TrialState.SUCCEEDED and observed.trial.metrics == {"accuracy": 0.75}
+        assert observed.trial.completion_time == "2026-01-02T00:00:00Z"
+
+
+@pytest.mark.parametrize(("spec", "single"), [({}, True), ({"completions": 1, "parallelism": 1}, True),
+                                               ({"completions": 3}, False), ({"parallelism": 2}, False)])
+def test_a_job_is_of_one_pod_when_completions_and_parallelism_are_at_most_1(spec: dict[str, int],
+                                                                             single: bool) -> None:
+    body = {"metadata": {"name": "exp-0000", "labels": {"kubetune.io/trial-number": "0"},
+                         "annotations": {"kubetune.io/parameters": "{}"}}, "spec": spec}
+    job = summarize_job(body)
+    assert job is not None and job.single is single

@@ -3,7 +3,9 @@
 Pure functions over small summaries of the watched objects, so the rules are unit-testable without a cluster.
 A trial's result is read from its pod's ``kubetune.io/metrics`` annotation, else from the container's termination
 message. A Job that has completed is only judged once the watch has shown its pod terminated, because the pod's last
-annotation update happens before its termination and the two watch streams are not ordered with each other.
+annotation update happens before its termination and the two watch streams are not ordered with each other. A Job
+of one pod (``completions`` and ``parallelism`` at most 1) whose pods have all ended, the last one ``Succeeded``, is
+judged at once: the Job will be ``Complete``, which the Job controller says only a while later.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class PodSummary:
     termination_message: str | None = None
     start_time: str | None = None
     created: str = ""
+    finished_at: str | None = None
+    """When its container terminated (the first terminated container's ``finishedAt``)."""
     gone: bool = False
     """The pod object no longer exists (this is its last known state)."""
     deleted_while_running: bool = False
@@ -75,6 +79,9 @@ class JobSummary:
     uid: str = ""
     owner_uid: str = ""
     """The uid of the experiment that controls the Job (an earlier experiment of the same name owns other Jobs)."""
+    single: bool = True
+    """The Job runs one pod to completion (``completions`` and ``parallelism`` unset or 1): its first succeeded pod
+    completes it."""
 
 
 def _controller_uid(meta: Mapping[str, Any]) -> str:
@@ -91,13 +98,14 @@ def summarize_pod(body: Mapping[str, Any]) -> PodSummary | None:
     if not job:
         return None
     status = body.get("status") or {}
-    exit_code = reason = message = None
+    exit_code = reason = message = finished_at = None
     for cs in status.get("containerStatuses") or []:
         term = (cs.get("state") or {}).get("terminated")
         if term:
             exit_code = term.get("exitCode")
             reason = term.get("reason")
             message = term.get("message")
+            finished_at = term.get("finishedAt")
             break
     return PodSummary(
         name=meta.get("name", ""),
@@ -110,6 +118,7 @@ def summarize_pod(body: Mapping[str, Any]) -> PodSummary | None:
         termination_message=message,
         start_time=status.get("startTime"),
         created=meta.get("creationTimestamp") or "",
+        finished_at=finished_at if isinstance(finished_at, str) else None,
         job_uid=_controller_uid(meta),
     )
 
@@ -147,6 +156,7 @@ def summarize_job(body: Mapping[str, Any]) -> JobSummary | None:
         completion_time=status.get("completionTime"),
         uid=meta.get("uid") or "",
         owner_uid=_controller_uid(meta),
+        single=all((body.get("spec") or {}).get(k) in (None, 1) for k in ("completions", "parallelism")),
     )
 
 
@@ -259,7 +269,7 @@ def observe_trial(spec: ExperimentSpec, job: JobSummary, pods: list[PodSummary],
             notes.append(f"kept {len(report.metrics)} of {report.reported} metrics")
     terminated = [p for p in sorted(pods, key=lambda p: p.created) if p.ended]
     interrupted = [p for p in pods if p.deleted_while_running]
-    if job.complete:
+    if job.complete or (not job.failed and _succeeded(job, pods, terminated)):
         if not terminated:
             trial.state = TrialState.RUNNING  # wait for the pod's final state to arrive
             return Observed(trial)
@@ -271,7 +281,7 @@ def observe_trial(spec: ExperimentSpec, job: JobSummary, pods: list[PodSummary],
             trial.completion_time = job.completion_time
             return _final(spec, trial, notes)
         problem = _final_metrics(metric, trial, report, report_error, terminated, notes)
-        trial.completion_time = job.completion_time
+        trial.completion_time = job.completion_time or last.finished_at
         if metric in trial.metrics:
             trial.state, trial.reason = TrialState.SUCCEEDED, Reason.COMPLETED
         elif problem:  # the message says why; what else the report lacked is moot
@@ -305,6 +315,21 @@ def observe_trial(spec: ExperimentSpec, job: JobSummary, pods: list[PodSummary],
     for text in notes:
         trial.note(text)
     return Observed(trial)
+
+
+def completes_by_itself(job: JobSummary, pods: list[PodSummary]) -> bool:
+    """Whether the Job, not yet ``Complete``, is done all the same (see :func:`_succeeded`): it is not to be
+    deleted as a Job that still runs."""
+    return _succeeded(job, pods, [p for p in sorted(pods, key=lambda p: p.created) if p.ended])
+
+
+def _succeeded(job: JobSummary, pods: list[PodSummary], terminated: list[PodSummary]) -> bool:
+    """Whether a Job of one pod is done before the Job controller says so: every pod ended, the last one
+    ``Succeeded`` by itself (not deleted while it ran, and still there)."""
+    if not job.single or not pods or len(terminated) != len(pods):
+        return False
+    last = terminated[-1]
+    return last.phase == "Succeeded" and not last.gone and not last.deleted_while_running and not last.deleting
 
 
 def _final(spec: ExperimentSpec, trial: Trial, notes: list[str]) -> Observed:

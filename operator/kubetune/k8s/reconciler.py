@@ -47,6 +47,7 @@ from .observe import (
     ClusterView,
     JobSummary,
     PodSummary,
+    completes_by_itself,
     lost_trial,
     merge_pod,
     observe_trial,
@@ -400,7 +401,8 @@ class ExperimentWorker:
             job = jobs_by_number.get(number)
             if rec is not None and rec.state.finished:
                 trials[number] = rec
-                if job is not None and not (job.deleting or job.complete or job.failed):
+                if (job is not None and not (job.deleting or job.complete or job.failed)
+                        and not completes_by_itself(job, self._pods(view, job))):
                     stale.append(job.name)
                 continue
             if job is None:
@@ -415,12 +417,16 @@ class ExperimentWorker:
                 trials[number] = rec or Trial(number, dict(job.params), TrialState.RUNNING)
                 continue
             else:
-                pods = [p for p in view.pods_of(job.name) if not (p.job_uid and job.uid) or p.job_uid == job.uid]
-                obs = observe_trial(spec, job, pods, rec)
+                obs = observe_trial(spec, job, self._pods(view, job), rec)
             trials[number] = obs.trial
             if obs.final:
                 finished_now.append(obs.trial)
         return trials, finished_now, missing, stale
+
+    @staticmethod
+    def _pods(view: ClusterView, job: JobSummary) -> list[PodSummary]:
+        """The Job's pods (not those of an earlier Job of the same name)."""
+        return [p for p in view.pods_of(job.name) if not (p.job_uid and job.uid) or p.job_uid == job.uid]
 
     async def _cleanup_jobs(self, namespace: str, view: ClusterView) -> None:
         assert self.records is not None

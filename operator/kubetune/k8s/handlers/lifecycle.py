@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -17,12 +17,27 @@ from .state import reconciler
 log = logging.getLogger("kubetune.operator")
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """The operator has only ``on.event`` handlers, which need no diff: kopf's default would deep-copy every
+    watched body (each pod and Job update) into an essence and parse the last one from an annotation, for nothing.
+    Change-detecting handlers (``on.create``, ``on.update``, ...) would need a real storage instead."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return cast(kopf.BodyEssence, {})
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # Nothing of kopf's own bookkeeping is written outside the project's domain.
     settings.persistence.finalizer = L.FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=L.ANNOTATION_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=L.ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     port = int(os.environ.get("KUBETUNE_METRICS_PORT", "0") or 0)

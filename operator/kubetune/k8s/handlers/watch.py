@@ -42,7 +42,8 @@ async def pod_event(
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:
-    """A plain-dict snapshot of the body (kopf's Body is a live view)."""
-    import copy
-
-    return copy.deepcopy(dict(body))
+    """A plain-dict snapshot of the body (kopf's Body is a live view over the event's freshly decoded object, which
+    nothing changes afterwards): its top level and metadata copied, which is all the reconciler ever replaces."""
+    plain = dict(body)
+    plain["metadata"] = dict(body.get("metadata") or {})
+    return plain
