@@ -51,7 +51,7 @@ def install() -> None:
 
     requests = Counter("kubetune_bench_api_requests", "Kubernetes API requests the operator sent.",
                        ["client", "verb", "resource"], registry=REGISTRY)
-    original_request = rest.RESTClientObject.request
+    original_request: Any = rest.RESTClientObject.request
 
     def request(self: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
         requests.labels("kubernetes", *classify(method, url)).inc()

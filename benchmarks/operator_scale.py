@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -38,7 +40,7 @@ import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parents[1]
 SUPPORT = ROOT / "tests" / "support"
@@ -48,7 +50,7 @@ if str(SUPPORT) not in sys.path:
 from controlplane import ControlPlane, die_with_parent, ensure_binaries, free_port  # noqa: E402
 from fast_kubelet import FastKubelet  # noqa: E402
 from kubernetes import client, config, watch  # noqa: E402
-from kubernetes.client.rest import ApiException  # noqa: E402
+from kubernetes.client.exceptions import ApiException  # noqa: E402
 from operator_process import GROUP, PLURAL, VERSION, Experiments, wait_for  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
@@ -86,24 +88,47 @@ class Sizes:
     long_parallel: int = 20
     long_trial_seconds: float = 0.2
     long_steps: int = 50
-    long_writes: int = 5
-    long_timeout: float = 360.0  # six long runs: the default full run fits in about an hour here
-    long_algorithms: tuple[str, ...] = ALGORITHMS
+    long_step_trial_seconds: float = 5.0
+    """Trials that report ``long_steps`` intermediate steps last this long (one annotation patch per step, as the
+    SDK sends them: 20 parallel trials of 50 steps in 5 s are 200 patches a second)."""
+    long_writes: int | None = None
+    """Annotation patches per trial for the intermediate steps; None: one per step, as the SDK does."""
+    long_timeout: float = 3600.0
+    long_variants: tuple[str, ...] = ("random", "tpe", "bayesian", "random+median")
+    """``ALGORITHM[+median][@SECONDS]``: the algorithm, median early stopping with ``long_steps`` intermediate
+    steps per trial, and a time limit of its own."""
     turnaround_timeout: float = 900.0
 
     @classmethod
     def quick(cls) -> Sizes:
         return cls(first_job=5, background=5, turnaround=((5, 2),), rounds=2, trial_seconds=0.5, long_trials=30,
-                   long_parallel=5, long_trial_seconds=0.2, long_steps=10, long_writes=3, long_timeout=120.0,
-                   long_algorithms=("random",))
+                   long_parallel=5, long_trial_seconds=0.2, long_steps=10, long_step_trial_seconds=1.0,
+                   long_writes=None, long_timeout=120.0, long_variants=("random", "random+median"))
 
     def scaled(self, factor: float) -> Sizes:
         def n(v: int) -> int:
             return max(1, round(v * factor))
-        return Sizes(n(self.first_job), n(self.background), self.background_parallel,
-                     tuple((n(e), p) for e, p in self.turnaround), self.rounds, self.trial_seconds,
-                     n(self.long_trials), self.long_parallel, self.long_trial_seconds, self.long_steps,
-                     self.long_writes, self.long_timeout, self.long_algorithms, self.turnaround_timeout)
+        return dataclasses.replace(self, first_job=n(self.first_job), background=n(self.background),
+                                   turnaround=tuple((n(e), p) for e, p in self.turnaround),
+                                   long_trials=n(self.long_trials))
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One long experiment: ``ALGORITHM[+median][@SECONDS]``."""
+
+    algorithm: str
+    median: bool
+    timeout: float | None
+
+    @classmethod
+    def parse(cls, text: str) -> Variant:
+        spec, _, seconds = text.strip().partition("@")
+        algorithm, _, rule = spec.partition("+")
+        if algorithm not in ALGORITHMS or rule not in ("", "median"):
+            raise ValueError(f"a long variant is ALGORITHM[+median][@SECONDS] with ALGORITHM one of {ALGORITHMS}, "
+                             f"got {text!r}")
+        return cls(algorithm, rule == "median", float(seconds) if seconds else None)
 
 
 # -- measuring -----------------------------------------------------------------------------------------------------
@@ -190,8 +215,8 @@ class JobClock:
         while not self.stop_event.is_set():
             try:
                 if rv is None:
-                    listing = json.loads(self.batch.list_job_for_all_namespaces(
-                        label_selector=selector, _preload_content=False).data)
+                    listing = json.loads(cast(Any, self.batch.list_job_for_all_namespaces(
+                        label_selector=selector, _preload_content=False)).data)
                     for job in listing["items"]:
                         self._note(job, time.time())
                     rv = listing["metadata"]["resourceVersion"]
@@ -242,6 +267,10 @@ class Snapshot:
 class Operator:
     """``kubetune operator`` in its own process, with its API requests counted (benchmarks/_operator_probe.py)."""
 
+    source: Path | None = None
+    """A directory holding another ``kubetune`` package to run instead of the working tree's (first on the
+    operator's PYTHONPATH), e.g. an earlier commit's ``operator/`` from ``git archive``."""
+
     def __init__(self, kubeconfig: Path, log_dir: Path) -> None:
         self.kubeconfig, self.log_dir = kubeconfig, log_dir
         self.port = 0
@@ -252,7 +281,8 @@ class Operator:
         self.starts += 1
         self.port = free_port()
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1",
-               "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+               "PYTHONPATH": os.pathsep.join([*([str(self.source)] if self.source else []), str(ROOT),
+                                              os.environ.get("PYTHONPATH", "")])}
         with open(self.log_dir / f"operator-{self.starts}.log", "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "benchmarks._operator_probe", "operator", "--all-namespaces",
@@ -318,7 +348,7 @@ class Bench:
 
     def namespace(self, prefix: str) -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:6]}"
-        self.core.create_namespace({"metadata": {"name": name}})
+        self.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
         wait_for(f"the default ServiceAccount of {name}", lambda: self._has_default_sa(name), timeout=60)
         return name
 
@@ -372,7 +402,8 @@ class Bench:
                                                  "metadata": {"name": name}, "spec": spec})
 
     def statuses(self, namespace: str) -> dict[str, dict[str, Any]]:
-        items = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
+        items = cast(dict[str, Any], self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL))[
+            "items"]
         return {i["metadata"]["name"]: i.get("status") or {} for i in items}
 
     # -- measurements -----------------------------------------------------------------------------------------------
@@ -382,12 +413,12 @@ class Bench:
         cpu["operator"] = cpu_seconds(self.operator.pid)
         cpu["benchmark kubelet + harness"] = cpu_seconds(os.getpid())
         op = samples(self.operator.metrics())
-        op_req: Counter[tuple[str, str]] = Counter()
+        op_req: defaultdict[tuple[str, str], float] = defaultdict(float)
         for name, labels, value in op:
             if name == "kubetune_bench_api_requests_total":
                 op_req[(labels["verb"], labels["resource"])] += value
-        api_req: Counter[tuple[str, str]] = Counter()
-        flows: Counter[str] = Counter()
+        api_req: defaultdict[tuple[str, str], float] = defaultdict(float)
+        flows: defaultdict[str, float] = defaultdict(float)
         for name, labels, value in samples(str(self.cp.request("GET", "/metrics"))):
             if name == "apiserver_flowcontrol_dispatched_requests_total":
                 flows[labels.get("flow_schema", "")] += value
@@ -487,6 +518,7 @@ def scenario_turnaround(bench: Bench, sizes: Sizes, profile: bool, work: Path) -
     largest = max(sizes.turnaround, key=lambda c: c[0] * c[1])
     for experiments, parallel in sizes.turnaround:
         bench.restart_operator()
+        version = operator_version()
         bench.kubelet.delay, bench.kubelet.steps = sizes.trial_seconds, 0
         ns = bench.namespace("turn")
         names = [f"t-{i:03d}" for i in range(experiments)]
@@ -498,7 +530,10 @@ def scenario_turnaround(bench: Bench, sizes: Sizes, profile: bool, work: Path) -
         for name in names:
             bench.create(ns, name, max_trials=max_trials, parallel=parallel)
 
+        running: list[int] = []
+
         def all_done() -> bool:
+            running.append(bench.kubelet.running())  # trial pods running, once a second
             st = bench.statuses(ns)
             return len(st) == len(names) and all(s.get("completionTime") for s in st.values())
         timeout = min(120 + 3 * experiments * max_trials, sizes.turnaround_timeout)
@@ -519,23 +554,26 @@ def scenario_turnaround(bench: Bench, sizes: Sizes, profile: bool, work: Path) -
         window = max(last_finish - first_job, 1e-6)
         cpu = delta(after.cpu, before.cpu)
         label = f"{experiments} x {parallel}"
-        rows.append({"config": label, "concurrent": experiments * parallel, "trials": total,
+        rows.append({"config": label, "operator_version": version, "concurrent": experiments * parallel,
+                     "trials": total,
                      "all_finished": finished_in_time, "turnaround_p50_s": percentile(turnarounds, 0.5),
                      "turnaround_p99_s": percentile(turnarounds, 0.99),
                      **{f"{k}_p50_s": percentile(v, 0.5) for k, v in parts.items()},
                      "trials_per_min": total / window * 60, "operator_rss_mib": rss / 2**20,
+                     "running_peak": max(running, default=0),
+                     "running_mean": sum(running) / max(len(running), 1),
                      "operator_peak_rss_mib": peak / 2**20})
         per = max(total, 1)
         cpu_rows.append({"config": label, **{k: v / per for k, v in sorted(cpu.items())},
                          "window_s": window})
         ops = delta(after.operator_requests, before.operator_requests)
-        by_verb: Counter[str] = Counter()
+        by_verb: defaultdict[str, float] = defaultdict(float)
         for (verb, _resource), v in ops.items():
             by_verb[verb] += v
         request_rows.append({"config": label, "per_trial": {k: v / per for k, v in sorted(by_verb.items())},
                              "by_resource": {f"{v} {r}": n / per for (v, r), n in sorted(ops.items())}})
         api = delta(after.apiserver_requests, before.apiserver_requests)
-        api_verbs: Counter[str] = Counter()
+        api_verbs: defaultdict[str, float] = defaultdict(float)
         for (verb, _resource), v in api.items():
             api_verbs[verb] += v
         api_rows.append({"config": label, "per_trial": {k: v / per for k, v in sorted(api_verbs.items())},
@@ -570,66 +608,190 @@ def turnaround_pairs(bench: Bench, ns: str, names: list[str], parallel: int, fin
     return out, parts
 
 
-def scenario_long(bench: Bench, sizes: Sizes) -> dict[str, Any]:
-    rows = []
-    variants = [(alg, None) for alg in sizes.long_algorithms]
-    variants += [(alg, {"rule": "median"}) for alg in sizes.long_algorithms]
-    marks = sorted({max(1, sizes.long_trials // 10), max(1, sizes.long_trials // 2), sizes.long_trials})
-    for algorithm, early in variants:
+def operator_version() -> str:
+    """The commit the operator ran from (it is started from the working tree), and whether operator/ had local
+    changes then; or the ``--operator-source`` it ran from."""
+    if Operator.source is not None:
+        return f"{Operator.source} (--operator-source)"
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h %cI"], capture_output=True,
+                              text=True, timeout=30).stdout.strip()
+        diff = subprocess.run(["git", "-C", str(ROOT), "diff", "HEAD", "--", "operator/kubetune"],
+                              capture_output=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if not diff:
+        return head
+    return f"{head} + uncommitted changes in operator/kubetune (diff sha256 {hashlib.sha256(diff).hexdigest()[:12]})"
+
+
+def reconcile_window(a: Snapshot, b: Snapshot) -> dict[str, Any]:
+    """The operator's reconcile and planning histograms between two snapshots."""
+    s0, c0, b0 = histogram(a, "kubetune_reconcile_seconds")
+    s1, c1, b1 = histogram(b, "kubetune_reconcile_seconds")
+    q0, qc0, _ = histogram(a, "kubetune_suggestion_seconds")
+    q1, qc1, _ = histogram(b, "kubetune_suggestion_seconds")
+    return {"reconciles": int(c1 - c0), "reconcile_mean_s": (s1 - s0) / max(c1 - c0, 1),
+            "reconcile_p50_s": histogram_quantile(0.5, b0, b1), "reconcile_p99_s": histogram_quantile(0.99, b0, b1),
+            "plannings": int(qc1 - qc0), "suggestion_mean_s": (q1 - q0) / max(qc1 - qc0, 1)}
+
+
+def long_windows(trials: int, parallel: int) -> list[tuple[int, int]]:
+    """(from, to) finished trials around 10 %, 50 % and 100 % of ``trials``: the reconciles while the history grew
+    over the last 5 % of the trials before each mark (at least ``parallel`` trials)."""
+    width = max(parallel, trials // 20)
+    marks = sorted({max(1, trials // 10), max(1, trials // 2), trials})
+    return [(max(0, m - width), m) for m in marks]
+
+
+def metrics_snapshot(text: str, at: float) -> Snapshot:
+    """The operator's own metrics alone (what :func:`reconcile_window` reads)."""
+    return Snapshot(at, {}, {}, {}, samples(text), {}, 0)
+
+
+def finished_of(snapshot: Snapshot) -> int:
+    """Trials the operator has recorded as finished (``kubetune_trials_finished_total``, every state)."""
+    return int(sum(v for n, _, v in snapshot.operator_metrics if n == "kubetune_trials_finished_total"))
+
+
+class MetricsSeries:
+    """The operator's metrics every ``interval`` seconds on a thread of its own, so a window can be cut after the
+    fact (the reconciles over the last trials before a time limit)."""
+
+    def __init__(self, operator: Operator, interval: float = 15.0) -> None:
+        self.operator, self.interval = operator, interval
+        self.series: list[Snapshot] = []
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="metrics-series", daemon=True)
+
+    def __enter__(self) -> MetricsSeries:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while not self.stop_event.wait(self.interval):
+            with contextlib.suppress(OSError, ValueError):
+                self.series.append(metrics_snapshot(self.operator.metrics(), time.time()))
+
+
+def last_window(series: list[Snapshot], end: Snapshot, width: int, started: float) -> dict[str, Any] | None:
+    """The reconciles over the last ``width`` finished trials before ``end`` (from the latest sample at least that
+    far back; the earliest sample when none is)."""
+    finished = finished_of(end)
+    earlier = [s for s in series if s.at < end.at]
+    if not earlier:
+        return None
+    back = [s for s in earlier if finished_of(s) <= finished - width]
+    first = back[-1] if back else earlier[0]
+    span = max(end.at - first.at, 1e-6)
+    return {"mark": "end", "from_finished": finished_of(first), "finished": finished,
+            **reconcile_window(first, end), "window_s": span,
+            "trials_per_min": (finished - finished_of(first)) / span * 60, "elapsed_s": end.at - started}
+
+
+def scenario_long(bench: Bench, sizes: Sizes, checkpoint: Any = None) -> dict[str, Any]:
+    rows: list[dict[str, Any]] = []
+    windows = long_windows(sizes.long_trials, sizes.long_parallel)
+    for text in sizes.long_variants:
+        variant = Variant.parse(text)
+        timeout = variant.timeout or sizes.long_timeout
         bench.restart_operator()
-        bench.kubelet.delay = sizes.long_trial_seconds if not early else sizes.long_trial_seconds * 5
-        bench.kubelet.steps = sizes.long_steps if early else 0
-        bench.kubelet.writes = sizes.long_writes if early else None
+        version = operator_version()
+        bench.kubelet.delay = sizes.long_step_trial_seconds if variant.median else sizes.long_trial_seconds
+        bench.kubelet.steps = sizes.long_steps if variant.median else 0
+        bench.kubelet.writes = sizes.long_writes if variant.median else None
+        early = {"rule": "median"} if variant.median else None
         ns = bench.namespace("long")
-        name = f"long-{algorithm}"
+        name = f"long-{variant.algorithm}"
+        load_before = os.getloadavg()
+        annotations_before = bench.kubelet.counts["annotations"]
+        log(f"long: {text} ({sizes.long_trials} trials, {sizes.long_parallel} parallel, at most {timeout:.0f} s; "
+            f"operator {version})")
         started = time.time()
         base = bench.snapshot()
-        bench.create(ns, name, max_trials=sizes.long_trials, parallel=sizes.long_parallel, algorithm=algorithm,
-                     early_stopping=early)
+        sampler = MetricsSeries(bench.operator).__enter__()
+        bench.create(ns, name, max_trials=sizes.long_trials, parallel=sizes.long_parallel,
+                     algorithm=variant.algorithm, early_stopping=early)
+        opened: dict[int, tuple[Snapshot, int]] = {}
         at_marks: list[dict[str, Any]] = []
-        previous = base
         done = False
         status: dict[str, Any] = {}
-        while time.time() - started < sizes.long_timeout:
-            status = bench.statuses(ns).get(name, {})
+        finished = 0
+        next_log = started + 60
+        while True:
+            with contextlib.suppress(ApiException, OSError):
+                status = cast(dict[str, Any], bench.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, ns, PLURAL, name)).get("status") or {}
             trials = status.get("trials") or {}
             finished = sum(int(trials.get(k, 0)) for k in ("succeeded", "failed", "pruned"))
             done = bool(status.get("completionTime"))
-            while len(at_marks) < len(marks) and (finished >= marks[len(at_marks)] or done):
-                snap = bench.snapshot()
-                s0, c0, b0 = histogram(previous, "kubetune_reconcile_seconds")
-                s1, c1, b1 = histogram(snap, "kubetune_reconcile_seconds")
-                q0, qc0, _ = histogram(previous, "kubetune_suggestion_seconds")
-                q1, qc1, _ = histogram(snap, "kubetune_suggestion_seconds")
-                at_marks.append({"finished": finished, "mark": marks[len(at_marks)],
-                                 "reconcile_mean_s": (s1 - s0) / max(c1 - c0, 1),
-                                 "reconcile_p50_s": histogram_quantile(0.5, b0, b1),
-                                 "reconcile_p99_s": histogram_quantile(0.99, b0, b1),
-                                 "suggestion_mean_s": (q1 - q0) / max(qc1 - qc0, 1),
-                                 "elapsed_s": time.time() - started})
-                previous = snap
-            if done:
+            out_of_time = time.time() - started >= timeout
+            for i, (lo, mark) in enumerate(windows):
+                if i not in opened and (finished >= lo or done):
+                    opened[i] = (bench.snapshot(), finished)
+                if i in opened and len(at_marks) == i and (finished >= mark or done):
+                    snap = bench.snapshot()
+                    first, first_finished = opened[i]
+                    span = max(snap.at - first.at, 1e-6)
+                    at_marks.append({"mark": mark, "from_finished": first_finished, "finished": finished,
+                                     **reconcile_window(first, snap), "window_s": span,
+                                     "trials_per_min": (finished - first_finished) / span * 60,
+                                     "elapsed_s": snap.at - started})
+            if done or out_of_time:
                 break
-            time.sleep(1.0)
+            if time.time() >= next_log:
+                log(f"long: {text}: {finished} finished after {time.time() - started:.0f} s")
+                next_log += 60
+            time.sleep(0.25)
         wall = time.time() - started
         end = bench.snapshot()
+        sampler.__exit__()
+        if not done and len(at_marks) < len(windows):  # cut by the time limit: also the last trials before it
+            last = last_window(sampler.series, end, windows[0][1] - windows[0][0], started)
+            if last is not None:
+                at_marks.append(last)
         rss, peak = bench.operator_rss()
         cms = bench.core.list_namespaced_config_map(ns, label_selector=f"kubetune.io/experiment={name}").items
         sizes_b = [sum(len(k) + len(v) for k, v in (cm.data or {}).items()) for cm in cms]
-        trials = status.get("trials") or {}
+        raw = bench.custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, _preload_content=False)
+        body = cast(Any, raw).data
+        obj = json.loads(body)
+        trials = (obj.get("status") or {}).get("trials") or {}
         finished = sum(int(trials.get(k, 0)) for k in ("succeeded", "failed", "pruned"))
+        ops = delta(end.operator_requests, base.operator_requests)
+        by_verb: defaultdict[str, float] = defaultdict(float)
+        for (verb, _resource), n in ops.items():
+            by_verb[verb] += n
+        per = max(finished, 1)
         rows.append({
-            "algorithm": algorithm, "early_stopping": "median, 50 steps" if early else "none",
-            "max_trials": sizes.long_trials, "finished": finished, "pruned": int(trials.get("pruned", 0)),
-            "completed": done, "wall_s": wall, "trials_per_min": finished / max(wall, 1e-6) * 60,
+            "variant": text, "algorithm": variant.algorithm,
+            "early_stopping": f"median, {sizes.long_steps} steps" if variant.median else "none",
+            "max_trials": sizes.long_trials, "parallel": sizes.long_parallel, "timeout_s": timeout,
+            "trial_seconds": bench.kubelet.delay, "finished": finished,
+            "succeeded": int(trials.get("succeeded", 0)), "pruned": int(trials.get("pruned", 0)),
+            "failed": int(trials.get("failed", 0)), "completed": bool((obj.get("status") or {}).get("completionTime")),
+            "wall_s": wall, "trials_per_min": finished / max(wall, 1e-6) * 60,
             "operator_cpu_s": end.cpu["operator"] - base.cpu["operator"],
+            "operator_cpu_s_per_trial": (end.cpu["operator"] - base.cpu["operator"]) / per,
+            "operator_requests_per_trial": {k: v / per for k, v in sorted(by_verb.items())},
+            "annotations_per_trial": (bench.kubelet.counts["annotations"] - annotations_before) / per,
             "rss_mib": rss / 2**20, "peak_rss_mib": peak / 2**20, "configmaps": len(cms),
             "configmap_bytes_total": sum(sizes_b), "configmap_bytes_max": max(sizes_b, default=0),
-            "marks": at_marks,
+            "experiment_bytes": len(body), "status_bytes": len(json.dumps(obj.get("status") or {},
+                                                                          separators=(",", ":"))),
+            "marks": at_marks, "operator_version": version, "loadavg_before": load_before,
+            "loadavg_after": os.getloadavg(),
         })
+        log(f"long: {text}: {finished} finished in {wall:.0f} s")
         bench.delete_namespace(ns)
+        if checkpoint is not None:
+            checkpoint(rows)
     bench.kubelet.steps, bench.kubelet.writes = 0, None
-    return {"rows": rows}
+    return {"rows": rows, "windows": windows}
 
 
 # -- profiling -----------------------------------------------------------------------------------------------------
@@ -726,10 +888,15 @@ def render(results: dict[str, Any]) -> str:
         t = results["turnaround"]
         out += ["### Trial turnaround and throughput", "",
                 table(["experiments x parallel", "concurrent trials", "trials", "all finished", "turnaround p50 (s)",
-                       "turnaround p99 (s)", "trials/min", "operator RSS (MiB)", "peak RSS (MiB)"],
+                       "turnaround p99 (s)", "trials/min", "pods running: mean", "peak", "operator RSS (MiB)",
+                       "peak RSS (MiB)"],
                       [[r["config"], r["concurrent"], r["trials"], "yes" if r["all_finished"] else "no",
-                        r["turnaround_p50_s"], r["turnaround_p99_s"], r["trials_per_min"], r["operator_rss_mib"],
+                        r["turnaround_p50_s"], r["turnaround_p99_s"], r["trials_per_min"],
+                        r.get("running_mean", "n/a"), r.get("running_peak", "n/a"), r["operator_rss_mib"],
                         r["operator_peak_rss_mib"]] for r in t["rows"]]), ""]
+        versions = sorted({r.get("operator_version", "") for r in t["rows"]} - {""})
+        if versions:
+            out += ["Operator version: " + "; ".join(versions) + ".", ""]
         out += ["Where the turnaround goes (p50 of each part; the Job controller's parts are seen on a Job watch):",
                 "", table(["experiments x parallel", "annotation -> Job Complete (Job controller)",
                            "Job Complete -> next Job (operator)", "Job -> its pod (Job controller)"],
@@ -776,17 +943,32 @@ def render(results: dict[str, Any]) -> str:
         rows = results["long"]["rows"]
         out += ["### Long experiments", "",
                 table(["algorithm", "early stopping", "maxTrials", "finished", "pruned", "completed", "wall (s)",
-                       "trials/min", "operator CPU (s)", "RSS (MiB)", "peak RSS (MiB)", "result ConfigMaps",
-                       "bytes total", "bytes max"],
+                       "trials/min", "operator CPU (s)", "CPU s/trial", "RSS at the end (MiB)", "peak RSS (MiB)",
+                       "load average (1 min) start -> end", "operator version"],
                       [[r["algorithm"], r["early_stopping"], r["max_trials"], r["finished"], r["pruned"],
-                        "yes" if r["completed"] else "no (time limit)", r["wall_s"], r["trials_per_min"],
-                        r["operator_cpu_s"], r["rss_mib"], r["peak_rss_mib"], r["configmaps"],
-                        r["configmap_bytes_total"], r["configmap_bytes_max"]] for r in rows]), "",
-                "Reconcile duration (operator histogram, over the trials since the previous mark):", "",
-                table(["algorithm", "early stopping", "finished trials", "reconcile mean (s)", "reconcile p50 (s)",
-                       "reconcile p99 (s)", "planning mean (s)", "elapsed (s)"],
-                      [[r["algorithm"], r["early_stopping"], m["finished"], m["reconcile_mean_s"],
-                        m["reconcile_p50_s"], m["reconcile_p99_s"], m["suggestion_mean_s"], m["elapsed_s"]]
+                        "yes" if r["completed"] else f"no (time limit {r.get('timeout_s', 0):.0f} s)", r["wall_s"],
+                        r["trials_per_min"], r["operator_cpu_s"], r.get("operator_cpu_s_per_trial", float("nan")),
+                        r["rss_mib"], r["peak_rss_mib"],
+                        f"{r['loadavg_before'][0]:.1f} -> {r['loadavg_after'][0]:.1f}" if "loadavg_before" in r else "",
+                        r.get("operator_version", "")] for r in rows]), "",
+                "Result objects at the end (ConfigMaps of trial records: data bytes; the TuningExperiment as "
+                "served, and its status alone), operator API requests and annotation patches per trial:", "",
+                table(["algorithm", "early stopping", "result ConfigMaps", "bytes total", "bytes max",
+                       "experiment bytes", "status bytes", "operator requests/trial", "annotation patches/trial"],
+                      [[r["algorithm"], r["early_stopping"], r["configmaps"], r["configmap_bytes_total"],
+                        r["configmap_bytes_max"], r.get("experiment_bytes", float("nan")),
+                        r.get("status_bytes", float("nan")),
+                        ", ".join(f"{k} {v:.2f}" for k, v in (r.get("operator_requests_per_trial") or {}).items()),
+                        r.get("annotations_per_trial", float("nan"))] for r in rows]), "",
+                "Reconcile duration (operator histogram `kubetune_reconcile_seconds`; p50/p99 interpolated within "
+                "its buckets) while the finished trials grew to each mark; planning = `kubetune_suggestion_seconds`:",
+                "",
+                table(["algorithm", "early stopping", "finished trials", "reconciles", "reconcile mean (s)",
+                       "reconcile p50 (s)", "reconcile p99 (s)", "planning mean (s)", "trials/min in window",
+                       "elapsed (s)"],
+                      [[r["algorithm"], r["early_stopping"], f"{m.get('from_finished', '?')} -> {m['finished']}",
+                        m.get("reconciles", "?"), m["reconcile_mean_s"], m["reconcile_p50_s"], m["reconcile_p99_s"],
+                        m["suggestion_mean_s"], m.get("trials_per_min", float("nan")), m["elapsed_s"]]
                        for r in rows for m in r["marks"]]), ""]
     return "\n".join(out)
 
@@ -826,43 +1008,72 @@ def busy_processes(exclude: set[int], limit: int = 8) -> list[str]:
 # -- main ----------------------------------------------------------------------------------------------------------
 
 
+SCENARIOS = ("first-job", "turnaround", "long")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a small smoke run (what CI runs)")
-    parser.add_argument("--only", default="first-job,turnaround,long",
+    parser.add_argument("--only", default=",".join(SCENARIOS),
                         help="comma-separated scenarios: first-job, turnaround, long")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every count by this")
-    parser.add_argument("--long-trials", type=int, help="trials of each long experiment")
+    parser.add_argument("--turnaround", help="experiments x parallel of the turnaround scenario, e.g. 100x10,10x10")
+    parser.add_argument("--long-trials", type=int, help="trials of each long experiment (maxTrials)")
     parser.add_argument("--long-timeout", type=float, help="seconds each long experiment may run")
-    parser.add_argument("--long-algorithms", help="comma-separated algorithms of the long experiments")
+    parser.add_argument("--long-variants", help="comma-separated long experiments, ALGORITHM[+median][@SECONDS], "
+                        "e.g. random,tpe@900,random+median (default: random,tpe,bayesian,random+median)")
     parser.add_argument("--rounds", type=int, help="trials per parallel slot in the turnaround scenario")
+    parser.add_argument("--trial-seconds", type=float, help="how long a trial of the turnaround scenario runs")
     parser.add_argument("--profile", action="store_true", help="py-spy on the operator (largest turnaround)")
     parser.add_argument("--kcm-flag", action="append", default=[], metavar="FLAG",
                         help="an extra kube-controller-manager flag, e.g. --kcm-flag=--concurrent-job-syncs=50")
     parser.add_argument("--out", type=Path, help="write results.json and results.md here (instead of the "
                         "dated result file and docs/benchmarks-operator.md)")
+    parser.add_argument("--operator-source", type=Path, metavar="DIR",
+                        help="run the kubetune package in DIR (e.g. an earlier commit's operator/, from git archive) "
+                        "instead of the working tree's")
+    parser.add_argument("--from-json", type=Path, metavar="RESULTS_JSON",
+                        help="measure nothing: write the result file and the docs block again from a results JSON")
     args = parser.parse_args(argv)
+    if args.from_json:
+        write(json.loads(args.from_json.read_text()), args.out)
+        return 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up the cluster and the operator
     sizes = Sizes.quick() if args.quick else Sizes()
     if args.scale != 1.0:
         sizes = sizes.scaled(args.scale)
+    if args.turnaround:
+        sizes.turnaround = tuple((int(e), int(p)) for e, p in (c.strip().split("x") for c in
+                                                                args.turnaround.split(",") if c.strip()))
     if args.long_trials:
         sizes.long_trials = args.long_trials
     if args.long_timeout:
         sizes.long_timeout = args.long_timeout
-    if args.long_algorithms:
-        sizes.long_algorithms = tuple(a.strip() for a in args.long_algorithms.split(",") if a.strip())
+    if args.long_variants:
+        sizes.long_variants = tuple(v.strip() for v in args.long_variants.split(",") if v.strip())
+    try:
+        for v in sizes.long_variants:
+            Variant.parse(v)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.rounds:
         sizes.rounds = args.rounds
-    only = {s.strip() for s in args.only.split(",") if s.strip()}
-    unknown = only - {"first-job", "turnaround", "long"}
-    if unknown:
+    if args.trial_seconds:
+        sizes.trial_seconds = args.trial_seconds
+    if args.operator_source:
+        if not (args.operator_source / "kubetune" / "__init__.py").is_file():
+            parser.error(f"no kubetune package in {args.operator_source}")
+        Operator.source = args.operator_source.resolve()
+    only = [s for s in SCENARIOS if s in {s.strip() for s in args.only.split(",")}]
+    unknown = {s.strip() for s in args.only.split(",") if s.strip()} - set(SCENARIOS)
+    if unknown or not only:
         parser.error(f"unknown scenarios: {sorted(unknown)}")
 
     command = "python benchmarks/operator_scale.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    results: dict[str, Any] = {"command": command.strip(), "machine": machine(),
+    results: dict[str, Any] = {"command": command.strip(), "machine": machine(), "scenarios": only,
                                "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                               "sizes": sizes.__dict__, "busy_before": busy_processes({os.getpid()})}
+                               "sizes": dataclasses.asdict(sizes), "busy_before": busy_processes({os.getpid()}),
+                               "operator_version_at_start": operator_version()}
     started = time.time()
     bin_dir = ensure_binaries()
     TunedControlPlane.kcm_flags = tuple(args.kcm_flag)
@@ -873,15 +1084,24 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(cp.workdir) / "bench"
         work.mkdir(parents=True, exist_ok=True)
         bench = Bench(cp, work)
+
+        def checkpoint(scenario: str, value: Any) -> None:
+            """Results so far, written after each step: a run cut short keeps what it measured."""
+            results[scenario] = value
+            results["kubelet"] = dict(bench.kubelet.counts)
+            results["kubelet_errors"] = list(bench.kubelet.errors[:20])
+            results["wall_s"] = time.time() - started
+            results["machine"]["loadavg_end"] = os.getloadavg()
+            write(results, args.out, partial=True)
         try:
             if "first-job" in only:
-                results["first_job"] = scenario_first_job(bench, sizes)
+                checkpoint("first_job", scenario_first_job(bench, sizes))
                 print(render({"first_job": results["first_job"]}), flush=True)
             if "turnaround" in only:
-                results["turnaround"] = scenario_turnaround(bench, sizes, args.profile, work)
+                checkpoint("turnaround", scenario_turnaround(bench, sizes, args.profile, work))
                 print(render({"turnaround": results["turnaround"]}), flush=True)
             if "long" in only:
-                results["long"] = scenario_long(bench, sizes)
+                results["long"] = scenario_long(bench, sizes, lambda rows: checkpoint("long", {"rows": rows}))
                 print(render({"long": results["long"]}), flush=True)
             results["kubelet"] = dict(bench.kubelet.counts)
             results["kubelet_errors"] = list(bench.kubelet.errors[:20])
@@ -896,13 +1116,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def header(results: dict[str, Any]) -> str:
     m = results["machine"]
+    end = m.get("loadavg_end") or [float("nan")] * 3
     return "\n".join([
         f"Run {results['started']} ({results['wall_s'] / 60:.1f} min): `{results['command']}`", "",
         f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB, Python {m['python']}; load average at "
         f"the start {m['loadavg'][0]:.2f}/{m['loadavg'][1]:.2f}/{m['loadavg'][2]:.2f}, at the end "
-        f"{m['loadavg_end'][0]:.2f}/{m['loadavg_end'][1]:.2f}/{m['loadavg_end'][2]:.2f}.", "",
+        f"{end[0]:.2f}/{end[1]:.2f}/{end[2]:.2f}.", "",
         "Other processes using CPU at the start: " + (", ".join(results["busy_before"]) or "none") + "; at the end: "
         + (", ".join(results.get("busy_after") or []) or "none") + ".", "",
+        f"Operator version at the start: {results.get('operator_version_at_start', 'not recorded')}.", "",
         f"Sizes: `{json.dumps(results['sizes'])}`; extra kube-controller-manager flags: "
         f"{' '.join(results.get('kcm_flags') or []) or 'none (its defaults)'}.",
         "",
@@ -910,23 +1132,40 @@ def header(results: dict[str, Any]) -> str:
             f"; errors: {results['kubelet_errors']}" if results.get("kubelet_errors") else ""), ""])
 
 
-def write(results: dict[str, Any], out: Path | None) -> None:
+def markers(scenarios: list[str]) -> tuple[str, str]:
+    """The docs block of a run of every scenario, or of a run of some (each set has a block of its own)."""
+    if list(scenarios) == list(SCENARIOS):
+        return DOC_START, DOC_END
+    name = ",".join(scenarios)
+    return f"<!-- operator-scale results ({name}): start -->", f"<!-- operator-scale results ({name}): end -->"
+
+
+def write(results: dict[str, Any], out: Path | None, partial: bool = False) -> None:
+    """The results JSON and Markdown; a finished run also replaces its block in docs/benchmarks-operator.md."""
     text = header(results) + "\n" + render(results)
+    if partial:
+        text = "(Partial: the run was still going when this was written.)\n\n" + text
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
         (out / "results.md").write_text(text)
         return
+    scenarios = list(results.get("scenarios") or SCENARIOS)
     date = results["started"][:10]
-    path = ROOT / "benchmarks" / "results" / f"operator-scale-{date}.md"
+    suffix = "" if scenarios == list(SCENARIOS) else "-" + "-".join(scenarios)
+    stamp = results["started"][11:16].replace(":", "")
+    path = ROOT / "benchmarks" / "results" / f"operator-scale-{date}-{stamp}{suffix}.md"
     path.write_text(f"# Operator at cluster scale, {date}\n\n" + text)
     (path.with_suffix(".json")).write_text(json.dumps(results, indent=1, default=str))
+    if partial:
+        return
     doc = ROOT / "docs" / "benchmarks-operator.md"
-    block = f"{DOC_START}\n{text}\n{DOC_END}"
-    current = doc.read_text() if doc.exists() else f"# Operator at cluster scale\n\n{DOC_START}\n{DOC_END}\n"
-    if DOC_START in current and DOC_END in current:
-        head, rest = current.split(DOC_START, 1)
-        current = head + block + rest.split(DOC_END, 1)[1]
+    start, end = markers(scenarios)
+    block = f"{start}\n{text}\n{end}"
+    current = doc.read_text() if doc.exists() else f"# Operator at cluster scale\n\n{start}\n{end}\n"
+    if start in current and end in current:
+        head, rest = current.split(start, 1)
+        current = head + block + rest.split(end, 1)[1]
     else:
         current += "\n" + block + "\n"
     doc.write_text(current)

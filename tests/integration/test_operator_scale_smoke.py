@@ -39,6 +39,7 @@ def test_quick_benchmark_produces_every_table(tmp_path: Path) -> None:
     assert row["config"] == "5 x 2" and row["trials"] == 20 and row["all_finished"]
     assert positive(row["turnaround_p50_s"]) and row["turnaround_p99_s"] >= row["turnaround_p50_s"]
     assert positive(row["trials_per_min"]) and positive(row["operator_rss_mib"])
+    assert 0 <= row["running_mean"] <= row["running_peak"] <= row["concurrent"]  # never more than parallelTrials
     (cpu,) = turn["cpu"]
     assert all(positive(cpu[p]) for p in ("operator", "kube-apiserver", "etcd")), cpu
     (requests,) = turn["operator_requests"]
@@ -47,15 +48,40 @@ def test_quick_benchmark_produces_every_table(tmp_path: Path) -> None:
     (api,) = turn["apiserver_requests"]
     assert api["per_trial"]["POST"] >= 1.0 and api["per_trial"]["PATCH"] > 0
 
-    long_rows = results["long"]["rows"]
-    assert [(r["algorithm"], r["early_stopping"]) for r in long_rows] == [("random", "none"),
-                                                                            ("random", "median, 50 steps")]
-    for r in long_rows:
-        assert r["completed"] and r["finished"] == r["max_trials"] == 30, r
-        assert r["configmaps"] >= 1 and r["configmap_bytes_max"] > 0 and positive(r["rss_mib"])
-        assert [m["mark"] for m in r["marks"]] == [3, 15, 30]
-        assert all(positive(m["reconcile_mean_s"]) for m in r["marks"])
-    assert long_rows[0]["pruned"] == 0
+    check_long(results["long"], steps=10)
     kubelet = results["kubelet"]
     assert kubelet["annotations"] > kubelet["succeeded"] >= 20 + 30  # intermediate reports were written too
     assert results["kubelet_errors"] == []
+
+    again = tmp_path / "again"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "operator_scale.py"), "--from-json",
+                    str(tmp_path / "results.json"), "--out", str(again)], cwd=ROOT, check=True, timeout=120)
+    assert (again / "results.md").read_text() == text  # the docs tables are reproduced from the JSON
+
+
+def check_long(long: dict[str, Any], steps: int) -> None:
+    """The long experiments: every count is what happened (status counts add up, one annotation per trial without
+    intermediate steps, ``steps`` + 1 for every trial that ran to the end), every mark has its window."""
+    rows = long["rows"]
+    assert [(r["variant"], r["early_stopping"]) for r in rows] == [("random", "none"),
+                                                                  ("random+median", f"median, {steps} steps")]
+    assert long["windows"] == [[0, 3], [10, 15], [25, 30]]
+    for r in rows:
+        assert r["completed"] and r["finished"] == r["max_trials"] == 30, r
+        assert r["succeeded"] + r["pruned"] + r["failed"] == r["finished"] and r["failed"] == 0, r
+        assert r["configmaps"] >= 1 and r["configmap_bytes_max"] > 0 and positive(r["rss_mib"])
+        assert r["experiment_bytes"] > r["status_bytes"] > 0
+        assert positive(r["wall_s"]) and positive(r["trials_per_min"]) and positive(r["operator_cpu_s"])
+        assert r["operator_requests_per_trial"]["create"] >= 1.0  # at least its Job
+        assert r["operator_version"]
+        assert [m["mark"] for m in r["marks"]] == [3, 15, 30]
+        for m in r["marks"]:
+            assert m["from_finished"] <= m["finished"] and m["finished"] >= m["mark"], m
+            assert m["reconciles"] >= 0 and m["plannings"] >= 0
+            if m["reconciles"]:
+                assert positive(m["reconcile_mean_s"]) and m["reconcile_p99_s"] >= m["reconcile_p50_s"], m
+    plain, median = rows
+    assert plain["pruned"] == 0 and plain["annotations_per_trial"] == 1.0
+    written = round(median["annotations_per_trial"] * median["finished"])
+    assert median["succeeded"] * (steps + 1) <= written <= median["finished"] * (steps + 1), median
+    assert median["configmap_bytes_total"] > plain["configmap_bytes_total"]  # the curves are recorded

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 from node_agent import NodeAgent, Obj, now
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -153,6 +153,7 @@ class _PodRun:
     cancelled: bool = False
     started: float = 0.0
     started_at: str = ""
+    done: bool = False
 
 
 class FastKubelet(NodeAgent):
@@ -202,8 +203,9 @@ class FastKubelet(NodeAgent):
         super().stop()
 
     def running(self) -> int:
+        """Trial pods marked ``Running`` that have not finished (or been deleted) yet."""
         with self._lock:
-            return sum(1 for r in self._runs.values() if r.started and not r.cancelled)
+            return sum(1 for r in self._runs.values() if r.started and not r.cancelled and not r.done)
 
     # -- the watch (called on the agent's watch thread) ---------------------------------------------------------
 
@@ -290,6 +292,7 @@ class FastKubelet(NodeAgent):
                   "containerStatuses": self._container_statuses(run, {"terminated": terminated})}
         if not self._patch_status(run, status):
             return
+        run.done = True
         labels = run.pod["metadata"].get("labels") or {}
         with self._lock:
             seen = self._binding.get(run.uid, run.started)
