@@ -3,7 +3,7 @@
 The commands are extracted from the documents' fenced shell blocks (``bash``, ``sh``, ``shell``, ``console``) by
 ``tests/support/docs_commands.py``, whose docstring is the convention for writing them: how console prompts and
 output are read, and the ``<!-- docs-test: ... -->`` markers (``not-run: REASON``, ``same-as``, ``budget``,
-``background`` + ``expect``, ``exit``, ``timeout``, ``given``, ``operator``). Each command is one test case named
+``background`` + ``expect`` (+ ``ready``), ``exit``, ``timeout``, ``given``, ``operator``). Each command is one test case named
 ``FILE:LINE``.
 
 They run as a reader would run them: in a copy of the repository, in document order, with the ``kubectl`` and
@@ -24,6 +24,7 @@ import sys
 import tempfile
 import textwrap
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -122,8 +123,9 @@ class Reader:
             pytest.fail(f"{command!r} did not finish within {timeout:.0f} s\n{_tail(out, err)}")
         return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
-    def background(self, command: str, expect: list[str], timeout: float) -> str:
-        """Start COMMAND, wait until its output matches every EXPECT, Ctrl-C it; its output."""
+    def background(self, command: str, expect: list[str], ready: str | None, timeout: float) -> str:
+        """Start COMMAND, wait until its output matches every EXPECT (and READY answers 200), Ctrl-C it; its
+        output."""
         log = self.base / "background.log"
         with open(log, "wb") as sink:
             proc = subprocess.Popen(["bash", "-c", command], cwd=self.repo, env=self.env, stdout=sink,
@@ -136,6 +138,14 @@ class Reader:
                     f"{log.read_text(errors='replace')[-4000:]}")
                 assert time.monotonic() < deadline, (
                     f"{command!r}: no {expect!r} in its output within {timeout:.0f} s:\n"
+                    f"{log.read_text(errors='replace')[-4000:]}")
+                time.sleep(0.2)
+            while ready is not None and not _answers_200(ready):
+                assert proc.poll() is None, (
+                    f"{command!r} exited ({proc.returncode}) before {ready} answered:\n"
+                    f"{log.read_text(errors='replace')[-4000:]}")
+                assert time.monotonic() < deadline, (
+                    f"{command!r}: {ready} did not answer 200 within {timeout:.0f} s:\n"
                     f"{log.read_text(errors='replace')[-4000:]}")
                 time.sleep(0.2)
             os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the foreground process group
@@ -240,6 +250,14 @@ class Reader:
                 assert (self.repo / token).exists(), f"{token} does not exist in the repository"
 
 
+def _answers_200(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return int(resp.status) == 200
+    except (OSError, ValueError):
+        return False
+
+
 def _tail(out: str, err: str, chars: int = 4000) -> str:
     return f"--- stdout ---\n{out[-chars:]}\n--- stderr ---\n{err[-chars:]}"
 
@@ -297,7 +315,7 @@ def test_doc_command(cmd: DocCommand, reader: Reader) -> None:
     expect = cmd.all("expect")
     with reader.budget(cmd):
         if cmd.has("background"):
-            output = reader.background(cmd.text, expect, timeout)
+            output = reader.background(cmd.text, expect, cmd.get("ready"), timeout)
             print(f"{cmd.id}: came up and stopped on Ctrl-C; its output:\n{output[-2000:]}")
             return
         started = time.monotonic()
@@ -364,6 +382,7 @@ def test_extraction_reads_prompts_continuations_and_heredocs(tmp_path: Path) -> 
     ("<!-- docs-test: not-run: needs a registry -->\n<!-- docs-test: exit: 1 -->\n```bash\nls\n```\n",
      "takes no other marker"),
     ("<!-- docs-test: budget: many -->\n```bash\nls\n```\n", "budget needs an integer"),
+    ("<!-- docs-test: ready: http://127.0.0.1:8080/ -->\n```bash\nls\n```\n", "ready is for background commands"),
     ("<!-- docs-test: not-run: needs a registry -->\n```yaml\na: 1\n```\n", "shell blocks only"),
 ])
 def test_malformed_markers_are_refused(tmp_path: Path, text: str, problem: str) -> None:

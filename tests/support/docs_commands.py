@@ -46,6 +46,9 @@ exit 0. The kinds:
     A long-running command (``kubetune operator``, a dashboard): start it, wait until its output matches the
     ``expect`` regexes (required with ``background``; at most ``timeout`` seconds, default 90), then stop it with
     SIGINT, as Ctrl-C does; it must exit within 30 s and print no traceback.
+``ready: URL``
+    With ``background``: after the ``expect`` match, the command is up only once URL answers HTTP 200 (a liveness
+    endpoint, the dashboard's page), within the same ``timeout``.
 ``expect: REGEX``
     stdout + stderr (in that order) must match REGEX (``re.search``, multiline; ``(?s)`` lets ``.`` span lines).
     Repeatable: every one must match.
@@ -76,7 +79,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SHELL_LANGS = frozenset({"bash", "sh", "shell", "console"})
-KINDS = frozenset({"not-run", "same-as", "budget", "background", "expect", "exit", "timeout", "given", "operator"})
+KINDS = frozenset({
+    "not-run", "same-as", "budget", "background", "expect", "ready", "exit", "timeout", "given", "operator",
+})
 FLAG_KINDS = frozenset({"background", "operator"})
 REPEATABLE = frozenset({"given", "expect"})
 
@@ -259,6 +264,8 @@ def _check_combination(directives: Iterable[Directive], line: int) -> None:
         raise MarkerError(f"line {line}: not-run and same-as exclude each other")
     if skipped and set(kinds) - skipped:
         raise MarkerError(f"line {line}: a command that is not run takes no other marker ({', '.join(kinds)})")
+    if "ready" in kinds and "background" not in kinds:
+        raise MarkerError(f"line {line}: ready is for background commands")
     if "background" in kinds and "expect" not in kinds:
         raise MarkerError(f"line {line}: background needs expect: REGEX (what shows the command came up)")
 
