@@ -38,6 +38,7 @@ from docs_commands import (
     MarkerError,
     doc_files,
     extract,
+    inline_commands,
     simple_commands,
 )
 from kubernetes import client
@@ -328,6 +329,46 @@ def test_doc_command(cmd: DocCommand, reader: Reader) -> None:
             f"{cmd.text!r}: no {e!r} in its output\n{_tail(r.stdout, r.stderr)}")
 
 
+def test_inline_kubetune_commands_name_real_subcommands_and_options() -> None:
+    """The ``kubetune ...`` code spans of the running text (synopses like ``kubetune run FILE [-p N]``): each names a
+    subcommand of the CLI and only options that subcommand has."""
+    import argparse
+
+    from kubetune.cli import build_parser
+
+    [sub] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    spans = [c for rel in doc_files(ROOT) for c in inline_commands(ROOT, rel) if c.program == "kubetune"]
+    assert spans
+    wrong = []
+    for span in spans:
+        parser = sub.choices.get(span.words[0]) if span.words else None
+        if parser is None:
+            wrong.append(f"{span.id}: `{span.text}`: no such subcommand")
+            continue
+        wrong += [f"{span.id}: `{span.text}`: kubetune {span.words[0]} has no {o}"
+                  for o in span.options if o not in parser._option_string_actions]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_inline_kubectl_and_helm_commands_parse(control_plane: ControlPlane) -> None:
+    """The ``kubectl ...`` and ``helm ...`` code spans of the running text: the subcommand and its flags exist (the
+    span with ``--help``, with the control plane's kubectl and helm)."""
+    spans = {c.text: c for rel in doc_files(ROOT) for c in inline_commands(ROOT, rel) if c.program != "kubetune"}
+    assert spans
+    wrong = []
+    for text, span in spans.items():
+        program, *words = shlex.split(text)
+        tries = [words, words[:-1]] if words[-1].startswith("-") else [words]  # `kubectl apply -k`: a flag mentioned
+        for args in tries:
+            r = subprocess.run([str(control_plane.bin_dir / program), *args, "--help"], capture_output=True,
+                               text=True, timeout=60, cwd=ROOT)
+            if r.returncode == 0:
+                break
+        else:
+            wrong.append(f"{span.id}: `{text}`: {r.stderr.strip()[:300]}")
+    assert not wrong, "\n".join(wrong)
+
+
 # ---------------------------------------------------------------------------------------------- the extraction
 
 def _extract_text(tmp_path: Path, text: str) -> list[DocCommand]:
@@ -370,6 +411,17 @@ def test_extraction_reads_prompts_continuations_and_heredocs(tmp_path: Path) -> 
     assert [(d.kind, d.value) for d in cmds[3].directives] == [("not-run", "needs a container registry")]
     assert simple_commands(cmds[1].text) == [["helm", "install", "x", "charts/x", "--set", "a=b"]]
     assert cmds[0].id == "doc.md:4"
+
+
+def test_inline_spans_are_read_outside_fences(tmp_path: Path) -> None:
+    (tmp_path / "doc.md").write_text(
+        "Run `kubetune get [NAME] [-A] [-o wide\\|yaml]` or `kubectl get tex`; not ``kubetune x``.\n"
+        "```bash\necho `kubetune crd`\n```\n")
+    spans = inline_commands(tmp_path, "doc.md")
+    assert [(s.id, s.text, s.words, s.options) for s in spans] == [
+        ("doc.md:1", "kubetune get [NAME] [-A] [-o wide|yaml]", ["get"], ["-A", "-o"]),
+        ("doc.md:1", "kubectl get tex", ["get", "tex"], []),
+    ]
 
 
 @pytest.mark.parametrize("text, problem", [

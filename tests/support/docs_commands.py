@@ -15,6 +15,10 @@ Fenced code blocks tagged ``bash``, ``sh``, ``shell`` or ``console`` hold comman
 
 Each command is one test case, named ``FILE:LINE`` after the line it starts on.
 
+Commands in running text (code spans such as ```kubetune run FILE [-p N]``` or ```kubectl get tex```) are not run;
+a ``kubetune`` span must name a real subcommand and only options it has, a ``kubectl``/``helm`` span must parse
+(the span with ``--help``).
+
 Markers
 -------
 
@@ -297,3 +301,56 @@ def simple_commands(text: str) -> list[list[str]]:
 
 
 EXAMPLE_FILE = re.compile(r"(?<![\w/.-])examples/[\w.-]+\.ya?ml\b")
+
+
+_INLINE = re.compile(r"(?<!`)`(?P<code>(?:kubetune|kubectl|helm) [^`]+)`(?!`)")
+
+
+@dataclass(frozen=True)
+class InlineCommand:
+    """A command in running text (a code span), e.g. a synopsis ``kubetune run FILE [-p N]``."""
+
+    path: str
+    line: int
+    text: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.path}:{self.line}"
+
+    @property
+    def program(self) -> str:
+        return self.text.split()[0]
+
+    @property
+    def words(self) -> list[str]:
+        """The subcommand words before the first option, placeholder or bracket (``get``, ``rollout status``)."""
+        words: list[str] = []
+        for word in self.text.split()[1:]:
+            if not re.fullmatch(r"[a-z][a-z-]*", word):
+                break
+            words.append(word)
+        return words
+
+    @property
+    def options(self) -> list[str]:
+        """Every option the span names (``[-o wide|yaml]`` gives ``-o``; ``--timeout=5`` gives ``--timeout``)."""
+        return re.findall(r"(?<![\w-])(--?[A-Za-z][\w-]*)", self.text)
+
+
+def inline_commands(root: Path, relpath: str) -> list[InlineCommand]:
+    """The ``kubetune``, ``kubectl`` and ``helm`` code spans of a Markdown file, outside fenced blocks."""
+    found: list[InlineCommand] = []
+    fence: str | None = None
+    for number, line in enumerate((root / relpath).read_text(encoding="utf-8").splitlines(), start=1):
+        m = _FENCE.match(line)
+        if m is not None:
+            if fence is None:
+                fence = m["fence"]
+            elif line.strip().startswith(fence):
+                fence = None
+            continue
+        if fence is None:
+            found.extend(InlineCommand(relpath, number, s["code"].replace("\\|", "|"))
+                         for s in _INLINE.finditer(line))
+    return found
