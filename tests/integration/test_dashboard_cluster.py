@@ -27,6 +27,7 @@ from kubetune.results import load
 from tests.support.browser import PLOTS_DRAWN, console_errors, open_page, start_browser
 from tests.unit.test_dashboard_browser import (
     DashboardProcess,
+    leave,
     mark_page,
     page_state,
     release,
@@ -160,6 +161,7 @@ def test_dashboard_and_report_of_an_operator_run_experiment(
         assert final["states"] == ["Succeeded"] * 5 and all(final["drawn"])
         assert console_errors(browser) == []
     finally:
+        leave(browser)
         code, err = dash.stop()
     assert code == 0 and "Traceback" not in err, err
 

@@ -9,6 +9,7 @@ so the live check can catch a dashboard that does not update.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -76,6 +77,32 @@ def wait_for_rows(browser: webdriver.Chrome, n: int, timeout: float, key: str = 
 def wait_for_succeeded(browser: webdriver.Chrome, n: int, timeout: float) -> dict[str, Any]:
     """Wait until the optimization history shows ``n`` succeeded trials; the page state then."""
     return wait_for_rows(browser, n, timeout, key="historyPoints")
+
+
+def leave(browser: webdriver.Chrome) -> None:
+    """Navigate away before a dashboard stops, so its page's next poll cannot log an error into the next test."""
+    browser.get("about:blank")
+
+
+@contextlib.contextmanager
+def serving(browser: webdriver.Chrome, live: Live, refresh: bool = True) -> Iterator[DashboardServer]:
+    """A dashboard server for ``live`` in this process (and its refresh thread unless ``refresh`` is False)."""
+    server = DashboardServer(("127.0.0.1", 0), live)
+    stop = threading.Event()
+    threads = [threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)]
+    if refresh:
+        threads.append(threading.Thread(target=live.run, args=(stop,), daemon=True))
+    for t in threads:
+        t.start()
+    try:
+        yield server
+    finally:
+        leave(browser)
+        stop.set()
+        server.shutdown()
+        server.server_close()
+        for t in threads:
+            t.join(timeout=30)
 
 
 class DashboardProcess:
@@ -233,11 +260,13 @@ def test_live_update_while_kubetune_run_writes(browser: webdriver.Chrome, tmp_pa
         png = tmp_path / "dashboard.png"
         browser.save_screenshot(str(png))
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        leave(browser)
         code, err = dash.stop()
         dash = None
         assert code == 0 and "Traceback" not in err, err
     finally:
         if dash is not None:
+            leave(browser)
             dash.stop()
         if run.poll() is None:
             run.kill()
@@ -264,13 +293,7 @@ def test_the_live_check_fails_on_a_dashboard_that_does_not_update(browser: webdr
     watched = LocalWatch(LocalDirectory(out))
     live = Live(Frozen(watched) if broken else watched, interval=0.3)
     live.refresh()
-    server = DashboardServer(("127.0.0.1", 0), live)
-    stop = threading.Event()
-    threads = [threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True),
-               threading.Thread(target=live.run, args=(stop,), daemon=True)]
-    for t in threads:
-        t.start()
-    try:
+    with serving(browser, live) as server:
         open_page(browser, server.url)
         assert wait_for_rows(browser, 8, timeout=60)["numbers"] == list(range(8))
         write_results_dir(out, make_trials(9), finished=False, journal=False)  # one more trial recorded
@@ -281,25 +304,13 @@ def test_the_live_check_fails_on_a_dashboard_that_does_not_update(browser: webdr
         else:
             assert wait_for_rows(browser, 9, timeout=60)["numbers"] == list(range(9))
         assert console_errors(browser) == []
-    finally:
-        stop.set()
-        server.shutdown()
-        server.server_close()
-        for t in threads:
-            t.join(timeout=30)
 
 
 def test_sorting_survives_an_update(browser: webdriver.Chrome, tmp_path: Path) -> None:
     out = write_results_dir(tmp_path / "run", make_trials(10), finished=False)
     live = Live(LocalWatch(LocalDirectory(out)), interval=0.3)
     live.refresh()
-    server = DashboardServer(("127.0.0.1", 0), live)
-    stop = threading.Event()
-    threads = [threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True),
-               threading.Thread(target=live.run, args=(stop,), daemon=True)]
-    for t in threads:
-        t.start()
-    try:
+    with serving(browser, live) as server:
         open_page(browser, server.url)
         headers = [h.text.strip() for h in browser.find_elements(By.CSS_SELECTOR, "#trials thead th")]
         browser.find_elements(By.CSS_SELECTOR, "#trials thead th")[0].click()
@@ -311,12 +322,6 @@ def test_sorting_survives_an_update(browser: webdriver.Chrome, tmp_path: Path) -
         th = browser.find_elements(By.CSS_SELECTOR, "#trials thead th")[0]
         assert th.get_attribute("aria-sort") == "descending" and headers[0] == "#"
         assert console_errors(browser) == []
-    finally:
-        stop.set()
-        server.shutdown()
-        server.server_close()
-        for t in threads:
-            t.join(timeout=30)
 
 
 def screenshot(browser: webdriver.Chrome, url: str, path: Path) -> None:
@@ -338,10 +343,7 @@ def test_screenshot_of_a_dashboard(browser: webdriver.Chrome, tmp_path: Path, mo
     out = write_results_dir(Path("kubetune-runs/synthetic"), make_trials(60), finished=False, max_trials=100)
     live = Live(LocalWatch(LocalDirectory(out)), interval=2)  # the page polls; the source is not watched here
     live.refresh()
-    server = DashboardServer(("127.0.0.1", 0), live)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serving(browser, live, refresh=False) as server:
         open_page(browser, server.url)
         png = tmp_path / "dashboard.png"
         screenshot(browser, server.url, png)
@@ -350,7 +352,3 @@ def test_screenshot_of_a_dashboard(browser: webdriver.Chrome, tmp_path: Path, mo
         assert console_errors(browser) == []
         if target:
             shutil.copy(png, Path(target) / "dashboard.png")
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=30)
