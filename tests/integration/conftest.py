@@ -134,9 +134,18 @@ def namespace(kube_api: client.ApiClient) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def crd(control_plane: ControlPlane) -> None:
     """The CRD applied with the docs' command (`-f crds/` would also read crds/kustomization.yaml and fail)."""
-    control_plane.kubectl("apply", "--server-side", "-f", str(CRD_FILE))
-    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                          "crd/tuningexperiments.kubetune.io")
+    applied = control_plane.kubectl("apply", "--server-side", "-f", str(CRD_FILE), check=False)
+    assert applied.returncode == 0, f"kubectl apply of the CRD failed: {applied.stderr}"
+    # Established read from the API (kubectl wait also needs discovery, which a just-started API server may not
+    # serve for the new group yet)
+    ext = client.ApiextensionsV1Api(config.new_client_from_config(str(control_plane.kubeconfig)))
+    deadline = time.monotonic() + 120
+    while True:
+        conditions = ext.read_custom_resource_definition("tuningexperiments.kubetune.io").status.conditions or []
+        if any(c.type == "Established" and c.status == "True" for c in conditions):
+            return
+        assert time.monotonic() < deadline, f"the CRD is not Established after 120 s: {conditions}"
+        time.sleep(0.1)
 
 
 def create_trial_rbac(api: client.ApiClient, namespace: str) -> None:
