@@ -40,10 +40,12 @@ class BlockingCore:
 
     def __init__(self) -> None:
         self.release = threading.Event()
+        self.entered = threading.Event()
         self.created: list[str] = []
         self.lock = threading.Lock()
 
     def create_namespaced_event(self, namespace: str, body: Mapping[str, Any], **_: Any) -> None:
+        self.entered.set()
         assert self.release.wait(HANG_GUARD)
         with self.lock:
             self.created.append(body["reason"])
@@ -66,6 +68,20 @@ def test_events_beyond_the_limit_are_dropped_and_counted_without_blocking() -> N
     # room again once they were posted
     assert sink.emit(api, body, "R7", "m") and sink.drain(HANG_GUARD)
     assert sorted(core.created) == ["R0", "R1", "R2", "R7"]
+
+
+def test_closing_the_sink_drops_the_events_still_waiting() -> None:
+    core = BlockingCore()
+    api = Api(core=core, batch=object(), custom=object())
+    sink = events.EventSink(threads=1, limit=10)
+    body = {"metadata": {"name": "e", "namespace": "ns", "uid": "u"}}
+    assert all(sink.emit(api, body, f"R{i}", "m") for i in range(3))
+    assert core.entered.wait(HANG_GUARD)
+    sink.close()  # the first one is being posted; the two others go
+    assert not sink.emit(api, body, "late", "m")
+    core.release.set()
+    assert sink.drain(HANG_GUARD)
+    assert core.created == ["R0"]
 
 
 def test_a_failing_event_frees_its_place() -> None:

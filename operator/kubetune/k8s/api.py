@@ -214,7 +214,7 @@ class Api:
         ours = {o["uid"] for o in body["metadata"].get("ownerReferences") or []}
         for _ in range(2):
             try:
-                self.call("create_job", self.batch.create_namespaced_job, namespace, body)
+                self.call("create_job", _unread(self.batch.create_namespaced_job), namespace, body)
                 return True
             except ApiException as e:
                 if e.status != 409:
@@ -235,7 +235,7 @@ class Api:
     def delete_job(self, namespace: str, name: str) -> None:
         """Delete a Job and (in the background) its pods; nothing to do when it is already gone."""
         try:
-            self.call("delete_job", self.batch.delete_namespaced_job, name, namespace,
+            self.call("delete_job", _unread(self.batch.delete_namespaced_job), name, namespace,
                       propagation_policy="Background")
         except ApiException as e:
             if e.status != 404:
@@ -263,7 +263,7 @@ class Api:
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> bool:
         """Merge ``status`` into the experiment's status; False when the experiment is gone (404)."""
         try:
-            self.call("patch_status", self.custom.patch_namespaced_custom_object_status,
+            self.call("patch_status", _unread(self.custom.patch_namespaced_custom_object_status),
                       GROUP, VERSION, namespace, PLURAL, name, {"status": status})
         except ApiException as e:
             if e.status != 404:
@@ -308,7 +308,26 @@ class Api:
     # -- Events -------------------------------------------------------------------------------------------------
 
     def create_event(self, namespace: str, body: dict[str, Any]) -> None:
-        self.call("create_event", self.core.create_namespaced_event, namespace, body, policy=self.event_policy)
+        self.call("create_event", _unread(self.core.create_namespaced_event), namespace, body,
+                  policy=self.event_policy)
+
+
+def _unread(fn: Callable[..., Any]) -> Callable[..., None]:
+    """``fn`` for a request whose answer is not needed: the client is asked for the raw response
+    (``_preload_content=False``), so it does not build its model objects (a Job's takes milliseconds of CPU), and
+    the body is read and the connection given back to the pool within the attempt (so a failure reading it is
+    retried like any other). Error answers still raise :class:`ApiException`."""
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> None:
+        response = fn(*args, _preload_content=False, **kwargs)
+        if isinstance(response, urllib3.response.BaseHTTPResponse):
+            try:
+                response.read()
+            finally:
+                response.release_conn()
+
+    return call
 
 
 def _describe(e: BaseException) -> str:

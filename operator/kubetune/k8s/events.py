@@ -107,6 +107,14 @@ class EventSink:
             if self.pending == 0:
                 self._idle.notify_all()
 
+    def close(self) -> None:
+        """Drop the Events not yet being posted (the operator is stopping); later ones are dropped too."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+            self.limit = 0
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until every accepted Event was posted (or given up); False when ``timeout`` passed first."""
         with self._lock:

@@ -9,8 +9,8 @@ from typing import Any, cast
 
 import kopf
 
+from .. import events, prometheus
 from .. import labels as L
-from .. import prometheus
 from ..leader import KubernetesLeaseStore, LeaderElection, LeaderElector, default_identity
 from .state import reconciler
 
@@ -111,6 +111,7 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     if election is not None:
         await election.close()  # stops the workers, then releases the Lease
     await reconciler().stop()
+    events.sink.close()  # Events still waiting are not worth holding up the exit
     runner = getattr(memo, "metrics_runner", None)
     if runner is not None:
         await runner.cleanup()
