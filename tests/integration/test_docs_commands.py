@@ -111,10 +111,15 @@ class Reader:
 
     # -- running --------------------------------------------------------------------------------------------
 
-    def shell(self, command: str, timeout: float = DEFAULT_TIMEOUT) -> subprocess.CompletedProcess[str]:
-        """``bash -c COMMAND`` in the copy; the whole process group is killed on timeout."""
-        proc = subprocess.Popen(["bash", "-o", "pipefail", "-c", command], cwd=self.repo, env=self.env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    def shell(self, command: str, timeout: float = DEFAULT_TIMEOUT, tty: bool = False
+              ) -> subprocess.CompletedProcess[str]:
+        """``bash -c COMMAND`` in the copy (on a pseudo-terminal with ``tty``); the whole process group is killed on
+        timeout."""
+        argv = ["bash", "-o", "pipefail", "-c", command]
+        if tty:  # script(1) runs $SHELL -c COMMAND on a new pty and exits with its code (-e)
+            argv = ["script", "--quiet", "--return", "--flush", "--command", shlex.join(argv), "/dev/null"]
+        proc = subprocess.Popen(argv, cwd=self.repo, env={**self.env, "SHELL": "/bin/sh"}, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
                                 start_new_session=True, preexec_fn=die_with_parent)
         try:
             out, err = proc.communicate(timeout=timeout)
@@ -321,7 +326,7 @@ def test_doc_command(cmd: DocCommand, reader: Reader) -> None:
             print(f"{cmd.id}: came up and stopped on Ctrl-C; its output:\n{output[-2000:]}")
             return
         started = time.monotonic()
-        r = reader.shell(cmd.text, timeout=timeout)
+        r = reader.shell(cmd.text, timeout=timeout, tty=cmd.has("tty"))
     print(f"{cmd.id}: exit {r.returncode} in {time.monotonic() - started:.1f} s\n{_tail(r.stdout, r.stderr, 1500)}")
     want = int(cmd.get("exit") or 0)
     assert r.returncode == want, f"{cmd.text!r} exited {r.returncode}, not {want}\n{_tail(r.stdout, r.stderr)}"

@@ -60,6 +60,9 @@ exit 0. The kinds:
     The expected exit code (default 0).
 ``timeout: SECONDS``
     The limit for the command (default 300).
+``tty``
+    Run the command on a pseudo-terminal (``script``), as typed into a terminal: what a reader sees first, e.g.
+    ``kubetune run``'s live view. stdout and stderr are then one stream (``expect`` reads it).
 ``given: COMMAND``
     A shell command the test runs (and requires to succeed) before the command, for state a reader has from
     elsewhere (e.g. Argo CD's ``argocd-cm`` ConfigMap). Repeatable; run in order.
@@ -84,9 +87,9 @@ from pathlib import Path
 
 SHELL_LANGS = frozenset({"bash", "sh", "shell", "console"})
 KINDS = frozenset({
-    "not-run", "same-as", "budget", "background", "expect", "ready", "exit", "timeout", "given", "operator",
+    "not-run", "same-as", "budget", "background", "expect", "ready", "exit", "timeout", "given", "operator", "tty",
 })
-FLAG_KINDS = frozenset({"background", "operator"})
+FLAG_KINDS = frozenset({"background", "operator", "tty"})
 REPEATABLE = frozenset({"given", "expect"})
 
 _FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<lang>[\w+-]*)")
