@@ -8,17 +8,17 @@
 #   hack/build-images.sh            build what changed, print the image names (KEY=value lines)
 #   hack/build-images.sh --rebuild  build everything again (new Debian package versions, say)
 #
-# Needs: apt-get install -y buildah mmdebstrap (and, for SBOMs, Go to build syft once).
+# Needs: apt-get install -y buildah mmdebstrap (python3 on the host for the SBOMs).
 # Everything lives under ${KUBETUNE_IMAGE_CACHE:-${XDG_CACHE_HOME:-~/.cache}/kubetune/images}: the base root
 # filesystem, the containers storage (storage.conf there; `export CONTAINERS_STORAGE_CONF=.../storage.conf` to use
-# buildah or podman on it), syft, and one CycloneDX SBOM per image. Every image is tagged with a hash of its inputs
+# buildah or podman on it) and one CycloneDX SBOM per image (sbom/). Every image is tagged with a hash of its inputs
 # (the Debian suite, mirrors and package list for the base; the base, the Dockerfile and the files it copies for the
 # others), so a second run with the same inputs builds nothing.
 #
 # Environment: KUBETUNE_DEBIAN_SUITE (default bookworm), KUBETUNE_DEBIAN_MIRROR (default
 # http://deb.debian.org/debian; a snapshot.debian.org URL pins every package version),
-# KUBETUNE_DEBIAN_SECURITY_MIRROR, KUBETUNE_STORAGE_DRIVER (overlay or vfs), KUBETUNE_SYFT_VERSION, KUBETUNE_SBOM=0
-# to skip the SBOMs.
+# KUBETUNE_DEBIAN_SECURITY_MIRROR, KUBETUNE_STORAGE_DRIVER (overlay or vfs), KUBETUNE_SYFT (a syft binary to write
+# the SBOMs with), KUBETUNE_SBOM=0 to skip the SBOMs.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,7 +26,6 @@ CACHE=${KUBETUNE_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kubetune/images}
 SUITE=${KUBETUNE_DEBIAN_SUITE:-bookworm}
 MIRROR=${KUBETUNE_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SECURITY_MIRROR=${KUBETUNE_DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
-SYFT_VERSION=${KUBETUNE_SYFT_VERSION:-v1.57.1}
 SBOM=${KUBETUNE_SBOM:-1}
 # Bump when the way the base is made changes (hooks, dpkg options, image config): new base key.
 BASE_RECIPE=1
@@ -175,27 +174,26 @@ for repo in base operator trial; do
 done
 buildah rmi --prune >/dev/null 2>&1 || true
 
-# --- SBOMs: every Debian and Python package of each image, CycloneDX JSON by syft -----------------------------------
+# --- SBOMs: every Debian and Python package of each image, CycloneDX JSON ----------------------------------------
+# By hack/images/sbom.py (dpkg's database and the dist-info directories of the image's root filesystem), or by syft
+# when KUBETUNE_SYFT names its binary (`go install github.com/anchore/syft/cmd/syft@v1.57.1`).
 sbom_of() {
-  local image=$1 out=$2 ctr mnt
+  local image=$1 out=$2 ctr mnt rc=0
   [ -s "$out" ] && [ "$REBUILD" = 0 ] && return 0
   ctr=$(buildah from --pull=never "$image")
   mnt=$(buildah mount "$ctr")
-  "$SYFT" scan --quiet --output "cyclonedx-json=$out.tmp" --source-name "$image" "dir:$mnt" \
-    || { buildah umount "$ctr" >/dev/null; buildah rm "$ctr" >/dev/null; return 1; }
+  if [ -n "${KUBETUNE_SYFT:-}" ]; then
+    "$KUBETUNE_SYFT" scan --quiet --output "cyclonedx-json=$out.tmp" --source-name "$image" "dir:$mnt" || rc=$?
+  else
+    python3 "$ROOT/hack/images/sbom.py" "$mnt" "$image" "$out.tmp" || rc=$?
+  fi
   buildah umount "$ctr" >/dev/null
   buildah rm "$ctr" >/dev/null
-  mv "$out.tmp" "$out"
+  [ "$rc" = 0 ] && mv "$out.tmp" "$out"
+  return "$rc"
 }
 SBOM_DIR=$CACHE/sbom
 if [ "$SBOM" != 0 ]; then
-  SYFT=$CACHE/tools/syft-$SYFT_VERSION/syft
-  if [ ! -x "$SYFT" ]; then
-    command -v go >/dev/null || { log "Go is needed once to build syft (or set KUBETUNE_SBOM=0)"; exit 1; }
-    log "syft $SYFT_VERSION from the Go module proxy"
-    GOBIN=$(dirname "$SYFT") CGO_ENABLED=0 GOFLAGS=-buildvcs=false \
-      go install "github.com/anchore/syft/cmd/syft@$SYFT_VERSION" >&2
-  fi
   mkdir -p "$SBOM_DIR"
   sbom_of "$OPERATOR_IMAGE" "$SBOM_DIR/kubetune-operator-${OPERATOR_IMAGE##*:}.cdx.json"
   sbom_of "$TRIAL_IMAGE" "$SBOM_DIR/kubetune-trial-${TRIAL_IMAGE##*:}.cdx.json"
