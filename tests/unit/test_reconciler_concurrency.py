@@ -369,3 +369,42 @@ def test_a_job_is_of_one_pod_when_completions_and_parallelism_are_at_most_1(spec
                          "annotations": {"kubetune.io/parameters": "{}"}}, "spec": spec}
     job = summarize_job(body)
     assert job is not None and job.single is single
+
+
+def test_after_a_restart_a_stopped_trials_job_not_yet_watched_goes_before_any_new_job() -> None:
+    """A stop recorded before a restart whose delete failed: the restarted operator asks the API server for the
+    pods of stopped trials (its watch may not show that Job yet) and deletes the Job before making new ones."""
+    body = experiment(max_trials=40, parallel=4, algorithm={"name": "random", "seed": 6},
+                      earlyStopping={"rule": "median", "minTrials": 2, "startStep": 1})
+    h = Harness(body, seed=6, lag=False, steps=6, run_ticks=(4, 8))
+    fake = h.fake
+    fake.faults = Faults(2, rate=1.0, burst=0.0, ops={"delete_job"}, kinds=("500",))  # no Job can be deleted
+
+    async def go() -> None:
+        def stopped_but_running() -> list[str]:
+            records = fake.records()
+            return [name for name, job in fake.jobs.items() if not fake._job_finished(job)
+                    and records.get(int(name.rsplit("-", 1)[1]), {}).get("state") in ("Pruned", "Canceled")]
+
+        while not stopped_but_running():
+            await h.step()
+            assert h.steps < 300, "no trial was pruned"
+        # the operator restarts; its watch has not shown any Job yet
+        h.reconciler = type(h.reconciler)(h.reconciler.api_factory)
+        fake.relist()
+        fake.streams["jobs"].clear()
+        fake.streams["pods"].clear()
+        fake.faults = None
+        created = sum(fake.ledger.creations.values())
+        fake.deliver(h.reconciler)
+        worker = h.worker
+        assert worker is not None
+        running_max, fake.running_max = fake.running_max, 0
+        await worker.reconcile()
+        assert stopped_but_running() == []
+        assert fake.running_max <= 4 and sum(fake.ledger.creations.values()) >= created
+        fake.running_max = max(fake.running_max, running_max)
+        await h.settle()
+
+    asyncio.run(go())
+    check(h, body)

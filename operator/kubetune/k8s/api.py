@@ -258,6 +258,10 @@ class Api:
                          label_selector=f"job-name={job_name}").items
         return any(not job_uid or job_uid in _owner_uids(p) for p in pods)
 
+    def list_pods(self, namespace: str, selector: str) -> list[Any]:
+        """The pods that carry the labels of ``selector``."""
+        return list(self.call("list_pods", self.core.list_namespaced_pod, namespace, label_selector=selector).items)
+
     # -- the experiment -----------------------------------------------------------------------------------------
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> bool:

@@ -41,6 +41,7 @@ from ..template import template_problems, trial_name
 from ..trials import Trial, TrialState
 from ..validation import Problem, rule_problems
 from . import events, prometheus
+from . import labels as L
 from .api import Api, ApiException, ForeignObject, api, blocking
 from .jobs import build_job
 from .observe import (
@@ -171,6 +172,8 @@ class ExperimentWorker:
         (not created again). Numbers leave the set once their trial is recorded as finished."""
         self.last_best: int | None = None
         self.store: TrialStore | None = None
+        self.stops_unchecked = True
+        """The records were loaded and the API server not yet asked for pods of trials they say were stopped."""
         """The records' ConfigMaps (made with the records, and again for a new experiment of the same name)."""
         self.task: asyncio.Task[None] | None = None
 
@@ -223,6 +226,7 @@ class ExperimentWorker:
         store = self.store
         if self.records is None:
             self.records = Records(await blocking(store.load))
+            self.stops_unchecked = True
         view = self.state.view(self.key)
         await self._confirm_gone(namespace, name, view)
         trials, finished_now, missing_jobs, stale_jobs = self._observe(spec, name, view)
@@ -273,11 +277,14 @@ class ExperimentWorker:
         # Stopped trials' Jobs go, stale ones too (a failed delete, or a restart in between), before any new Job is
         # made: the trials running never outnumber parallelTrials. Then the new and missing Jobs are made.
         deletes = [*stale_jobs, *(trial_name(name, t.number) for t in stopped)]
+        if self.stops_unchecked:
+            deletes += [job for job in await self._stopped_with_pods(namespace, name) if job not in deletes]
         results = await gather_calls([functools.partial(self.api.delete_job, namespace, job_name)
                                       for job_name in deletes])
         failure: Exception | None = next((r for r in results if isinstance(r, Exception)), None)
         if failure is not None:
             raise failure
+        self.stops_unchecked = False
         gone = {t.number for t in stopped}
         launch = created + [records[n] for n in missing_jobs if n not in gone]
         jobs = [build_job(body, spec, t.number, t.params) for t in launch]
@@ -422,6 +429,26 @@ class ExperimentWorker:
             if obs.final:
                 finished_now.append(obs.trial)
         return trials, finished_now, missing, stale
+
+    async def _stopped_with_pods(self, namespace: str, name: str) -> list[str]:
+        """The Jobs of trials recorded as stopped (``Pruned``, ``Canceled``) that still have a pod, as the API server
+        lists them: asked once after the records are loaded, because a stop recorded before a restart may have had
+        its delete fail, and the watch may not have shown that Job yet when new Jobs are about to be made."""
+        records = self.records
+        assert records is not None
+        pods = await blocking(self.api.list_pods, namespace,
+                              f"{L.MANAGED_BY}={L.MANAGED_BY_VALUE},{L.EXPERIMENT}={name}")
+        jobs: set[str] = set()
+        for pod in pods:
+            labels = pod.metadata.labels or {}
+            try:
+                number = int(labels.get(L.TRIAL_NUMBER, ""))
+            except ValueError:
+                continue
+            rec = records.get(number)
+            if rec is not None and rec.state in (TrialState.PRUNED, TrialState.CANCELED):
+                jobs.add(labels.get(L.TRIAL) or trial_name(name, number))
+        return sorted(jobs)
 
     @staticmethod
     def _pods(view: ClusterView, job: JobSummary) -> list[PodSummary]:

@@ -47,6 +47,19 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     lease = getattr(memo, "leader_election", None)  # (namespace, name), set by `kubetune operator --leader-election`
     if lease:
         memo.election = start_leader_election(*lease)
+    else:
+        await warm_up()
+
+
+async def warm_up() -> None:
+    """Make the API client before the watches start: loading its generated API classes takes about a second of
+    CPU, which would otherwise delay the first experiment's first reconcile."""
+    from ..api import api, blocking
+
+    try:
+        await blocking(api)
+    except Exception as e:  # no configuration yet: the first reconcile says so again, and retries
+        log.warning("cannot make the Kubernetes API client yet: %s", repr(e)[:300])
 
 
 def start_leader_election(namespace: str, name: str) -> LeaderElection:
