@@ -218,6 +218,8 @@ class Reader:
         for argv in simple_commands(cmd.text):
             self._paths_exist(argv)
             program = argv[0]
+            if "/" in program:  # a script of the repository, e.g. hack/build-images.sh
+                assert os.access(self.repo / program, os.X_OK), f"{program} is not an executable of the repository"
             if program == "kubetune":
                 self._kubetune(argv)
             elif program == "kubectl":

@@ -37,7 +37,7 @@ exit 0. The kinds:
     ``replace``) run with ``--dry-run=server`` against the test control plane, other ``kubectl`` verbs' ``--help``
     works; ``helm install``/``upgrade`` of a chart in the repository renders with ``helm template`` and the same
     values; ``python FILE`` has its ``--help``; files named with ``-f``/``--file``/``--patch-file``/``-k`` or as a
-    path in the repository exist.
+    path in the repository exist; a program named by its path (``hack/build-images.sh``) is an executable there.
 ``same-as: PATH``
     Not run here because PATH runs it: the command must be exactly (after stripping) one line of PATH. The
     README's test command and ``.ci/run`` are held together this way.
