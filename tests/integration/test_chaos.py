@@ -292,11 +292,12 @@ def test_operator_sigkilled_at_random_moments(op: OperatorProcess, ex: Experimen
     name = "killed"
     uid = ex.create(body(name, KILL_TRIALS, KILL_PARALLEL))["metadata"]["uid"]
     while op.kills < KILLS:
-        # a random moment: after 1..6 more Jobs were created since the last kill, plus up to 0.8 s
+        # a random moment: after 1..6 more Jobs were created since the last kill, plus up to 0.3 s (a reconcile
+        # takes tens of milliseconds: a longer wait lets so many Jobs through that the budget ends the kills early)
         target = min(ledger.count(uid) + rng.randint(1, 6), KILL_TRIALS)
         wait_for(f"{target} Jobs created", lambda t=target: ledger.count(uid) >= t, timeout=120, interval=0.02,
                  on_timeout=lambda: debug(ex, op, name))
-        time.sleep(rng.uniform(0.0, 0.8))
+        time.sleep(rng.uniform(0.0, 0.3))
         if ledger.count(uid) >= KILL_TRIALS:
             break  # the budget is spent: later kills would not be "mid-experiment"
         op.kill(signal.SIGKILL)
