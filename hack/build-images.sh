@@ -107,11 +107,12 @@ BASE_IMAGE=localhost/kubetune-base:$BASE_KEY
 BASE_TAR=$CACHE/base-$BASE_KEY.tar
 
 if ! have_image "$BASE_IMAGE"; then
-  if [ "$REBUILD" = 1 ] || [ ! -s "$BASE_TAR" ]; then
+  if [ "$REBUILD" = 1 ] || [ ! -f "$BASE_TAR" ]; then
+    rm -rf "$BASE_TAR" "$BASE_TAR.tmp"
     log "base root filesystem ($SUITE: ${BASE_PACKAGES[*]}) with mmdebstrap"
     include=$(IFS=,; echo "${BASE_PACKAGES[*]}")
     # SOURCE_DATE_EPOCH: the same package versions give the same tarball.
-    SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1700000000} mmdebstrap --quiet --mode=root --variant=essential \
+    SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1700000000} mmdebstrap --quiet --mode=root --variant=essential --format=tar \
       --include="$include" \
       --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
       --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
@@ -120,7 +121,7 @@ if ! have_image "$BASE_IMAGE"; then
       --customize-hook='rm -rf "$1"/var/cache/debconf/*-old "$1"/var/lib/dpkg/*-old' \
       "$SUITE" "$BASE_TAR.tmp" "${SOURCES[@]}" >&2
     mv "$BASE_TAR.tmp" "$BASE_TAR"
-    find "$CACHE" -maxdepth 1 -name 'base-*.tar' ! -name "base-$BASE_KEY.tar" -delete
+    find "$CACHE" -maxdepth 1 -name 'base-*.tar' ! -name "base-$BASE_KEY.tar" -exec rm -rf {} +
   fi
   log "base image $BASE_IMAGE"
   ctr=$(buildah from scratch)
