@@ -436,6 +436,8 @@ class ExperimentWorker:
         its delete fail, and the watch may not have shown that Job yet when new Jobs are about to be made."""
         records = self.records
         assert records is not None
+        if not any(t.state in (TrialState.PRUNED, TrialState.CANCELED) for t in records.values()):
+            return []  # nothing was stopped (a new experiment): nothing to ask
         pods = await blocking(self.api.list_pods, namespace,
                               f"{L.MANAGED_BY}={L.MANAGED_BY_VALUE},{L.EXPERIMENT}={name}")
         jobs: set[str] = set()
