@@ -337,7 +337,8 @@ def test_control_plane_component_restarted_mid_experiment(component: str, contro
     assert op.running and op.starts == 1, "the operator itself rode out the restart"
     outcome = account(ex, ledger, node_agent, name, uid, max_trials, control_plane_restarted=True)
     assert all(r["state"] == "Succeeded" for r in outcome.records.values()), outcome.records
-    assert set(outcome.launches.values()) == {1}, outcome.launch_counts
+    # every trial ran; a second run is a second pod the Job controller made, checked by account()
+    assert min(outcome.launches.values()) >= 1, outcome.launch_counts
     summary(capsys, f"{component} restart", started, outcome, node_agent,
             f"{component} down {down:.1f} s after {before} of {max_trials} trials were recorded; node-agent "
             f"calls retried during it {sum(node_agent.faults.values()) - faults_before}")
