@@ -280,13 +280,13 @@ def summary(capsys: pytest.CaptureFixture[str], scenario: str, started: float, o
 # -- scenarios ------------------------------------------------------------------------------------------------------
 
 KILLS = 22
-KILL_TRIALS, KILL_PARALLEL = 200, 10
+KILL_TRIALS, KILL_PARALLEL = 320, 10
 
 
 def test_operator_sigkilled_at_random_moments(op: OperatorProcess, ex: Experiments, ledger: JobLedger,
                                               node_agent: NodeAgent, capsys: pytest.CaptureFixture[str]) -> None:
-    """SIGKILL the operator at >= 20 seeded random moments of a 200-trial, 10-parallel experiment, restarting it
-    each time: all 200 trials recorded, each Job created once, each trial launched exactly once."""
+    """SIGKILL the operator at >= 20 seeded random moments of a 320-trial, 10-parallel experiment, restarting it
+    each time: all 320 trials recorded, each Job created once, each trial launched exactly once."""
     rng = random.Random(SEED)
     started = time.monotonic()
     name = "killed"
