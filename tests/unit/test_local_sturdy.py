@@ -14,6 +14,7 @@ import os
 import random
 import resource
 import signal
+import subprocess
 import sys
 import textwrap
 import time
@@ -321,19 +322,29 @@ def test_interrupt_at_many_moments(tmp_path: Path, phase: str) -> None:
 
 
 def test_interrupt_while_starting_exits_130(tmp_path: Path) -> None:
-    """Ctrl-C before the runner has taken over the signals (reading the file, building the sampler): 130, or
-    death by SIGINT (which a shell also shows as 130) if it lands before ``main`` is called."""
+    """Ctrl-C at a random moment of start-up (the interpreter importing, the file read, the sampler built, the first
+    trials launched) of a fresh ``kubetune run`` process, as a shell job: 130, or death by SIGINT (which a shell also
+    shows as 130) if it lands before ``main`` is called; never a run that goes on. A fresh process, not a fork of
+    the test process, so no state of other tests (handlers, threads) is inherited."""
     write_experiment(tmp_path)
     rng = random.Random("sturdy-start")
-    for attempt in range(3):
+    for attempt in range(4):
         out = tmp_path / f"out{attempt}"
-        pid = fork_run(tmp_path, out)
-        time.sleep(rng.uniform(0, 0.05))
-        os.killpg(pid, signal.SIGINT)
-        code = wait_exit(pid, GRACE + MARGIN)
-        if code is None:
-            kill_session(pid)
-        assert code in (130, -signal.SIGINT), (tmp_path / f"out{attempt}.log").read_text()
+        log = tmp_path / f"out{attempt}.log"
+        env = {**os.environ, "LAUNCH_LOG": str(tmp_path / f"out{attempt}.launches")}
+        with open(log, "w") as stream:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "kubetune", "run", str(tmp_path / "exp.yaml"), "--out", str(out), "--quiet"],
+                stdout=stream, stderr=stream, env=env, start_new_session=True)
+        time.sleep(rng.uniform(0, 1.5))
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            code: int | None = proc.wait(GRACE + MARGIN)
+        except subprocess.TimeoutExpired:
+            code = None
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        assert code in (130, -signal.SIGINT), log.read_text()
         assert_no_trial_processes(out)
 
 
