@@ -408,3 +408,82 @@ def test_after_a_restart_a_stopped_trials_job_not_yet_watched_goes_before_any_ne
 
     asyncio.run(go())
     check(h, body)
+
+
+# -- Jobs made but not yet watched ------------------------------------------------------------------------------------
+
+
+class FakeTime:
+    """``time`` for the reconciler module: a monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def stepped(body: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> tuple[FakeCluster, Reconciler, FakeTime]:
+    import kubetune.k8s.reconciler as module
+
+    clock = FakeTime()
+    monkeypatch.setattr(module, "time", clock)
+    fake = FakeCluster(body, seed=4)
+    api = Api(core=fake, batch=fake, custom=fake, policy=RetryPolicy(attempts=2, sleep=Clock().sleep, clock=Clock()))
+    rec = Reconciler(lambda: api)
+    rec.wake = lambda key: None  # type: ignore[method-assign]  # the test drives the reconciles
+    fake.deliver(rec)
+    rec.workers[fake.key] = ExperimentWorker(fake.key, rec.state, rec.api_factory, rec.timing)
+    return fake, rec, clock
+
+
+def test_jobs_made_are_neither_made_again_nor_asked_about_before_the_watch_shows_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    body = experiment(max_trials=8, parallel=3, algorithm={"name": "random", "seed": 3})
+    fake, rec, clock = stepped(body, monkeypatch)
+    worker = rec.workers[fake.key]
+
+    async def go() -> None:
+        await worker.reconcile()
+        assert fake.calls["create_job"] == 3
+        fake.streams["jobs"].clear()  # the watch has not delivered the new Jobs (and will not: lost events)
+        for _ in range(3):  # reconciles woken by other changes, within the grace period
+            clock.now += 5.0
+            await worker.reconcile()
+        assert fake.calls["create_job"] == 3 and fake.calls["read_job"] == 0
+        assert dict(fake.ledger.creations) == {trial_name("exp", n): 1 for n in range(3)}
+        assert {n: r["state"] for n, r in fake.records().items()} == {n: "Running" for n in range(3)}
+        # past the grace period the API server is asked, once per Job; they exist, so nothing is made again
+        clock.now += 30.0
+        await worker.reconcile()
+        assert fake.calls["read_job"] == 3 and fake.calls["create_job"] == 3
+        clock.now += 5.0
+        await worker.reconcile()
+        assert fake.calls["read_job"] == 3 and fake.calls["create_job"] == 3
+
+    asyncio.run(go())
+
+
+def test_a_job_deleted_before_the_watch_showed_it_is_a_lost_trial_once_the_grace_period_is_over(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    body = experiment(max_trials=8, parallel=2, algorithm={"name": "random", "seed": 3})
+    fake, rec, clock = stepped(body, monkeypatch)
+    worker = rec.workers[fake.key]
+    victim = trial_name("exp", 0)
+
+    async def go() -> None:
+        await worker.reconcile()
+        fake.streams["jobs"].clear()
+        fake.delete_namespaced_job(victim, "ns", propagation_policy="Background")
+        fake.streams["jobs"].clear()
+        fake.streams["pods"].clear()
+        clock.now += 5.0
+        await worker.reconcile()
+        assert fake.records()[0]["state"] == "Running"  # not known to be gone yet, and not made again
+        clock.now += 30.0
+        await worker.reconcile()
+        assert fake.ledger.creations[victim] == 1
+        assert fake.records()[0]["state"] not in ("Pending", "Running"), fake.records()[0]
+        assert fake.calls["create_job"] == 3  # the lost trial's slot goes to a new trial
+
+    asyncio.run(go())

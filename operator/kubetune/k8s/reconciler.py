@@ -66,6 +66,9 @@ KEEP_FINISHED_JOBS = 10
 """Finished trial Jobs kept for `kubectl logs` (the newest ones); older ones go once their results are recorded."""
 CONCURRENT_CALLS = 8
 """API calls one reconcile has in flight at once (Job creates and deletes, existence checks)."""
+UNSEEN_GRACE_SECONDS = 30.0
+"""How long a Job known to exist (made by this worker, or confirmed by the API server) may stay out of the watch's
+view before the API server is asked about it again."""
 
 
 def parse_spec(body: Mapping[str, Any]) -> tuple[ExperimentSpec | None, list[Problem]]:
@@ -170,6 +173,11 @@ class ExperimentWorker:
         self.seen: set[int] = set()
         """Active trials whose Job has been seen: if it disappears before the trial finished, the trial is lost
         (not created again). Numbers leave the set once their trial is recorded as finished."""
+        self.known_jobs: dict[int, float] = {}
+        """Active trials whose Job exists (this worker made it, or the API server confirmed it) but the watch has not
+        shown it yet, with when that was known: such a Job is neither made again nor asked about for
+        ``UNSEEN_GRACE_SECONDS``. A reconcile that runs before the watch delivers a new Job would otherwise take it
+        for missing."""
         self.last_best: int | None = None
         self.store: TrialStore | None = None
         self.stops_unchecked = True
@@ -216,6 +224,7 @@ class ExperimentWorker:
         name, namespace = meta["name"], meta["namespace"]
         if meta.get("uid") != self.uid:  # a new experiment under the same name: start over
             self.uid, self.records, self.seen, self.last_best, self.store = meta.get("uid"), None, set(), None, None
+            self.known_jobs = {}
         spec, problems = parse_spec(body)
         if spec is None:
             message = "; ".join(str(p) for p in problems)[:2000]
@@ -302,8 +311,10 @@ class ExperimentWorker:
                     parameters = job["metadata"]["annotations"]["kubetune.io/parameters"]
                     events.emit(self.api, body, "TrialCreated", f"{job['metadata']['name']}: {parameters}")
                 launched.append(t)
+        now = time.monotonic()
         for t in launched:  # the records say the Jobs exist: a Job missing later was deleted, it is not made again
             t.state = TrialState.RUNNING
+            self.known_jobs[t.number] = now
         if invalid is not None:
             if launched:
                 await blocking(store.save, launched)
@@ -359,8 +370,12 @@ class ExperimentWorker:
         assert records is not None and self.uid is not None
         uid = self.uid
         ours = {j.number: j for j in view.jobs.values() if self._ours(j)}
+        now = time.monotonic()
+        self.known_jobs = {n: at for n, at in self.known_jobs.items()
+                           if n in records.active and n not in ours and now - at < UNSEEN_GRACE_SECONDS}
         unseen = [number for number in sorted(records.active)
-                  if records[number].state is TrialState.RUNNING and number not in ours and number not in self.seen]
+                  if records[number].state is TrialState.RUNNING and number not in ours and number not in self.seen
+                  and number not in self.known_jobs]
         podless = []
         for job in ours.values():
             known = records.get(job.number)
@@ -377,6 +392,8 @@ class ExperimentWorker:
         for number, exists in zip(unseen, results):
             if exists is False:
                 self.seen.add(number)
+            elif exists is True:
+                self.known_jobs[number] = now
         for job, has_pods in zip(podless, results[len(unseen):]):
             if has_pods is False:
                 gone = f"{job.name}/deleted"  # no pod can have this name
@@ -416,6 +433,9 @@ class ExperimentWorker:
                 assert rec is not None
                 if number in self.seen:
                     obs = lost_trial(rec)
+                elif number in self.known_jobs:  # it exists; the watch has not shown it yet
+                    trials[number] = rec
+                    continue
                 else:
                     trials[number] = rec
                     missing.append(number)
