@@ -166,6 +166,8 @@ class _Follower:
         self.loaded = 0.0
         self.next_load = 0.0
         self.loads = 0
+        self.outage = False
+        """A read failed in a way worth retrying and none has succeeded since."""
 
     def snapshot(self) -> Snapshot | None:
         from .progress import Snapshot
@@ -191,9 +193,19 @@ class _Follower:
             self.loads += 1
             if self.loads > 1:  # the first read also opens the connection
                 self.next_load = self.loaded + min(self.MAX_BACKOFF, self.BACKOFF * took)
+        if self.outage:
+            self.outage = False
+            self.view.note(f"reading {self.source.namespace}/{self.source.name} again")
         snapshot = self.snapshot()
         if snapshot is not None:
             self.view.update(snapshot)
+
+    def lost(self, error: Exception) -> None:
+        """A read failed and is retried (the API server restarting, say): said once until a read succeeds."""
+        if not self.outage:
+            self.outage = True
+            self.view.note(f"cannot read {self.source.namespace}/{self.source.name}: {error}; retrying until it "
+                           "answers (Ctrl-C stops following)")
 
     def counts(self) -> str:
         from .progress import counts_text
@@ -219,7 +231,7 @@ def _follow(kt: Client, name: str, namespace: str, timeout: float | None) -> int
     obj: dict[str, Any] | None = None
     code, message = 0, ""
     try:
-        ended = kt.wait(name, timeout, namespace, poll=POLL, on_poll=follow)
+        ended = kt.wait(name, timeout, namespace, poll=POLL, on_poll=follow, on_error=follow.lost)
         follow(ended, final=True)  # the records written with the final status
         obj = ended
     except WaitTimeout:

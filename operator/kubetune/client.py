@@ -28,6 +28,7 @@ from .results.cluster import (
     condition,
     outcome_of,
     parse_experiment,
+    transient,
 )
 from .results.local import LocalDirectory
 from .results.model import ExperimentResults, ResultsError, TrialRecord
@@ -128,17 +129,35 @@ class Client:
         self.cluster.delete_experiment(name, namespace)
 
     def wait(self, name: str, timeout: float | None = None, namespace: str | None = None, *, poll: float = 1.0,
-             on_poll: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+             on_poll: Callable[[dict[str, Any]], None] | None = None,
+             on_error: Callable[[ClusterError], None] | None = None) -> dict[str, Any]:
         """Wait until the experiment has ended (``Succeeded`` True or False) and return it.
 
         Raises :class:`WaitTimeout` after ``timeout`` seconds and :class:`ExperimentStalled` when the operator
         reports ``Stalled=True`` for the current generation. ``on_poll`` is called with each object read.
+        A failure worth retrying (the API server restarting or unreachable, throttled, a 5xx; see
+        :func:`~kubetune.results.cluster.transient`), in reading the experiment or in ``on_poll``, is passed to
+        ``on_error`` and the read is made again, every ``poll`` seconds doubling up to ``RETRY_MAX`` while it
+        lasts, until ``timeout``; any other failure (the experiment deleted, access denied) is raised.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        wait = poll
         while True:
-            obj = self.get(name, namespace)
-            if on_poll is not None:
-                on_poll(obj)
+            try:
+                obj = self.get(name, namespace)
+                if on_poll is not None:
+                    on_poll(obj)
+            except ClusterError as e:
+                if not transient(e):
+                    raise
+                if on_error is not None:
+                    on_error(e)
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise WaitTimeout(f"{name} had not ended after {timeout:g} s (last read failed: {e})") from None
+                self._sleep(wait, deadline)
+                wait = min(max(wait, 0.1) * 2, max(poll, self.RETRY_MAX))
+                continue
+            wait = poll
             if outcome_of(obj) is not None:
                 return obj
             stalled = condition(obj, "Stalled")
@@ -147,7 +166,14 @@ class Client:
                 raise ExperimentStalled(f"{name} is stalled: {stalled.get('reason')}: {stalled.get('message')}"[:1000])
             if deadline is not None and time.monotonic() >= deadline:
                 raise WaitTimeout(f"{name} had not ended after {timeout:g} s")
-            time.sleep(poll if deadline is None else max(0.0, min(poll, deadline - time.monotonic())))
+            self._sleep(poll, deadline)
+
+    RETRY_MAX = 15.0
+    """Seconds: the longest pause between two reads while the API server does not answer."""
+
+    @staticmethod
+    def _sleep(seconds: float, deadline: float | None) -> None:
+        time.sleep(seconds if deadline is None else max(0.0, min(seconds, deadline - time.monotonic())))
 
 
 def rows(results: ExperimentResults) -> tuple[list[str], list[list[Any]]]:

@@ -290,3 +290,59 @@ def test_age_reads_like_kubectl(seconds: int, text: str) -> None:
     now = datetime(2026, 2, 1, tzinfo=timezone.utc)
     then = datetime.fromtimestamp(now.timestamp() - seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert _age(then, now) == text
+
+
+class Outage(Fake):
+    """The experiment's reads fail with ``errors`` (one per read) before they succeed; the experiment has ended."""
+
+    def __init__(self, obj: dict[str, Any], errors: list[BaseException]) -> None:
+        super().__init__(obj, [], [])
+        self.errors = errors
+        self.reads = 0
+
+    def get_namespaced_custom_object(self, *a: Any, **kw: Any) -> dict[str, Any]:
+        self.reads += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return super().get_namespaced_custom_object(*a, **kw)
+
+
+def ended() -> dict[str, Any]:
+    obj = manifest()
+    obj["status"]["conditions"] = [{"type": "Succeeded", "status": "True", "reason": "MaxTrialsReached",
+                                    "message": "ran 4"}]
+    return obj
+
+
+def test_wait_retries_an_unreachable_or_failing_api_server_and_raises_other_errors(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr(kc.time, "sleep", slept.append)
+    refused = urllib3.exceptions.MaxRetryError(None, "/x", ConnectionRefusedError("refused"))  # type: ignore[arg-type]
+    errors: list[BaseException] = [refused, status_error(503, {"message": "unavailable"}),
+                                   status_error(429, {"message": "slow down"}), refused, refused, refused, refused]
+    fake = Outage(ended(), list(errors))
+    seen: list[str] = []
+    obj = kc.Client(cluster=FakeCluster(fake)).wait("exp", poll=1.0, on_error=lambda e: seen.append(str(e)))
+    assert obj["status"]["conditions"][0]["reason"] == "MaxTrialsReached"
+    assert fake.reads == len(errors) + 1 and len(seen) == len(errors)
+    assert seen[0].startswith("cannot reach the cluster") and "unavailable" in seen[1]
+    assert slept == [1.0, 2.0, 4.0, 8.0, 15.0, 15.0, 15.0]  # doubling, at most RETRY_MAX
+    # not worth retrying: raised at once
+    for error in (status_error(403, {"message": "forbidden"}),
+                  status_error(404, {"message": "gone", "details": {"name": "exp"}})):
+        fake = Outage(ended(), [error])
+        with pytest.raises(ClusterError):
+            kc.Client(cluster=FakeCluster(fake)).wait("exp", poll=1.0)
+        assert fake.reads == 1
+
+
+def test_wait_gives_up_at_its_timeout_while_the_api_server_is_away(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [0.0]
+    monkeypatch.setattr(kc.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(kc.time, "sleep", lambda s: now.__setitem__(0, now[0] + s))
+    refused = urllib3.exceptions.MaxRetryError(None, "/x", ConnectionRefusedError("refused"))  # type: ignore[arg-type]
+    fake = Outage(ended(), [refused] * 1000)
+    with pytest.raises(kc.WaitTimeout, match="last read failed: cannot reach"):
+        kc.Client(cluster=FakeCluster(fake)).wait("exp", timeout=60.0, poll=1.0)
+    assert 60.0 <= now[0] < 61.0 and fake.reads < 15

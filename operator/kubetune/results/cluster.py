@@ -57,6 +57,16 @@ class NotFound(ClusterError):
     pass
 
 
+TRANSIENT_STATUSES = frozenset({0, 408, 429, 500, 502, 503, 504})
+"""Statuses of a failure worth retrying: no answer at all (0: a restarting API server, a broken connection), a
+timeout, throttling, or the server's own trouble."""
+
+
+def transient(e: ClusterError) -> bool:
+    """Whether the request may succeed if made again later (see :data:`TRANSIENT_STATUSES`)."""
+    return e.status in TRANSIENT_STATUSES
+
+
 def _status(e: ApiException) -> tuple[str, Any]:
     """The message and details of the Status an API error carries (empty when its body is no Status)."""
     try:
