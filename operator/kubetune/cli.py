@@ -124,7 +124,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from .results import ResultsError, load
 
     try:
-        results = load(args.source)
+        results = load(args.source, kubeconfig=args.kubeconfig, context=args.context)
     except ResultsError as e:
         print(f"cannot report: {e}", file=sys.stderr)
         return 2
@@ -153,7 +153,8 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535 or not 0.2 <= args.interval <= 3600:
         print("--port must be 0..65535 and --interval 0.2..3600 seconds", file=sys.stderr)
         return 2
-    return serve(args.source, address=args.address, port=args.port, interval=args.interval)
+    return serve(args.source, address=args.address, port=args.port, interval=args.interval,
+                 kubeconfig=args.kubeconfig, context=args.context)
 
 
 def _cmd_operator(args: argparse.Namespace) -> int:
@@ -169,6 +170,13 @@ def _cmd_operator(args: argparse.Namespace) -> int:
         lease_name=args.lease_name,
         lease_namespace=args.lease_namespace,
     )
+
+
+def _kubeconfig_flags(parser: argparse.ArgumentParser) -> None:
+    """kubectl's flags for a ``tex/[NAMESPACE/]NAME`` source (a results directory ignores them)."""
+    parser.add_argument("--kubeconfig", help="for tex/...: the kubeconfig file (default: $KUBECONFIG, else "
+                                             "~/.kube/config)")
+    parser.add_argument("--context", help="for tex/...: the kubeconfig context to use")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "experiment on the kubeconfig context's cluster")
     rep.add_argument("--output", "-o", help="the HTML file (default SOURCE/report.html)")
     rep.add_argument("--png", metavar="DIR", help="also write each plot as a PNG image into DIR (needs Chromium)")
+    _kubeconfig_flags(rep)
     rep.set_defaults(func=_cmd_report)
 
     dash = sub.add_parser("dashboard", help="serve the report's views on a local web page, updated as trials finish")
@@ -207,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     dash.add_argument("--port", type=int, default=8765, help="the port (default 8765; 0 = any free port)")
     dash.add_argument("--interval", type=float, default=2.0,
                       help="seconds between checks of the source for new trials (default 2)")
+    _kubeconfig_flags(dash)
     dash.set_defaults(func=_cmd_dashboard)
 
     op = sub.add_parser("operator", help="run the operator against the current kubeconfig or in-cluster")

@@ -166,10 +166,12 @@ def test_dashboard_and_report_of_an_operator_run_experiment(
     assert code == 0 and "Traceback" not in err, err
 
     # the static report of the same experiment, through the same results API, in the same browser
-    monkeypatch.setenv("KUBECONFIG", str(control_plane.kubeconfig))
     page = tmp_path / "live.html"
     capsys.readouterr()
-    assert main(["report", f"tex/{ns}/live", "-o", str(page)]) == 0, capsys.readouterr().err
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-such-kubeconfig"))  # --kubeconfig is what is read
+    assert main(["report", f"tex/{ns}/live", "-o", str(page), "--kubeconfig", str(control_plane.kubeconfig)]) == 0, \
+        capsys.readouterr().err
+    monkeypatch.setenv("KUBECONFIG", str(control_plane.kubeconfig))
     report = build(load(f"tex/{ns}/live"))
     open_page(browser, page)
     assert console_errors(browser) == []

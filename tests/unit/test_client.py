@@ -346,3 +346,18 @@ def test_wait_gives_up_at_its_timeout_while_the_api_server_is_away(monkeypatch: 
     with pytest.raises(kc.WaitTimeout, match="last read failed: cannot reach"):
         kc.Client(cluster=FakeCluster(fake)).wait("exp", timeout=60.0, poll=1.0)
     assert 60.0 <= now[0] < 61.0 and fake.reads < 15
+
+
+def test_a_cluster_source_reads_the_kubeconfig_and_context_it_is_given(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    config = {"apiVersion": "v1", "kind": "Config", "current-context": "a",
+              "clusters": [{"name": c, "cluster": {"server": f"https://{c}.invalid:6443"}} for c in "ab"],
+              "users": [{"name": "u", "user": {"token": "t"}}],
+              "contexts": [{"name": c, "context": {"cluster": c, "user": "u", "namespace": f"ns-{c}"}} for c in "ab"]}
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    src = source_for("tex/exp", kubeconfig=str(path), context="b")
+    assert src.cluster.server == "https://b.invalid:6443" and src.namespace == "ns-b"  # type: ignore[union-attr]
+    src = source_for("tex/other/exp", kubeconfig=str(path))
+    assert src.cluster.server == "https://a.invalid:6443" and src.namespace == "other"  # type: ignore[union-attr]

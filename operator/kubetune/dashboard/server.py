@@ -162,12 +162,14 @@ class Handler(BaseHTTPRequestHandler):
 
 def serve(source: str, address: str = DEFAULT_ADDRESS, port: int = DEFAULT_PORT,
           interval: float = DEFAULT_INTERVAL, out: IO[str] | None = None,
-          ready: Callable[[DashboardServer], None] | None = None) -> int:
+          ready: Callable[[DashboardServer], None] | None = None, *, kubeconfig: str | None = None,
+          context: str | None = None) -> int:
     """``kubetune dashboard``: serve until Ctrl-C (or SIGTERM); 0 then, 2 for an unreadable source, 1 when the
     address cannot be bound. ``ready`` is called with the server once it listens."""
     err = out or sys.stderr
     try:
-        live = Live(watch(source, running_period=max(10.0, 5 * interval)), interval)
+        live = Live(watch(source, running_period=max(10.0, 5 * interval), kubeconfig=kubeconfig, context=context),
+                    interval)
         live.refresh()
     except ResultsError as e:
         print(f"cannot show: {e}", file=err)

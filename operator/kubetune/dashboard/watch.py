@@ -84,9 +84,10 @@ class ClusterWatch:
         return results
 
 
-def watch(source: str, running_period: float = 10.0) -> Watched:
+def watch(source: str, running_period: float = 10.0, *, kubeconfig: str | None = None,
+          context: str | None = None) -> Watched:
     """The watched source a command-line argument names (as ``kubetune report`` reads it)."""
-    src = source_for(source)
+    src = source_for(source, kubeconfig=kubeconfig, context=context)
     if isinstance(src, LocalDirectory):
         return LocalWatch(src)
     assert source.startswith(CLUSTER_PREFIXES)

@@ -21,17 +21,19 @@ CLUSTER_PREFIXES = ("tex/", "tuningexperiment/", "tuningexperiments/", "tuningex
 kubeconfig context (:mod:`kubetune.results.cluster`)."""
 
 
-def source_for(source: str) -> ResultsSource:
+def source_for(source: str, *, kubeconfig: str | None = None, context: str | None = None) -> ResultsSource:
     """The results source a command-line argument names: an existing local results directory, else
-    ``tex/[NAMESPACE/]NAME`` for an experiment on the current kubeconfig context's cluster."""
+    ``tex/[NAMESPACE/]NAME`` for an experiment on the cluster of the kubeconfig's current context (or of
+    ``kubeconfig`` and ``context``, as kubectl's flags)."""
     if source.startswith(CLUSTER_PREFIXES) and not Path(source).exists():
         from .cluster import ClusterExperiment
 
         parts = source.split("/")[1:]
         if len(parts) in (1, 2) and all(parts):
-            return ClusterExperiment(parts[-1], parts[0] if len(parts) == 2 else None)
+            return ClusterExperiment(parts[-1], parts[0] if len(parts) == 2 else None, kubeconfig=kubeconfig,
+                                     context=context)
     return LocalDirectory(source)
 
 
-def load(source: str) -> ExperimentResults:
-    return source_for(source).load()
+def load(source: str, *, kubeconfig: str | None = None, context: str | None = None) -> ExperimentResults:
+    return source_for(source, kubeconfig=kubeconfig, context=context).load()
