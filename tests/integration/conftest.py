@@ -13,6 +13,9 @@
   established (per module, since the chart tests install and remove it).
 * ``trial_namespace`` (function): ``namespace`` with the trial ServiceAccount
   and its Role (pods: patch only), as the chart makes them.
+* ``ns`` and ``op`` (module): one such namespace for all tests of a module,
+  and a ``kubetune operator`` process watching it (a module may define its
+  own ``op``).
 
 Every test in this directory gets the ``integration`` marker.
 """
@@ -25,6 +28,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -110,14 +114,14 @@ def kube_api(control_plane: ControlPlane) -> Iterator[client.ApiClient]:
         api.close()
 
 
-@pytest.fixture
-def namespace(kube_api: client.ApiClient) -> Iterator[str]:
-    """A fresh namespace whose ``default`` ServiceAccount exists; deleted afterwards."""
-    core = client.CoreV1Api(kube_api)
-    name = f"kt-{uuid.uuid4().hex[:8]}"
+def new_namespace(api: client.ApiClient, prefix: str = "kt", trial_rbac: bool = False) -> str:
+    """Create a namespace named ``PREFIX-<random>`` and wait for its ``default`` ServiceAccount (pods are rejected
+    until the serviceaccount controller made it); with ``trial_rbac`` also the trial's (:func:`create_trial_rbac`)."""
+    core = client.CoreV1Api(api)
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     core.create_namespace({"metadata": {"name": name, "labels": {"kubetune.io/test": "true"}}})
     deadline = time.monotonic() + 30
-    while True:  # pods are rejected until the serviceaccount controller made `default`
+    while True:
         try:
             core.read_namespaced_service_account("default", name)
             break
@@ -125,10 +129,19 @@ def namespace(kube_api: client.ApiClient) -> Iterator[str]:
             if exc.status != 404 or time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+    if trial_rbac:
+        create_trial_rbac(api, name)
+    return name
+
+
+@pytest.fixture
+def namespace(kube_api: client.ApiClient) -> Iterator[str]:
+    """A fresh namespace whose ``default`` ServiceAccount exists; deleted afterwards."""
+    name = new_namespace(kube_api)
     try:
         yield name
     finally:
-        core.delete_namespace(name, propagation_policy="Background")
+        client.CoreV1Api(kube_api).delete_namespace(name, propagation_policy="Background")
 
 
 @pytest.fixture(scope="module")
@@ -168,3 +181,28 @@ def trial_namespace(namespace: str, kube_api: client.ApiClient, crd: None) -> st
     """A fresh namespace with the trial ServiceAccount and its Role."""
     create_trial_rbac(kube_api, namespace)
     return namespace
+
+
+@pytest.fixture(scope="module")
+def ns(kube_api: client.ApiClient, crd: None, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A namespace with the trial ServiceAccount and its Role for all tests of one module; deleted afterwards."""
+    prefix = "kt-" + request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_").replace("_", "-")[:20]
+    name = new_namespace(kube_api, prefix.rstrip("-"), trial_rbac=True)
+    try:
+        yield name
+    finally:
+        client.CoreV1Api(kube_api).delete_namespace(name, propagation_policy="Background")
+
+
+@pytest.fixture(scope="module")
+def op(control_plane: ControlPlane, ns: str, node_agent: NodeAgent,
+       tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """``kubetune operator -n <ns>`` as its own process (an ``OperatorProcess``), for one module."""
+    from operator_process import OperatorProcess
+
+    proc = OperatorProcess(control_plane.kubeconfig, tmp_path_factory.mktemp("op"),
+                           extra_args=["-n", ns]).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()

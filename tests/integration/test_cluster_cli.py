@@ -12,7 +12,6 @@ import sys
 import threading
 import time
 import urllib.parse
-import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -31,37 +30,6 @@ from kubetune.results.cluster import Cluster, ClusterError
 ROOT = Path(__file__).resolve().parents[2]
 OBJECTIVE = Path(__file__).resolve().parent / "trials" / "objective.py"
 
-
-
-@pytest.fixture(scope="module")
-def ns(kube_api: client.ApiClient, crd: None) -> Iterator[str]:
-    """A namespace with the trial ServiceAccount and its Role, for this module's experiments."""
-    core, rbac = client.CoreV1Api(kube_api), client.RbacAuthorizationV1Api(kube_api)
-    name = f"kt-cli-{uuid.uuid4().hex[:6]}"
-    core.create_namespace({"metadata": {"name": name}})
-    wait_for("the default ServiceAccount", lambda: _exists(core.read_namespaced_service_account, "default", name),
-             timeout=30, interval=0.1)
-    core.create_namespaced_service_account(name, {"metadata": {"name": "kubetune-trial"}})
-    rbac.create_namespaced_role(name, {"metadata": {"name": "kubetune-trial"},
-                                       "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}]})
-    rbac.create_namespaced_role_binding(name, {
-        "metadata": {"name": "kubetune-trial"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "kubetune-trial"},
-        "subjects": [{"kind": "ServiceAccount", "name": "kubetune-trial", "namespace": name}]})
-    try:
-        yield name
-    finally:
-        core.delete_namespace(name, propagation_policy="Background")
-
-
-@pytest.fixture(scope="module")
-def op(control_plane: Any, ns: str, node_agent: Any, tmp_path_factory: pytest.TempPathFactory
-       ) -> Iterator[OperatorProcess]:
-    proc = OperatorProcess(control_plane.kubeconfig, tmp_path_factory.mktemp("op"), extra_args=["-n", ns]).start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")

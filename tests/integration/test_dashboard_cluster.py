@@ -9,13 +9,10 @@ decides when each one finishes.
 from __future__ import annotations
 
 import textwrap
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import create_trial_rbac
 from kubernetes import client
 from operator_process import Experiments, OperatorProcess, wait_for
 from selenium import webdriver
@@ -24,7 +21,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from kubetune.cli import main
 from kubetune.report import build
 from kubetune.results import load
-from tests.support.browser import PLOTS_DRAWN, console_errors, open_page, start_browser
+from tests.support.browser import PLOTS_DRAWN, console_errors, open_page
 from tests.unit.test_dashboard_browser import (
     DashboardProcess,
     leave,
@@ -59,42 +56,6 @@ GATED = """
         kt.report(step=step, score=score * (3 - step))
     kt.report(score=score)
 """
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[webdriver.Chrome]:
-    driver = start_browser()
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
-@pytest.fixture(scope="module")
-def ns(kube_api: client.ApiClient, crd: None) -> Iterator[str]:
-    core = client.CoreV1Api(kube_api)
-    name = f"kt-dash-{uuid.uuid4().hex[:6]}"
-    core.create_namespace({"metadata": {"name": name}})
-    wait_for("the default ServiceAccount", lambda: _has_default_sa(core, name), timeout=30, interval=0.1)
-    create_trial_rbac(kube_api, name)
-    try:
-        yield name
-    finally:
-        core.delete_namespace(name, propagation_policy="Background")
-
-
-def _has_default_sa(core: client.CoreV1Api, ns: str) -> bool:
-    return any(sa.metadata.name == "default" for sa in core.list_namespaced_service_account(ns).items)
-
-
-@pytest.fixture(scope="module")
-def op(control_plane: Any, ns: str, node_agent: Any, tmp_path_factory: pytest.TempPathFactory
-       ) -> Iterator[OperatorProcess]:
-    proc = OperatorProcess(control_plane.kubeconfig, tmp_path_factory.mktemp("op"), extra_args=["-n", ns]).start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 def gated_experiment(name: str, tmp_path: Path, trials: int) -> tuple[dict[str, Any], Path]:

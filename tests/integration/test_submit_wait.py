@@ -15,8 +15,6 @@ import subprocess
 import sys
 import termios
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,38 +27,6 @@ OBJECTIVE = Path(__file__).resolve().parent / "trials" / "objective.py"
 STYLE = re.compile(r"\x1b\[[0-9;]*m")
 CURSOR = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r")  # moves and erases end a drawn line too
 ROW = re.compile(r"^(\d+)\s+(Succeeded|Failed|Pruned|Canceled)\s")
-
-
-@pytest.fixture(scope="module")
-def ns(kube_api: client.ApiClient, crd: None) -> Iterator[str]:
-    """A namespace with the trial ServiceAccount and its Role (pods: patch only), for this module's experiments."""
-    core = client.CoreV1Api(kube_api)
-    name = f"kt-wait-{uuid.uuid4().hex[:6]}"
-    core.create_namespace({"metadata": {"name": name}})
-    wait_for("the default ServiceAccount", lambda: core.list_namespaced_service_account(
-        name, field_selector="metadata.name=default").items, timeout=30, interval=0.1)
-    rbac = client.RbacAuthorizationV1Api(kube_api)
-    core.create_namespaced_service_account(name, {"metadata": {"name": "kubetune-trial"}})
-    rbac.create_namespaced_role(name, {"metadata": {"name": "kubetune-trial"},
-                                       "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}]})
-    rbac.create_namespaced_role_binding(name, {
-        "metadata": {"name": "kubetune-trial"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "kubetune-trial"},
-        "subjects": [{"kind": "ServiceAccount", "name": "kubetune-trial", "namespace": name}]})
-    try:
-        yield name
-    finally:
-        core.delete_namespace(name, propagation_policy="Background")
-
-
-@pytest.fixture(scope="module")
-def op(control_plane: Any, ns: str, node_agent: Any, tmp_path_factory: pytest.TempPathFactory
-       ) -> Iterator[OperatorProcess]:
-    proc = OperatorProcess(control_plane.kubeconfig, tmp_path_factory.mktemp("op"), extra_args=["-n", ns]).start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")
@@ -188,6 +154,36 @@ def test_ctrl_c_exits_130_and_leaves_the_experiment_running(sig: int, code: int,
     assert done["status"] == "True" and done["reason"] == "MaxTrialsReached", done
     assert ex.get(name)["metadata"]["uid"] == uid
     assert sorted(ex.records(name)) == [0, 1]
+    ex.delete(name)
+
+
+def test_following_rides_out_an_api_server_restart(op: OperatorProcess, ns: str, control_plane: Any,
+                                                  ex: Experiments, tmp_path: Path) -> None:
+    """kube-apiserver stopped for 4 s while `submit --wait` follows: the command says it cannot read the
+    experiment, waits, says when it reads it again, and ends as usual (exit 0, every trial printed once)."""
+    name = "restarted"
+    path = experiment_file(tmp_path, name, 8, 2, seconds=1.5)
+    proc = subprocess.Popen(command(path, ns, control_plane, "--timeout", "300"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for("a first recorded trial", lambda: ex.records(name), timeout=120)
+        down = control_plane.restart("kube-apiserver", down_seconds=4.0)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert down >= 4.0
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    lost = [ln for ln in err.splitlines() if ln.startswith(f"cannot read {ns}/{name}: ")]
+    again = [ln for ln in err.splitlines() if ln == f"reading {ns}/{name} again"]
+    assert len(lost) == 1 and lost[0].endswith("retrying until it answers (Ctrl-C stops following)"), err
+    assert len(again) == 1 and err.index(lost[0]) < err.index(again[0]), err
+    numbers = [int(ln.split()[0][1:]) for ln in trial_lines(err)]
+    assert collections.Counter(numbers) == collections.Counter(range(8)), err
+    assert "experiment succeeded: MaxTrialsReached" in err
+    assert out.splitlines()[-1].startswith("best: #")
     ex.delete(name)
 
 

@@ -32,7 +32,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from kubetune.dashboard import DashboardServer, Live, LocalWatch
 from kubetune.results import ExperimentResults, LocalDirectory, ResultsError, load
-from tests.support.browser import PLOTS_DRAWN, console_errors, open_page, start_browser
+from tests.support.browser import PLOTS_DRAWN, console_errors, open_page
 from tests.support.synthetic_results import make_trials, write_results_dir
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,15 +128,6 @@ class DashboardProcess:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode, err
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[webdriver.Chrome]:
-    driver = start_browser()
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 TRIAL = """

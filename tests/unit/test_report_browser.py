@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,17 +17,8 @@ from selenium.webdriver.common.by import By
 
 from kubetune.report import build
 from kubetune.results import load
-from tests.support.browser import CHROMIUM, console_errors, open_page, start_browser
+from tests.support.browser import CHROMIUM, console_errors, open_page
 from tests.support.synthetic_results import make_trials, write_results_dir
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[webdriver.Chrome]:
-    driver = start_browser()
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture(scope="module")
