@@ -24,7 +24,14 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from .engine import DEFAULT_ALGORITHM, SAMPLERS, SearchSpace, sampler_class
-from .engine.space import CategoricalDistribution, Distribution, FloatDistribution, IntDistribution, ParamValue
+from .engine.space import (
+    CategoricalDistribution,
+    Distribution,
+    FloatDistribution,
+    IntDistribution,
+    ParamValue,
+)
+from .engine.space import Condition as SpaceCondition
 from .pruning.config import HYPERBAND_RULES, EarlyStopping
 from .rules import Rule
 
@@ -92,6 +99,54 @@ def _is_whole(x: float | None) -> bool:
     return x is None or float(x).is_integer()
 
 
+def _check_categorical_values(value: Any) -> Any:
+    """Categorical values (``values`` and ``when.values``): strings or integers, bounded strings."""
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            if isinstance(v, bool) or not isinstance(v, (int, str)):
+                kind = "boolean" if isinstance(v, bool) else "number" if isinstance(v, float) else "object"
+                example = str(v).lower() if isinstance(v, bool) else str(v)
+                raise ValueError(
+                    f'values[{i}] must be of type integer,string: "{kind}" '
+                    f'(write floats and booleans quoted, e.g. "{example}")'
+                )
+            if isinstance(v, str) and len(v) > MAX_CATEGORICAL_LENGTH:
+                raise ValueError(f"values[{i}]: Too long: may not be more than {MAX_CATEGORICAL_LENGTH} bytes")
+            if isinstance(v, str) and not re.fullmatch(CATEGORICAL_PATTERN, v):
+                shown = json.dumps(v, ensure_ascii=False)
+                raise ValueError(f"values[{i}]: Invalid value: {shown}: should match '{CATEGORICAL_PATTERN}'")
+    return value
+
+
+class ParameterCondition(KubeModel):
+    """When a parameter is active: while the categorical parameter ``parameter`` takes one of ``values``."""
+
+    parameter: str = Field(
+        min_length=1,
+        max_length=63,
+        pattern=NAME_PATTERN,
+        title="ConditionParameter",  # not "Parameter": the CRD generator attaches a model's rules by title
+        description="The categorical parameter that decides, declared earlier in spec.parameters. When it is "
+        "itself inactive, so is this parameter.",
+    )
+    values: list[CategoricalValue] = Field(
+        min_length=1,
+        max_length=64,
+        description="The values of that parameter under which this parameter is active: distinct, each one of its "
+        "values.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "set",
+            "x-kubetune-item-max-length": MAX_CATEGORICAL_LENGTH,
+            "x-kubetune-item-pattern": CATEGORICAL_PATTERN,
+        },
+    )
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _scalar_values(cls, value: Any) -> Any:
+        return _check_categorical_values(value)
+
+
 class Parameter(KubeModel):
     name: str = Field(min_length=1, max_length=63, pattern=NAME_PATTERN, description="Parameter name, unique.")
     type: Literal["float", "int", "categorical"] = Field(description="float | int | categorical.")
@@ -114,6 +169,14 @@ class Parameter(KubeModel):
             "x-kubetune-item-max-length": MAX_CATEGORICAL_LENGTH,  # checked on strings only
             "x-kubetune-item-pattern": CATEGORICAL_PATTERN,
         },
+    )
+    when: ParameterCondition | None = Field(
+        None,
+        description="Optional: the parameter is active only while a categorical parameter declared earlier takes "
+        "one of the given values (e.g. degree only when kernel is poly). An inactive parameter is not suggested, "
+        "not in the trial's parameters, not injected (an argument of command or args holding its placeholder is "
+        "left out, an env var whose value holds it is not set), and two trials that differ only in inactive "
+        "parameters are the same configuration.",
     )
 
     @field_validator("values", mode="before")
@@ -186,6 +249,12 @@ class Parameter(KubeModel):
             "step must not exceed max - min",
             lambda p: p.step is None or p.min is None or p.max is None or p.step <= p.max - p.min,
             field="step",
+        ),
+        Rule(
+            "!has(self.when) || self.when.parameter != self.name",
+            "when.parameter must name another parameter",
+            lambda p: p.when is None or p.when.parameter != p.name,
+            field="when.parameter",
         ),
         Rule(
             "!has(self.step) || self.scale != 'log' || (self.type == 'int' && self.step == 1.0)",
@@ -289,6 +358,76 @@ class TrialTemplate(KubeModel):
     )
 
 
+# --------------------------------------------------------------------------------------------------- conditions
+
+_NAMES = "self.parameters.map(q, q.name)"
+_PARENT = "names.indexOf(p.when.parameter)"
+"""The CEL rules look the parent up by its index (``cel.bind``): one pass over the names per parameter, so their cost
+stays far below the API server's limit for 64 parameters of 64 values."""
+CONDITION_ALGORITHMS = tuple(sorted(n for n, c in SAMPLERS.items() if c.supports_conditions))
+"""Algorithms that handle conditional parameters (the others are refused a spec with ``when``)."""
+
+
+def _conditions_hold(s: Any, check: Any) -> bool:
+    """Whether ``check(parameter, index, parent index or None)`` holds for every conditional parameter."""
+    names = [p.name for p in s.parameters]
+    for i, p in enumerate(s.parameters):
+        if p.when is not None and not check(p, i, names.index(p.when.parameter) if p.when.parameter in names
+                                            else None):
+            return False
+    return True
+
+
+def _values_among(s: Any, p: Any, j: int | None) -> bool:
+    if j is None or s.parameters[j].values is None:
+        return True
+    parent = s.parameters[j].values
+    return all(any(type(v) is type(w) and v == w for w in parent) for v in p.when.values)
+
+
+CONDITION_RULES = [
+    Rule(
+        f"cel.bind(names, {_NAMES}, self.parameters.all(p, !has(p.when) || "
+        f"cel.bind(i, {_PARENT}, i >= 0 && i < names.indexOf(p.name))))",
+        "when.parameter must name a parameter declared earlier in spec.parameters",
+        lambda s: _conditions_hold(s, lambda p, i, j: j is not None and j < i),
+        field="parameters",
+    ),
+    Rule(
+        f"cel.bind(names, {_NAMES}, self.parameters.all(p, !has(p.when) || "
+        f"cel.bind(i, {_PARENT}, i < 0 || self.parameters[i].type == 'categorical')))",
+        "when.parameter must name a categorical parameter",
+        lambda s: _conditions_hold(s, lambda p, i, j: j is None or s.parameters[j].type == "categorical"),
+        field="parameters",
+    ),
+    Rule(
+        f"cel.bind(names, {_NAMES}, self.parameters.all(p, !has(p.when) || "
+        f"cel.bind(i, {_PARENT}, i < 0 || !has(self.parameters[i].values) || "
+        "cel.bind(choices, self.parameters[i].values, p.when.values.all(v, v in choices)))))",
+        "when.values must be values of the parameter that when.parameter names",
+        lambda s: _conditions_hold(s, lambda p, i, j: _values_among(s, p, j)),
+        field="parameters",
+    ),
+    Rule(
+        "self.algorithm.name in [" + ", ".join(f"'{n}'" for n in CONDITION_ALGORITHMS) + "] || "
+        "self.parameters.all(p, !has(p.when))",
+        "conditional parameters (when) need an algorithm that supports them: " + ", ".join(CONDITION_ALGORITHMS),
+        lambda s: s.algorithm.name in CONDITION_ALGORITHMS or all(p.when is None for p in s.parameters),
+        field="algorithm",
+    ),
+    Rule(
+        "self.algorithm.name != 'hyperband' || !has(self.algorithm.settings) || "
+        "!has(self.algorithm.settings.resourceParameter) || "
+        "self.parameters.all(p, p.name != self.algorithm.settings.resourceParameter || !has(p.when))",
+        "settings.resourceParameter must name a parameter without a condition (when)",
+        lambda s: s.algorithm.name != "hyperband" or s.algorithm.settings is None
+        or getattr(s.algorithm.settings, "resourceParameter", None) is None
+        or all(p.name != s.algorithm.settings.resourceParameter or p.when is None for p in s.parameters),
+        field="algorithm",
+    ),
+]
+
+
 # --------------------------------------------------------------------------------------------------- spec
 
 
@@ -335,6 +474,7 @@ class ExperimentSpec(KubeModel):
             field="algorithm",
         ),
         *HYPERBAND_RULES,
+        *CONDITION_RULES,
         Rule(
             "self.parameters == oldSelf.parameters",
             "parameters cannot change once the experiment exists: its trials belong to that search space; "
@@ -345,7 +485,14 @@ class ExperimentSpec(KubeModel):
     ]
 
     def search_space(self) -> SearchSpace:
-        return SearchSpace(tuple((p.name, p.to_distribution()) for p in self.parameters))
+        conditions = tuple((p.name, SpaceCondition(p.when.parameter, tuple(p.when.values)))
+                           for p in self.parameters if p.when is not None)
+        return SearchSpace(tuple((p.name, p.to_distribution()) for p in self.parameters), conditions)
+
+    @property
+    def conditional_names(self) -> list[str]:
+        """The parameters with a condition (``when``): those a trial's parameters may lack."""
+        return [p.name for p in self.parameters if p.when is not None]
 
     @property
     def metric_names(self) -> list[str]:

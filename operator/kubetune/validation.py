@@ -123,13 +123,16 @@ def _duplicates(doc: dict[str, Any]) -> list[Problem]:
                 if p["name"] in seen:
                     out.append(Problem(f"spec.parameters[{i}]", f'Duplicate value: {{"name":"{p["name"]}"}}'))
                 seen.add(p["name"])
-            values = p.get("values") if isinstance(p, dict) else None
-            if isinstance(values, list):
+            when = p.get("when") if isinstance(p, dict) else None
+            for where, values in (("values", p.get("values") if isinstance(p, dict) else None),
+                                  ("when.values", when.get("values") if isinstance(when, dict) else None)):
+                if not isinstance(values, list):
+                    continue
                 seen_values: set[tuple[str, str]] = set()  # linear in the list, however long a local file makes it
                 for j, v in enumerate(values):
                     key = (type(v).__name__, json.dumps(v, sort_keys=True, default=str))
                     if key in seen_values:
-                        out.append(Problem(f"spec.parameters[{i}].values[{j}]", f"Duplicate value: {json.dumps(v)}"))
+                        out.append(Problem(f"spec.parameters[{i}].{where}[{j}]", f"Duplicate value: {json.dumps(v)}"))
                         if len(out) >= 100:
                             return out
                     seen_values.add(key)
@@ -150,7 +153,8 @@ def validate_document(doc: Any) -> tuple[TuningExperiment | None, list[Problem]]
     if not problems:
         names = [p.name for p in exp.spec.parameters]
         problems += [Problem("spec.trialTemplate." + p, m)
-                     for p, m in template_problems(exp.spec.trial_template.spec, names)]
+                     for p, m in template_problems(exp.spec.trial_template.spec, names,
+                                                   exp.spec.conditional_names)]
         for i, param in enumerate(exp.spec.parameters):
             try:
                 param.to_distribution()

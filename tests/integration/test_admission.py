@@ -13,7 +13,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from kubetune.engine import DEFAULT_ALGORITHM
+from kubetune.engine import DEFAULT_ALGORITHM, SAMPLERS
 from kubetune.validation import validate_document
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,6 +87,30 @@ CASES: list[tuple[str, Mutation, str]] = [
      lambda d: (_param(3, min=0)(d), _spec(algorithm={"name": "hyperband",
                                                      "settings": {"resourceParameter": "degree"}})(d)),
      "the resource must be at least 1"),
+    # conditional parameters (when); parameter 3 is degree, 2 is kernel (rbf, poly, sigmoid)
+    ("when-parameter-unknown", _param(3, when={"parameter": "nope", "values": ["poly"]}),
+     "when.parameter must name a parameter declared earlier in spec.parameters"),
+    ("when-parameter-declared-later", _param(0, when={"parameter": "kernel", "values": ["poly"]}),
+     "when.parameter must name a parameter declared earlier in spec.parameters"),
+    ("when-parameter-itself", _param(2, when={"parameter": "kernel", "values": ["rbf"]}),
+     "when.parameter must name another parameter"),
+    ("when-parameter-not-categorical", _param(3, when={"parameter": "C", "values": ["poly"]}),
+     "when.parameter must name a categorical parameter"),
+    ("when-values-not-among-its-values", _param(3, when={"parameter": "kernel", "values": ["poly", "linear"]}),
+     "when.values must be values of the parameter that when.parameter names"),
+    ("when-values-repeated", _param(3, when={"parameter": "kernel", "values": ["poly", "poly"]}),
+     'Duplicate value: "poly"'),
+    ("when-value-a-float", _param(3, when={"parameter": "kernel", "values": [0.5]}),
+     'must be of type integer,string: "number"'),
+    ("when-hyperband-resource",
+     lambda d: (_param(3, when={"parameter": "kernel", "values": ["poly"]})(d),
+                _spec(algorithm={"name": "hyperband", "settings": {"resourceParameter": "degree"}})(d)),
+     "settings.resourceParameter must name a parameter without a condition (when)"),
+    *[(f"when-algorithm-{name}",
+       (lambda name: lambda d: (_param(3, when={"parameter": "kernel", "values": ["poly"]})(d),
+                                _spec(algorithm={"name": name})(d)))(name),
+       "conditional parameters (when) need an algorithm that supports them")
+      for name in sorted(n for n, c in SAMPLERS.items() if not c.supports_conditions)],
     ("hyperband-needs-another-parameter",
      _spec(parameters=[{"name": "degree", "type": "int", "min": 2, "max": 5}],
            algorithm={"name": "hyperband", "settings": {"resourceParameter": "degree"}}),
@@ -113,6 +137,22 @@ def _server_error(api: client.ApiClient, namespace: str, doc: dict[str, Any]) ->
 
 def test_valid_example_is_admitted(crd_ready: None, kube_api: client.ApiClient, namespace: str) -> None:
     assert _server_error(kube_api, namespace, copy.deepcopy(EXAMPLE)) is None
+
+
+def test_conditional_example_is_admitted(crd_ready: None, kube_api: client.ApiClient, namespace: str) -> None:
+    doc = yaml.safe_load((ROOT / "examples" / "digits-svm-conditional.yaml").read_text())
+    assert validate_document(doc)[1] == []
+    assert _server_error(kube_api, namespace, doc) is None
+    # the longest conditions the schema admits cost the API server's CEL no more than it allows
+    doc["spec"]["parameters"] = [{"name": f"k{i:02d}", "type": "categorical", "values": [f"v{j:02d}" + "x" * 60
+                                                                                           for j in range(64)]}
+                                 for i in range(32)] + [
+        {"name": f"p{i:02d}" + "y" * 59, "type": "float", "min": 0, "max": 1,
+         "when": {"parameter": f"k{i:02d}", "values": [f"v{j:02d}" + "x" * 60 for j in range(64)]}}
+        for i in range(32)]
+    doc["spec"]["trialTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"] = ["true"]
+    assert validate_document(doc)[1] == []
+    assert _server_error(kube_api, namespace, doc) is None
 
 
 @pytest.mark.parametrize("case_id, mutate, expected", CASES, ids=[c[0] for c in CASES])

@@ -140,6 +140,7 @@ def test_every_printer_column_points_at_a_schema_field(schema: dict[str, Any], v
 # ------------------------------------------------------------------------------------------------- structural
 
 UNTYPED = {".spec.parameters[].values[]": "x-kubernetes-int-or-string"}  # categorical values: strings or integers
+UNTYPED[".spec.parameters[].when.values[]"] = "x-kubernetes-int-or-string"  # values of the categorical it names
 PRESERVE_UNKNOWN = {".spec.trialTemplate.spec"}  # a batch/v1 JobSpec, validated by the API server per Job
 
 

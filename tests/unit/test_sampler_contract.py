@@ -18,6 +18,7 @@ from kubetune.engine import (
     SearchSpace,
 )
 from kubetune.engine import make_sampler as _make_sampler
+from kubetune.engine.space import Condition
 
 ALL = sorted(SAMPLERS)
 
@@ -220,3 +221,143 @@ def test_beats_nothing_is_not_required_but_finds_reasonable_region(name: str) ->
 def test_unknown_setting_is_rejected(name: str) -> None:
     with pytest.raises(ValueError):
         make_sampler(name, space_for(name), settings={"noSuchSetting": 1})
+
+
+# -- conditional spaces --------------------------------------------------------------------------------------------
+# A sampler declares whether it handles conditional parameters (``supports_conditions``); those that do must suggest
+# exactly the active parameters of each configuration, every one in bounds, and never a configuration that differs
+# from a tried one only in inactive parameters; the others must refuse a conditional space when constructed.
+
+CONDITIONAL = [n for n in ALL if SAMPLERS[n].supports_conditions]
+UNCONDITIONAL = [n for n in ALL if not SAMPLERS[n].supports_conditions]
+
+COND = SearchSpace.of(
+    {
+        "layers": IntDistribution(1, 8),
+        "opt": CategoricalDistribution(("adam", "sgd", "rmsprop")),
+        "lr": FloatDistribution(1e-5, 1.0, log=True),
+        "momentum": FloatDistribution(0.0, 0.99),
+        "nesterov": CategoricalDistribution((True, False)),
+        "dampening": FloatDistribution(0.0, 0.5, step=0.05),
+        "rho": FloatDistribution(0.5, 0.99),
+        "units": IntDistribution(16, 1024, log=True),
+    },
+    {
+        "momentum": Condition("opt", ("sgd", "rmsprop")),
+        "nesterov": Condition("opt", ("sgd",)),
+        "dampening": Condition("nesterov", (False,)),
+        "rho": Condition("opt", ("rmsprop",)),
+    },
+)
+COND_FINITE = SearchSpace.of(
+    {
+        "layers": IntDistribution(1, 4),
+        "opt": CategoricalDistribution(("adam", "sgd", "rmsprop")),
+        "lr": FloatDistribution(0.001, 0.1, step=0.001),
+        "momentum": FloatDistribution(0.0, 0.9, step=0.1),
+        "nesterov": CategoricalDistribution((True, False)),
+        "dampening": FloatDistribution(0.0, 0.5, step=0.05),
+        "rho": FloatDistribution(0.5, 0.9, step=0.1),
+        "units": IntDistribution(16, 1024, log=True),
+    },
+    dict(COND.conditions),
+)
+
+
+def cond_space_for(name: str) -> SearchSpace:
+    return COND_FINITE if name == "grid" else COND
+
+
+def cond_loss(p: dict) -> float:
+    loss = (math.log10(float(p["lr"])) + 2.5) ** 2 + 0.1 * abs(int(p["layers"]) - 3)
+    if p["opt"] == "sgd":
+        loss += 0.3 * abs(float(p["momentum"]) - 0.9) + (0.0 if p["nesterov"] else 0.2 * float(p["dampening"]))
+    elif p["opt"] == "rmsprop":
+        loss += 0.1 + abs(float(p["rho"]) - 0.9) + 0.1 * float(p["momentum"])
+    return loss
+
+
+def cond_loop(name: str, n_trials: int, batch: int = 3, seed: int = 3) -> list[Observation]:
+    space = cond_space_for(name)
+    sampler = make_sampler(name, space, seed=seed)
+    history: list[Observation] = []
+    while len(history) < n_trials:
+        pending = sampler.suggest(history, [], n=1)
+        suggestions = pending + sampler.suggest(history, pending, n=min(batch, n_trials - len(history)) - 1)
+        if not suggestions:
+            break
+        for p in suggestions:
+            history.append(Observation(params=p, state=ObservationState.COMPLETE, loss=cond_loss(p)))
+    return history
+
+
+@pytest.mark.parametrize("name", CONDITIONAL)
+def test_conditional_suggestions_hold_exactly_the_active_parameters(name: str) -> None:
+    space = cond_space_for(name)
+    history = cond_loop(name, 36)
+    assert len(history) == 36
+    seen_inactive = set()
+    for obs in history:
+        p = dict(obs.params)
+        active = space.active_names(p)
+        assert list(p) == active, p  # no inactive parameter, every active one, in declaration order
+        assert space.contains(p), p  # each value in bounds, on its step, of its type
+        json.dumps(p)
+        seen_inactive |= set(space.names) - set(active)
+        for n in ("momentum", "dampening", "rho"):
+            if n in p:
+                assert isinstance(p[n], float)
+    assert {"momentum", "nesterov", "rho"} <= seen_inactive  # the conditions did switch parameters off
+    keys = [space.key(o.params) for o in history]
+    assert len(set(keys)) == len(keys)  # distinct configurations: inactive parameters do not make a new one
+
+
+@pytest.mark.parametrize("name", CONDITIONAL)
+def test_conditional_deterministic_and_replayable(name: str) -> None:
+    a = cond_loop(name, 15, seed=11)
+    b = cond_loop(name, 15, seed=11)
+    assert [dict(o.params) for o in a] == [dict(o.params) for o in b]
+    space = cond_space_for(name)
+    first = make_sampler(name, space, seed=5).suggest(a, [], n=3)
+    again = make_sampler(name, space, seed=5).suggest(a, [], n=3)
+    assert first == again and all(space.contains(p) for p in first)
+
+
+@pytest.mark.parametrize("name", [n for n in CONDITIONAL if n not in NEEDS_RESOURCE])
+def test_conditional_categorical_space_is_exhausted_exactly(name: str) -> None:
+    """x alone, or y or z each with b=u (2 values of c) or b=v (3 of d): 1 + 2 * (2 + 3) = 11 configurations, not
+    the 3 * 2 * 2 * 3 = 36 of the flat product."""
+    space = SearchSpace.of(
+        {
+            "a": CategoricalDistribution(("x", "y", "z")),
+            "b": CategoricalDistribution(("u", "v")),
+            "c": CategoricalDistribution((1, 2)),
+            "d": CategoricalDistribution(("p", "q", "r")),
+        },
+        {"b": Condition("a", ("y", "z")), "c": Condition("b", ("u",)), "d": Condition("b", ("v",))},
+    )
+    assert space.grid_size() == 11
+    sampler = make_sampler(name, space, seed=0)
+    history: list[Observation] = []
+    for _ in range(20):
+        batch = sampler.suggest(history, [], n=2)
+        if not batch:
+            break
+        for p in batch:
+            assert space.contains(p), p
+            history.append(Observation(params=p, state=ObservationState.COMPLETE, loss=float(len(history))))
+    keys = [space.key(o.params) for o in history]
+    assert len(keys) == 11 and len(set(keys)) == 11
+    assert sampler.remaining(history, []) == 0
+    assert sampler.suggest(history, [], n=1) == []
+
+
+def test_samplers_without_conditions_refuse_a_conditional_space() -> None:
+    class Plain(SAMPLERS["random"]):  # type: ignore[misc,valid-type]
+        name = "plain"
+        supports_conditions = False
+
+    for cls in [Plain, *(SAMPLERS[n] for n in UNCONDITIONAL)]:
+        with pytest.raises(ValueError, match=f"the {cls.name} algorithm does not support conditional parameters"):
+            cls(COND, seed=0)
+        cls(space_for(cls.name), seed=0)  # while a space without conditions is fine

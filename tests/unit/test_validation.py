@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from kubetune.engine import DEFAULT_ALGORITHM, SAMPLERS
-from kubetune.spec import MAX_NAME_LENGTH, SETTING_OWNERS, TuningExperiment
+from kubetune.spec import CONDITION_ALGORITHMS, MAX_NAME_LENGTH, SETTING_OWNERS, TuningExperiment
 from kubetune.validation import InvalidExperiment, Problem, load_experiment, parse_experiment, validate_document
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,6 +104,14 @@ objective = lambda d: d["spec"]["objective"]
 meta = lambda d: d["metadata"]
 
 TC = "spec.trialTemplate.spec.template.spec"
+
+def _conditional(when: dict[str, Any]) -> Callable[[dict], None]:
+    """Append a float parameter "momentum" with the condition ``when``."""
+    return lambda d: d["spec"]["parameters"].append({"name": "momentum", "type": "float", "min": 0.0, "max": 0.99,
+                                                     "when": when})
+
+
+UNCONDITIONAL = sorted(n for n, c in SAMPLERS.items() if not c.supports_conditions and n != "hyperband")
 
 # (id, mutation of the base, expected problems as (path, message))
 CASES: list[tuple[str, Callable[[dict], None], list[tuple[str, str]]]] = [
@@ -249,6 +257,43 @@ CASES: list[tuple[str, Callable[[dict], None], list[tuple[str, str]]]] = [
      [("spec.trialTemplate.metadata.labels.team", "Invalid value: 1: Input should be a valid string")]),
     ("template-spec-not-a-mapping", _set(lambda d: d["spec"]["trialTemplate"], spec="job"),
      [("spec.trialTemplate.spec", "Invalid value: \"job\": Input should be a valid dictionary")]),
+    # conditional parameters (when): a parameter "momentum" appended after opt (categorical adam | sgd)
+    ("when-parameter-unknown", _conditional({"parameter": "nope", "values": ["sgd"]}),
+     [("spec.parameters", "when.parameter must name a parameter declared earlier in spec.parameters")]),
+    ("when-parameter-declared-later", _set(P(0), when={"parameter": "opt", "values": ["sgd"]}),
+     [("spec.parameters", "when.parameter must name a parameter declared earlier in spec.parameters")]),
+    ("when-parameter-itself", _set(P(2), when={"parameter": "opt", "values": ["adam"]}),
+     [("spec.parameters", "when.parameter must name a parameter declared earlier in spec.parameters"),
+      ("spec.parameters[2].when.parameter", "when.parameter must name another parameter")]),
+    ("when-parameter-not-categorical", _conditional({"parameter": "layers", "values": [2]}),
+     [("spec.parameters", "when.parameter must name a categorical parameter")]),
+    ("when-values-not-among-its-values", _conditional({"parameter": "opt", "values": ["rmsprop"]}),
+     [("spec.parameters", "when.values must be values of the parameter that when.parameter names")]),
+    ("when-values-repeated", _conditional({"parameter": "opt", "values": ["sgd", "sgd"]}),
+     [("spec.parameters[3].when.values[1]", 'Duplicate value: "sgd"')]),
+    ("when-values-empty", _conditional({"parameter": "opt", "values": []}),
+     [("spec.parameters[3].when.values", "Invalid value: List should have at least 1 item after validation, not 0")]),
+    ("when-value-a-float", _conditional({"parameter": "opt", "values": [0.5]}),
+     [("spec.parameters[3].when.values",
+       'values[0] must be of type integer,string: "number" (write floats and booleans quoted, e.g. "0.5")')]),
+    ("when-hyperband-resource", lambda d: (
+        d["spec"]["parameters"].insert(0, {"name": "arch", "type": "categorical", "values": ["a", "b"]}),
+        _set(P(2), when={"parameter": "arch", "values": ["a"]})(d),
+        _set(algo, name="hyperband", settings={"resourceParameter": "layers"})(d)),
+     [("spec.algorithm", "settings.resourceParameter must name a parameter without a condition (when)")]),
+    ("when-placeholder-whole-argument", lambda d: (
+        _conditional({"parameter": "opt", "values": ["sgd"]})(d),
+        container(d)["command"].extend(["--momentum", "${params.momentum}"])),
+     [(f"{TC}.containers[0].command[7]",
+       "conditional parameter 'momentum' is a whole argument: the argument is left out when momentum is inactive, "
+       "which would leave its option without a value or shift the arguments after it; write option and value as "
+       "one argument, e.g. --momentum=${params.momentum}")]),
+    ("when-placeholder-in-a-script", lambda d: (
+        _conditional({"parameter": "opt", "values": ["sgd"]})(d),
+        container(d)["command"].append("--momentum ${params.momentum}")),
+     [(f"{TC}.containers[0].command[6]",
+       "conditional parameter 'momentum' is in an argument with whitespace (a script?): the whole argument is left "
+       "out when momentum is inactive; pass it through an env var (not set when inactive) instead")]),
     # resource identity
     ("wrong-apiVersion", _set(top, apiVersion="kubetune.io/v1"),
      [("apiVersion", "Unsupported value: \"kubetune.io/v1\": supported values: 'kubetune.io/v1alpha1'")]),
@@ -269,6 +314,17 @@ def test_invalid_manifest(mutate: Callable[[dict], None], expected: list[tuple[s
     assert info.value.problems == [Problem(p, m) for p, m in expected]
     for path, message in expected:
         assert (f"  {path}: {message}" if path else f"  {message}") in str(info.value)
+
+
+def test_algorithms_without_conditions_refuse_conditional_parameters() -> None:
+    assert set(CONDITION_ALGORITHMS) | set(UNCONDITIONAL) | {"hyperband"} == set(SAMPLERS)
+    for name in UNCONDITIONAL:
+        doc = copy.deepcopy(BASE)
+        _conditional({"parameter": "opt", "values": ["sgd"]})(doc)
+        doc["spec"]["algorithm"] = {"name": name}
+        _exp, problems = validate_document(doc)
+        assert Problem("spec.algorithm", "conditional parameters (when) need an algorithm that supports them: "
+                       + ", ".join(CONDITION_ALGORITHMS)) in problems
 
 
 def test_there_are_enough_invalid_cases() -> None:
@@ -396,6 +452,13 @@ def test_minimal_manifest_gets_defaults() -> None:
                      id="grid-with-finite-space"),
         pytest.param(_set(algo, name="tpe", settings={"nStartupTrials": 3, "gamma": 0.25}), id="tpe-settings"),
         pytest.param(_set(algo, name="bayesian", settings={"nStartupTrials": 3}), id="bayesian-shared-setting"),
+        pytest.param(lambda d: (_conditional({"parameter": "opt", "values": ["sgd"]})(d),
+                                container(d)["command"].append("--momentum=${params.momentum}"),
+                                container(d)["env"].append({"name": "M", "value": "${params.momentum}"})),
+                     id="conditional-parameter"),
+        pytest.param(lambda d: (_conditional({"parameter": "opt", "values": ["sgd"]})(d),
+                                _set(algo, name="grid")(d), _set(P(3), step=0.33)(d)),
+                     id="conditional-grid"),
         pytest.param(_set(pod_spec, restartPolicy="OnFailure"), id="restart-on-failure"),
         pytest.param(_set(objective, target=0.9), id="target"),
         pytest.param(_set(spec, maxFailedTrials=0), id="no-failures-allowed"),

@@ -9,6 +9,10 @@ scales, steps and integers need no special handling. This module turns the histo
   class still never repeats them),
 
 and provides the quasi-random initial design shared by the model-based samplers.
+
+In a conditional space (:attr:`SearchSpace.conditions`) a parameter that is inactive in a trial has no value; its
+coordinate is NaN in ``X``, and :func:`active_mask` tells which coordinates of candidate points are active. Each
+model decides what an inactive coordinate means to it (see ``tpe`` and ``bayesian``).
 """
 
 from __future__ import annotations
@@ -57,7 +61,16 @@ def to_unit_matrix(space: SearchSpace, params: Sequence[Mapping[str, ParamValue]
     out = np.zeros((len(params), len(space)))
     if not params:
         return out
+    on = [set(space.active_names(p)) for p in params] if space.conditional else None
     for j, (name, dist) in enumerate(space.dims):
+        if on is not None and space.condition_of(name) is not None:
+            # Conditional: NaN where inactive, the same formulas on the rows where it is active.
+            rows = [i for i, a in enumerate(on) if name in a]
+            out[:, j] = np.nan
+            if rows:
+                sub = SearchSpace(((name, dist),))
+                out[rows, j] = to_unit_matrix(sub, [{name: params[i][name]} for i in rows])[:, 0]
+            continue
         if isinstance(dist, CategoricalDistribution):
             k = len(dist.choices)
             lookup = {_choice_key(c): (i + 0.5) / k for i, c in enumerate(dist.choices)}
@@ -78,6 +91,27 @@ def to_unit_matrix(space: SearchSpace, params: Sequence[Mapping[str, ParamValue]
             col = (0.5 * v - 0.5 * lo) / (0.5 * hi - 0.5 * lo)
         out[:, j] = np.clip(col, 0.0, 1.0)
     return out
+
+
+def active_mask(space: SearchSpace, U: np.ndarray) -> np.ndarray:
+    """Which coordinates of the unit points ``U`` ``(n, d)`` are active (all of them without conditions): a
+    conditional coordinate is active where its parent is and the parent's category is one of its condition's."""
+    mask = np.ones(U.shape, dtype=bool)
+    if not space.conditional:
+        return mask
+    index = {n: i for i, n in enumerate(space.names)}
+    for j, name in enumerate(space.names):
+        rule = space.condition_of(name)
+        if rule is None:
+            continue
+        pj = index[rule[0]]
+        parent = space.distributions[pj]
+        assert isinstance(parent, CategoricalDistribution)
+        k = len(parent.choices)
+        allowed = np.array([_choice_key(c) in rule[1] for c in parent.choices])
+        cat = np.clip((np.nan_to_num(U[:, pj], nan=0.0) * k).astype(int), 0, k - 1)
+        mask[:, j] = mask[:, pj] & allowed[cat]
+    return mask
 
 
 def unit_history(space: SearchSpace, history: Sequence[Observation]) -> UnitHistory:

@@ -14,7 +14,10 @@ Writing a new algorithm:
    ``Settings`` pydantic model (camelCase aliases; every field optional with a default);
 2. implement :meth:`Sampler._suggest` returning ``n`` configurations in the unit cube or as parameter dicts;
 3. register it in :mod:`kubetune.engine.registry`;
-4. it must pass ``tests/unit/test_sampler_contract.py``, which runs the same contract on every registered sampler.
+4. it must pass ``tests/unit/test_sampler_contract.py``, which runs the same contract on every registered sampler;
+5. set ``supports_conditions = True`` once it handles conditional spaces (:attr:`SearchSpace.conditions`): it then
+   suggests active parameters only and its model ignores inactive ones. A sampler that does not is refused a
+   conditional space at construction (so at admission of the experiment) with a clear message.
 """
 
 from __future__ import annotations
@@ -84,6 +87,8 @@ class Sampler(ABC):
     name: ClassVar[str]
     Settings: ClassVar[type[SamplerSettings]] = NoSettings
     summary: ClassVar[str] = ""
+    supports_conditions: ClassVar[bool] = False
+    """Whether the sampler handles conditional parameters (``when``); see the module docstring."""
 
     def __init__(
         self,
@@ -92,6 +97,9 @@ class Sampler(ABC):
         seed: int | None = None,
         settings: SamplerSettings | Mapping[str, object] | None = None,
     ) -> None:
+        if space.conditional and not type(self).supports_conditions:
+            raise ValueError(f"the {self.name} algorithm does not support conditional parameters (parameters with "
+                             "when); remove the conditions or choose another algorithm")
         self.space = space
         self.seed = seed
         if settings is None:
@@ -198,7 +206,10 @@ class Sampler(ABC):
     def _clean(self, params: Mapping[str, ParamValue]) -> dict[str, ParamValue]:
         """Plain Python values only (no numpy scalars), re-quantized into the space."""
         out: dict[str, ParamValue] = {}
+        on = set(self.space.active_names(params)) if self.space.conditional else None
         for name, dist in self.space.dims:
+            if on is not None and name not in on:
+                continue
             v = params[name]
             if isinstance(v, np.generic):
                 v = v.item()

@@ -6,6 +6,12 @@ categorical parameters one-hot encoded. The next configuration maximizes log exp
 global random candidate set plus local perturbations of the best trials, refined in shrinking steps; int and
 stepped parameters are scored at the values the trial will actually run.
 
+Conditional parameters: a coordinate that is inactive in a trial (or a candidate) is encoded by a fixed rule, so the
+model never sees a value that had no effect and two configurations that differ only in inactive parameters are the
+same point: an inactive numeric parameter is the constant -0.5 (half a unit below its range) and an inactive
+categorical parameter's one-hot columns are all 0. The mismatch between a trial where a parameter is active and one
+where it is not then costs about as much distance as a change of category.
+
 Parallel trials use the *kriging believer*: pending trials, and earlier suggestions of the same batch, join the
 model with the posterior mean as their outcome (and may become the incumbent), which removes their uncertainty and
 so their expected improvement, and the batch spreads out. Failed trials are left out of the model (never
@@ -29,7 +35,7 @@ import numpy as np
 from pydantic import Field
 
 from ._gp import GaussianProcess, log_expected_improvement, warp_targets
-from ._unit import ModelSettings, categorical_sizes, startup, to_unit_matrix
+from ._unit import ModelSettings, active_mask, categorical_sizes, startup, to_unit_matrix
 from .base import Sampler, SuggestContext
 from .space import CategoricalDistribution, Distribution, FloatDistribution, IntDistribution, ParamValue, SearchSpace
 
@@ -38,6 +44,8 @@ _MAX_GRID = 100_000
 _SCORE_CHUNK = 2**20
 """Elements of the (candidates, trials) matrices of one scoring step (8 MiB of floats)."""
 _controller: Any = None
+_INACTIVE = -0.5
+"""The model input of an inactive numeric parameter."""
 
 
 def _single_threaded_blas() -> AbstractContextManager[object]:
@@ -122,6 +130,7 @@ class BayesianSampler(Sampler):
     name = "bayesian"
     Settings = BayesianSettings
     summary = "Gaussian-process Bayesian optimization (expected improvement): best results for small budgets."
+    supports_conditions = True
 
     def __init__(self, space: SearchSpace, **kwargs: object) -> None:
         super().__init__(space, **kwargs)  # type: ignore[arg-type]
@@ -153,7 +162,10 @@ class BayesianSampler(Sampler):
     # -- encoding -----------------------------------------------------------------------------------------------
 
     def _encode(self, U: np.ndarray) -> np.ndarray:
-        """Unit coordinates ``(n, d)`` to model inputs: numeric columns as they are, categories one-hot."""
+        """Unit coordinates ``(n, d)`` to model inputs: numeric columns as they are, categories one-hot; inactive
+        coordinates by the fixed rule of the module docstring."""
+        if self.space.conditional:
+            return self._encode_conditional(U)
         cols = []
         for i, k in enumerate(self._sizes):
             if k == 0:
@@ -161,6 +173,18 @@ class BayesianSampler(Sampler):
             else:
                 idx = np.minimum((U[:, i] * k).astype(int), k - 1)
                 cols.append(np.eye(k)[idx])
+        return np.hstack(cols)
+
+    def _encode_conditional(self, U: np.ndarray) -> np.ndarray:
+        active = active_mask(self.space, U)
+        cols = []
+        for i, k in enumerate(self._sizes):
+            on = active[:, i]
+            if k == 0:
+                cols.append(np.where(on, U[:, i], _INACTIVE)[:, None])
+            else:
+                idx = np.clip((np.nan_to_num(U[:, i], nan=0.0) * k).astype(int), 0, k - 1)
+                cols.append(np.eye(k)[idx] * on[:, None])
         return np.hstack(cols)
 
     def _snap(self, U: np.ndarray) -> np.ndarray:
@@ -202,6 +226,9 @@ class BayesianSampler(Sampler):
             gp.fit(E, z, ctx.rng, restarts=1 if len(z) > 64 else 2)
         best = float(np.min(gp.predict(E)[0]))
         top = X[np.argsort(z, kind="stable")[:5]]
+        if self.space.conditional:
+            # Inactive coordinates of the incumbents: the centre, used only where a perturbation activates them.
+            top = np.where(np.isnan(top), 0.5, top)
         # Kriging believer: pending trials and this batch's suggestions count as observed at the posterior mean.
         fantasies = to_unit_matrix(self.space, list(ctx.pending)) if ctx.pending else np.zeros((0, X.shape[1]))
         while len(out) < n:

@@ -3,6 +3,9 @@
 Needs a finite grid: int and categorical parameters always are; a float parameter needs a ``step``. Points are
 enumerated lazily by index (mixed radix over each axis's ``n_values``, the ``k``-th value of an axis by arithmetic),
 so a grid of any size (64 axes of a billion values each) costs nothing up front and nothing is ever listed.
+With conditional parameters the grid holds only active combinations: a categorical parent's values each own a block
+of indices sized by the subtrees they activate (:meth:`SearchSpace.point`), so inactive combinations are neither
+enumerated nor counted.
 ``order: shuffled`` visits the grid in a pseudo-random order given by an affine permutation of the indices, seeded
 by the experiment seed, which is better than lexicographic order when the budget is smaller than the grid.
 
@@ -33,6 +36,7 @@ class GridSampler(Sampler):
     name = "grid"
     Settings = GridSettings
     summary = "Every combination of values (floats need a step), lexicographic or shuffled."
+    supports_conditions = True
 
     def __init__(self, space: SearchSpace, **kwargs: object) -> None:
         super().__init__(space, **kwargs)  # type: ignore[arg-type]
@@ -42,13 +46,7 @@ class GridSampler(Sampler):
         self._size: int = size
 
     def _point(self, index: int) -> dict[str, ParamValue]:
-        out: dict[str, ParamValue] = {}
-        for name, dist in reversed(self.space.dims):
-            n = dist.n_values
-            assert n is not None
-            index, r = divmod(index, n)
-            out[name] = dist.value(r)
-        return {n: out[n] for n in self.space.names}
+        return self.space.point(index)
 
     def _permutation(self) -> tuple[int, int]:
         """Multiplier and offset of a bijection i -> (a*i + b) mod size."""

@@ -19,6 +19,9 @@ A promoted configuration is a new trial that starts from scratch with the larger
 its own checkpoint, keyed by its other parameters, to save that work). Everything is derived from the history and
 the pending trials, so the sampler stays stateless like every other algorithm.
 
+Conditional parameters are drawn only when active, and a lineage holds its active parameters only (the resource
+itself cannot be conditional).
+
 Configurations are identified by their *lineage*: all parameters except the resource. A trial whose resource is
 not on the ladder (e.g. the settings changed) keeps its lineage taken but is never promoted.
 """
@@ -93,6 +96,7 @@ class HyperbandSampler(Sampler):
     Settings = HyperbandSettings
     summary = ("Hyperband: brackets of asynchronous successive halving over an int resource parameter "
                "(settings.resourceParameter, e.g. epochs), so most configurations get a small budget.")
+    supports_conditions = True
 
     def __init__(self, space: SearchSpace, **kwargs: object) -> None:
         super().__init__(space, **kwargs)  # type: ignore[arg-type]
@@ -106,6 +110,8 @@ class HyperbandSampler(Sampler):
         dist = dists[s.resource_parameter]
         if not isinstance(dist, IntDistribution):
             raise ValueError("settings.resourceParameter must name an int parameter")
+        if space.condition_of(s.resource_parameter) is not None:
+            raise ValueError("settings.resourceParameter must name a parameter without a condition (when)")
         if len(space) < 2:
             raise ValueError("the hyperband algorithm needs at least one parameter besides settings.resourceParameter")
         lo = dist.low if s.min_resource is None else s.min_resource
@@ -126,6 +132,7 @@ class HyperbandSampler(Sampler):
         self._shares = [n / total for n in sizes]
         self._rungs = {v: i for i, v in enumerate(self.ladder)}
         self._others = [(n, d) for n, d in space.dims if n != self.resource]
+        self._other_space = SearchSpace(tuple(self._others), space.conditions) if space.conditional else None
 
     # -- the bracket structure ----------------------------------------------------------------------------------
 
@@ -158,7 +165,7 @@ class HyperbandSampler(Sampler):
             key = self.lineage_key(params)
             lin = by_key.get(key)
             if lin is None:
-                lin = by_key[key] = _Lineage(key, {n: params[n] for n, _ in self._others})
+                lin = by_key[key] = _Lineage(key, {n: params[n] for n, _ in self._others if n in params})
             return lin
 
         foreign: set[tuple[object, ...]] = set()
@@ -215,6 +222,8 @@ class HyperbandSampler(Sampler):
         return max(size - len(lineages), 0) + len(self.promotions(lineages))
 
     def _other_size(self) -> int | None:
+        if self._other_space is not None:
+            return self._other_space.grid_size()
         size = 1
         for _, d in self._others:
             n = d.n_values
@@ -251,6 +260,8 @@ class HyperbandSampler(Sampler):
         size = self._other_size()
         if size is None:
             return None
+        if self._other_space is not None:
+            return self._walk_conditional(ctx, seen, size)
         if size <= _ENUMERATE_LIMIT:  # small: a uniform choice among the free configurations
             names = [n for n, _ in self._others]
             free = []
@@ -273,6 +284,20 @@ class HyperbandSampler(Sampler):
                 assert n is not None
                 index, r = divmod(index, n)
                 params[name] = dist.value(r)
+            key = self.lineage_key(params)
+            if key not in seen:
+                seen.add(key)
+                return params
+        return None
+
+    def _walk_conditional(self, ctx: SuggestContext, seen: set[tuple[object, ...]],
+                          size: int) -> dict[str, ParamValue] | None:
+        """:meth:`_new_config`'s walk over a conditional space's grid of active combinations, by index."""
+        assert self._other_space is not None
+        start = int(ctx.rng.integers(size)) if size <= 2**62 else int(ctx.rng.integers(2**62))
+        for i in range(min(size, len(seen) + 1)):
+            params = {**self._other_space.point((start + i) % size), self.resource: self.ladder[-1]}
+            params = {n: params[n] for n in self.space.names if n in params}
             key = self.lineage_key(params)
             if key not in seen:
                 seen.add(key)

@@ -2,7 +2,8 @@
 
 Sobol' points fill the unit cube far more evenly than independent random draws, which matters most for small
 budgets. The sequence position is the number of trials created so far, so suggestions continue the same sequence
-across calls and after a restart. Points that quantize onto a configuration already tried are skipped.
+across calls and after a restart. A conditional parameter keeps its own coordinate, which is used only where it is
+active. Points that quantize onto a configuration already tried are skipped.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from .space import ParamValue
 class SobolSampler(Sampler):
     name = "sobol"
     summary = "Scrambled Sobol' low-discrepancy sequence: even coverage for small budgets."
+    supports_conditions = True
 
     def _suggest(self, ctx: SuggestContext, n: int) -> list[dict[str, ParamValue]]:
         return sobol_unique(self, ctx, n)

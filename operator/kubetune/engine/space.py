@@ -328,6 +328,7 @@ def _check_listable(n: int) -> None:
 
 
 def _choice_key(value: ParamValue) -> tuple[str, object]:
+    """The identity of a categorical value (``choice_key``)."""
     # bool is a subclass of int in Python: keep True and 1 distinct.
     if isinstance(value, bool):
         return ("bool", value)
@@ -340,10 +341,28 @@ Distribution = FloatDistribution | IntDistribution | CategoricalDistribution
 
 
 @dataclass(frozen=True)
+class Condition:
+    """A parameter is *active* only while the categorical parameter ``parameter`` (declared earlier, itself active)
+    takes one of ``values``."""
+
+    parameter: str
+    values: tuple[ParamValue, ...]
+
+
+@dataclass(frozen=True)
 class SearchSpace:
-    """An ordered mapping of parameter names to distributions."""
+    """An ordered mapping of parameter names to distributions, optionally with conditions.
+
+    ``conditions`` maps a parameter's name to the :class:`Condition` under which it is active. A configuration holds
+    exactly its active parameters: parameters without a condition always, a conditional one when its parent is
+    active and takes one of the condition's values. Parents are categorical and declared earlier, so the parameters
+    form a forest and one pass in declaration order decides what is active. Two configurations that differ only in
+    inactive parameters are the same configuration (:meth:`key`), and the grid counts active combinations only
+    (:meth:`grid_size`, :meth:`point`, by arithmetic over the forest).
+    """
 
     dims: tuple[tuple[str, Distribution], ...] = field(default_factory=tuple)
+    conditions: tuple[tuple[str, Condition], ...] = ()
 
     def __post_init__(self) -> None:
         names = [n for n, _ in self.dims]
@@ -351,10 +370,41 @@ class SearchSpace:
             raise ValueError("a search space needs at least one parameter")
         if len(set(names)) != len(names):
             raise ValueError("parameter names must be unique")
+        position = {n: i for i, n in enumerate(names)}
+        dists = dict(self.dims)
+        rules: dict[str, tuple[str, frozenset[tuple[str, object]]]] = {}
+        for name, cond in self.conditions:
+            if name not in position:
+                raise ValueError(f"a condition names {name!r}, which is not a parameter")
+            if name in rules:
+                raise ValueError(f"parameter {name!r} has more than one condition")
+            parent = dists.get(cond.parameter)
+            if parent is None:
+                raise ValueError(f"{name}: when.parameter {cond.parameter!r} is not a parameter")
+            if position[cond.parameter] >= position[name]:
+                raise ValueError(f"{name}: when.parameter {cond.parameter!r} must be declared before {name!r}")
+            if not isinstance(parent, CategoricalDistribution):
+                raise ValueError(f"{name}: when.parameter {cond.parameter!r} must be a categorical parameter")
+            if not cond.values:
+                raise ValueError(f"{name}: when.values needs at least one value")
+            keys = [_choice_key(v) for v in cond.values]
+            if len(set(keys)) != len(keys):
+                raise ValueError(f"{name}: when.values must be distinct")
+            for v in cond.values:
+                if not parent.contains(v):
+                    raise ValueError(f"{name}: when.values holds {v!r}, which is not one of the values of "
+                                     f"{cond.parameter!r}")
+            rules[name] = (cond.parameter, frozenset(keys))
+        object.__setattr__(self, "_rules", rules)
+        object.__setattr__(self, "_dist", dists)
+        object.__setattr__(self, "_parents", {r[0] for r in rules.values()})
+        object.__setattr__(self, "_counts", {})
+        object.__setattr__(self, "_blocks", {})
 
     @classmethod
-    def of(cls, mapping: Mapping[str, Distribution]) -> SearchSpace:
-        return cls(tuple(mapping.items()))
+    def of(cls, mapping: Mapping[str, Distribution],
+           conditions: Mapping[str, Condition] | None = None) -> SearchSpace:
+        return cls(tuple(mapping.items()), tuple((conditions or {}).items()))
 
     @property
     def names(self) -> list[str]:
@@ -364,24 +414,75 @@ class SearchSpace:
     def distributions(self) -> list[Distribution]:
         return [d for _, d in self.dims]
 
+    @property
+    def conditional(self) -> bool:
+        """True when some parameter has a condition."""
+        return bool(self.conditions)
+
+    def condition_of(self, name: str) -> tuple[str, frozenset[tuple[str, object]]] | None:
+        """The parent's name and the keys (see :func:`choice_key`) of the values that make ``name`` active."""
+        rules: dict[str, tuple[str, frozenset[tuple[str, object]]]] = self._rules  # type: ignore[attr-defined]
+        return rules.get(name)
+
     def __len__(self) -> int:
         return len(self.dims)
 
+    def active_names(self, params: Params) -> list[str]:
+        """The parameters active in ``params`` (whose parents' values decide), in declaration order."""
+        if not self.conditions:
+            return self.names
+        rules: dict[str, tuple[str, frozenset[tuple[str, object]]]] = self._rules  # type: ignore[attr-defined]
+        on: set[str] = set()
+        out: list[str] = []
+        for name, _ in self.dims:
+            rule = rules.get(name)
+            if rule is None or (rule[0] in on and rule[0] in params and _choice_key(params[rule[0]]) in rule[1]):
+                on.add(name)
+                out.append(name)
+        return out
+
+    def active(self, params: Params) -> dict[str, ParamValue]:
+        """``params`` without its inactive parameters."""
+        if not self.conditions:
+            return dict(params)
+        return {n: params[n] for n in self.active_names(params)}
+
     def to_unit(self, params: Params) -> list[float]:
+        """Unit coordinates; an inactive parameter's is NaN."""
+        if self.conditions:
+            on = set(self.active_names(params))
+            return [d.to_unit(params[n]) if n in on else math.nan for n, d in self.dims]
         return [d.to_unit(params[n]) for n, d in self.dims]
 
     def from_unit(self, us: Sequence[float]) -> dict[str, ParamValue]:
+        """The configuration at unit coordinates ``us``: its active parameters only (inactive coordinates are
+        ignored and may be anything, NaN included)."""
         if len(us) != len(self.dims):
             raise ValueError(f"expected {len(self.dims)} unit values, got {len(us)}")
+        if self.conditions:
+            out: dict[str, ParamValue] = {}
+            rules: dict[str, tuple[str, frozenset[tuple[str, object]]]] = self._rules  # type: ignore[attr-defined]
+            for (n, d), u in zip(self.dims, us):
+                rule = rules.get(n)
+                if rule is None or (rule[0] in out and _choice_key(out[rule[0]]) in rule[1]):
+                    out[n] = d.from_unit(float(u))
+            return out
         return {n: d.from_unit(float(u)) for (n, d), u in zip(self.dims, us)}
 
     def contains(self, params: Params) -> bool:
-        return set(params) == set(self.names) and all(d.contains(params[n]) for n, d in self.dims)
+        """True when ``params`` holds exactly the active parameters, each a value of its distribution."""
+        names = self.active_names(params)
+        dists = dict(self.dims)
+        return set(params) == set(names) and all(dists[n].contains(params[n]) for n in names)
 
     def key(self, params: Params) -> tuple[object, ...]:
-        """A hashable identity of a configuration, used to detect duplicates."""
+        """A hashable identity of a configuration, used to detect duplicates; inactive parameters are ``None``."""
+        on = set(self.active_names(params)) if self.conditions else None
         out: list[object] = []
         for n, d in self.dims:
+            if on is not None and n not in on:
+                out.append(None)
+                continue
             v = params[n]
             if isinstance(d, CategoricalDistribution):
                 out.append(_choice_key(v))
@@ -396,8 +497,11 @@ class SearchSpace:
         return tuple(out)
 
     def grid_size(self) -> int | None:
-        """Number of points of the full grid (an exact int, never materialised), or ``None`` when some dimension
-        is continuous."""
+        """Number of distinct configurations of the full grid (an exact int, never materialised), or ``None`` when
+        some dimension is continuous. With conditions, only active combinations count: a categorical parent
+        contributes, per value, the product of the sizes of the subtrees it activates."""
+        if self.conditions:
+            return self._forest_size()
         size = 1
         for d in self.distributions:
             n = d.n_values
@@ -405,6 +509,90 @@ class SearchSpace:
                 return None
             size *= n
         return size
+
+    def point(self, index: int) -> dict[str, ParamValue]:
+        """The ``index``-th configuration of the grid (``0 <= index < grid_size()``), by arithmetic: mixed radix over
+        the parameters without a condition (the last one varies fastest); a categorical parent's values each own a
+        block sized by the subtrees they activate."""
+        out: dict[str, ParamValue] = {}
+        self._decode(self._roots(), index, out)
+        return {n: out[n] for n in self.names if n in out}
+
+    # -- the forest of conditions ---------------------------------------------------------------------------------
+
+    def _roots(self) -> list[str]:
+        return [n for n in self.names if self.condition_of(n) is None]
+
+    def _children(self, name: str, choice: ParamValue) -> list[str]:
+        key = _choice_key(choice)
+        out = []
+        for n in self.names:
+            rule = self.condition_of(n)
+            if rule is not None and rule[0] == name and key in rule[1]:
+                out.append(n)
+        return out
+
+    def _count(self, name: str) -> int | None:
+        """Configurations of the subtree of ``name`` (cached; at most 64 x 64 steps per parameter)."""
+        counts: dict[str, int | None] = self._counts  # type: ignore[attr-defined]
+        if name in counts:
+            return counts[name]
+        result: int | None
+        if name in self._parents:  # type: ignore[attr-defined]
+            result = 0
+            for _choice, _kids, sub in self._blocks_of(name):
+                if sub is None:
+                    result = None
+                    break
+                result += sub
+        else:
+            result = self._dist[name].n_values  # type: ignore[attr-defined]
+        counts[name] = result
+        return result
+
+    def _blocks_of(self, name: str) -> list[tuple[ParamValue, list[str], int | None]]:
+        """Per value of the categorical parent ``name``: the children it activates and their block's size."""
+        blocks: dict[str, list[tuple[ParamValue, list[str], int | None]]] = self._blocks  # type: ignore[attr-defined]
+        if name not in blocks:
+            out = []
+            for choice in self._dist[name].choices:  # type: ignore[attr-defined]
+                kids = self._children(name, choice)
+                out.append((choice, kids, self._product(kids)))
+            blocks[name] = out
+        return blocks[name]
+
+    def _product(self, names: list[str]) -> int | None:
+        size = 1
+        for n in names:
+            c = self._count(n)
+            if c is None:
+                return None
+            size *= c
+        return size
+
+    def _forest_size(self) -> int | None:
+        return self._product(self._roots())
+
+    def _decode(self, names: list[str], index: int, out: dict[str, ParamValue]) -> None:
+        dists: dict[str, Distribution] = self._dist  # type: ignore[attr-defined]
+        for name in reversed(names):
+            if name not in self._parents:  # type: ignore[attr-defined]
+                dist = dists[name]
+                n = dist.n_values
+                assert n is not None
+                index, r = divmod(index, n)
+                out[name] = dist.value(r)
+                continue
+            count = self._count(name)
+            assert count is not None
+            index, r = divmod(index, count)
+            for choice, kids, sub in self._blocks_of(name):
+                assert sub is not None
+                if r < sub:
+                    out[name] = choice
+                    self._decode(kids, r, out)
+                    break
+                r -= sub
 
     def cardinality(self) -> float:
         size = self.grid_size()

@@ -13,6 +13,13 @@ joint over all dimensions (one kernel per trial), so interactions between parame
 dimension has its own density, as in the original paper, and candidates are scored by the sum over dimensions.
 Bandwidths follow Optuna: the larger gap to a neighbouring trial in that dimension, clipped.
 
+Conditional parameters (Optuna's group decomposition): the parameters are split into groups that are always active
+together (the same chain of conditions), and each group has its own pair of densities, fitted on the trials where
+the group was active only; the good/bad split itself is over all trials. A candidate draws every group from its
+good density, and its score sums ``log l(x) - log g(x)`` over the groups active in it, so values that had no effect
+on a trial never shape a density and inactive draws never count. Without conditions there is one group, the whole
+space.
+
 Parallel trials: pending trials, and the suggestions already made in the same batch, join the bad group (the
 "constant liar"), so a batch of suggestions spreads out instead of piling onto one spot. Failed trials are left out
 of the model; pruned trials rank behind every complete trial (see :mod:`kubetune.engine._unit`). Only ``ctx.rng``
@@ -28,7 +35,7 @@ import numpy as np
 from pydantic import Field
 from scipy.special import logsumexp, ndtr, ndtri
 
-from ._unit import ModelSettings, categorical_sizes, startup, to_unit_matrix
+from ._unit import ModelSettings, active_mask, categorical_sizes, startup, to_unit_matrix
 from .base import Sampler, SuggestContext
 from .space import ParamValue, SearchSpace
 
@@ -138,17 +145,46 @@ class _Parzen:
         return num, cat
 
 
+@dataclass(frozen=True)
+class _Group:
+    """Dimensions that are always active together: their numeric and categorical indexes in the space."""
+
+    num_idx: list[int]
+    cat_idx: list[int]
+    cat_k: list[int]
+
+    @property
+    def first(self) -> int:
+        return min(self.num_idx + self.cat_idx)
+
+
+def _groups(space: SearchSpace) -> list[_Group]:
+    """The space's dimensions grouped by their chain of conditions (one group without conditions)."""
+    sizes = categorical_sizes(space)
+    chains: dict[tuple[object, ...], list[int]] = {}
+    for i, name in enumerate(space.names):
+        chain: list[object] = []
+        rule = space.condition_of(name)
+        while rule is not None:
+            chain.append((rule[0], tuple(sorted(rule[1], key=repr))))
+            rule = space.condition_of(rule[0])
+        chains.setdefault(tuple(chain), []).append(i)
+    out = []
+    for dims in chains.values():
+        cat = [i for i in dims if sizes[i] > 0]
+        out.append(_Group([i for i in dims if sizes[i] == 0], cat, [sizes[i] for i in cat]))
+    return sorted(out, key=lambda g: g.first)
+
+
 class TPESampler(Sampler):
     name = "tpe"
     Settings = TPESettings
     summary = "Tree-structured Parzen Estimator: fast model-based search, scales to thousands of trials."
+    supports_conditions = True
 
     def __init__(self, space: SearchSpace, **kwargs: object) -> None:
         super().__init__(space, **kwargs)  # type: ignore[arg-type]
-        sizes = categorical_sizes(space)
-        self._num_idx = [i for i, k in enumerate(sizes) if k == 0]
-        self._cat_idx = [i for i, k in enumerate(sizes) if k > 0]
-        self._cat_k = [sizes[i] for i in self._cat_idx]
+        self._groups = _groups(space)
 
     @property
     def _s(self) -> TPESettings:
@@ -166,12 +202,12 @@ class TPESampler(Sampler):
         good, bad = hist.X[order[:n_good]], hist.X[order[n_good:]]
         bad_rank = order[n_good:]
         liars = to_unit_matrix(self.space, list(ctx.pending)) if s.constant_liar else np.zeros((0, len(self.space)))
-        good_est = self._estimator(good, np.ones(len(good)))
+        good_est = [self._estimator(g, *_rows(g, good, np.ones(len(good)))) for g in self._groups]
         while len(out) < n:
             bad_all = np.vstack([bad, liars]) if len(liars) else bad
             # Older bad trials weigh less (as in Optuna); liars weigh like the newest trials.
             w_bad = np.concatenate([_age_weights(bad_rank), np.ones(len(liars))])
-            bad_est = self._estimator(bad_all, w_bad)
+            bad_est = [self._estimator(g, *_rows(g, bad_all, w_bad)) for g in self._groups]
             pick = self._best_candidate(ctx, good_est, bad_est)
             if pick is None:  # every candidate was taken: fall back to a random untried configuration
                 more = self._random_unique(ctx, 1)
@@ -183,22 +219,37 @@ class TPESampler(Sampler):
                 liars = np.vstack([liars, np.array(self.space.to_unit(pick))[None]])
         return out
 
-    def _best_candidate(self, ctx: SuggestContext, good: _Parzen, bad: _Parzen) -> dict[str, ParamValue] | None:
+    def _best_candidate(self, ctx: SuggestContext, good: list[_Parzen],
+                        bad: list[_Parzen]) -> dict[str, ParamValue] | None:
         size = self._s.n_ei_candidates
-        dists = [self.space.distributions[j] for j in self._num_idx]
+        dists = self.space.distributions
         for _attempt in range(4):
-            num, cat = good.sample(ctx.rng, size)
-            # Score at the quantized values, which is what the trial will actually run (the numeric coordinates
-            # of self._params(num[i], cat[i]), without building every candidate's parameters).
-            qnum = np.array([[d.to_unit(d.from_unit(float(u))) for d, u in zip(dists, row)]
-                             for row in num.tolist()]).reshape(size, len(self._num_idx))
-            score = good.log_pdf(qnum, cat) - bad.log_pdf(qnum, cat)
-            if score.ndim == 2:
-                # Univariate: the candidates' summed score. (Choosing each dimension's best value on its own, as
-                # Hyperopt and Optuna do, scored lower on the synthetic benchmarks.)
-                score = score.sum(axis=1)
+            U = np.empty((size, len(self.space)))
+            parts = []
+            for g, est in zip(self._groups, good):
+                num, cat = est.sample(ctx.rng, size)
+                U[:, g.num_idx] = num
+                for j, i in enumerate(g.cat_idx):
+                    U[:, i] = (cat[:, j] + 0.5) / g.cat_k[j]
+                parts.append((num, cat))
+            active = active_mask(self.space, U) if self.space.conditional else None
+            score: np.ndarray | None = None
+            for g, (num, cat), l_est, g_est in zip(self._groups, parts, good, bad):
+                # Score at the quantized values, which is what the trial will actually run (the numeric
+                # coordinates of the candidate's parameters, without building every candidate's parameters).
+                qnum = np.array([[dists[i].to_unit(dists[i].from_unit(float(u))) for i, u in zip(g.num_idx, row)]
+                                 for row in num.tolist()]).reshape(size, len(g.num_idx))
+                part = l_est.log_pdf(qnum, cat) - g_est.log_pdf(qnum, cat)
+                if part.ndim == 2:
+                    # Univariate: the candidates' summed score. (Choosing each dimension's best value on its own,
+                    # as Hyperopt and Optuna do, scored lower on the synthetic benchmarks.)
+                    part = part.sum(axis=1)
+                if active is not None:
+                    part = np.where(active[:, g.first], part, 0.0)  # an inactive group has no say
+                score = part if score is None else score + part
+            assert score is not None
             for i in np.argsort(-score, kind="stable"):
-                p = self._params(num[i], cat[i])
+                p = self.space.from_unit(U[i].tolist())
                 k = self.space.key(p)
                 if k not in ctx.seen:
                     ctx.seen.add(k)
@@ -207,20 +258,13 @@ class TPESampler(Sampler):
             size = min(2 * size, max(self._s.n_ei_candidates, _MAX_CANDIDATES))
         return None
 
-    def _params(self, num: np.ndarray, cat: np.ndarray) -> dict[str, ParamValue]:
-        u = np.empty(len(self.space))
-        u[self._num_idx] = num
-        for j, i in enumerate(self._cat_idx):
-            u[i] = (cat[j] + 0.5) / self._cat_k[j]
-        return self.space.from_unit(u.tolist())
-
     # -- density estimation -------------------------------------------------------------------------------------
 
-    def _estimator(self, X: np.ndarray, weights: np.ndarray) -> _Parzen:
+    def _estimator(self, g: _Group, X: np.ndarray, weights: np.ndarray) -> _Parzen:
         s = self._s
         m = len(X)
         log_w = np.log(np.append(weights, s.prior_weight) / (weights.sum() + s.prior_weight))
-        num = X[:, self._num_idx]
+        num = X[:, g.num_idx]
         d_num = num.shape[1]
         mu = np.vstack([num, np.full((1, d_num), 0.5)])
         sigma = np.empty((m + 1, d_num))
@@ -230,14 +274,22 @@ class TPESampler(Sampler):
         lo, hi = ndtr((0.0 - mu) / sigma), ndtr((1.0 - mu) / sigma)
         log_norm = np.log(np.maximum(hi - lo, 1e-300))
         cat_logp = []
-        for j, i in enumerate(self._cat_idx):
-            k = self._cat_k[j]
+        for j, i in enumerate(g.cat_idx):
+            k = g.cat_k[j]
             idx = np.minimum((X[:, i] * k).astype(int), k - 1)
             table = np.full((m + 1, k), s.prior_weight / (m + 1))
             table[np.arange(m), idx] += 1.0
             table[-1] = 1.0
             cat_logp.append(np.log(table / table.sum(axis=1, keepdims=True)))
         return _Parzen(log_w, mu, sigma, log_norm, cat_logp, s.multivariate)
+
+
+def _rows(g: _Group, X: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The trials (and their weights) in which group ``g`` was active: its coordinates are not NaN there."""
+    if not len(X) or not np.isnan(X[:, g.first]).any():
+        return X, weights
+    keep = ~np.isnan(X[:, g.first])
+    return X[keep], weights[keep]
 
 
 def _neighbour_bandwidth(x: np.ndarray) -> np.ndarray:

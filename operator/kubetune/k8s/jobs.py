@@ -52,7 +52,7 @@ def build_job(
     pod_meta = pod_template.setdefault("metadata", {})
     own = trial_labels(name, number)
     pod_meta["labels"] = {**(pod_meta.get("labels") or {}), **own}
-    pod_spec = render_pod_spec(pod_template.get("spec") or {}, name, number, params)
+    pod_spec = render_pod_spec(pod_template.get("spec") or {}, name, number, params, spec.conditional_names)
     for key in ("containers", "initContainers"):
         for c in pod_spec.get(key) or []:
             names = {e.get("name") for e in c.get("env") or []}

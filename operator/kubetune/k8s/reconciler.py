@@ -79,7 +79,8 @@ def parse_spec(body: Mapping[str, Any]) -> tuple[ExperimentSpec | None, list[Pro
         return None, [Problem(".".join(str(p) for p in err["loc"]), err["msg"]) for err in e.errors()]
     problems = [Problem(f"spec{'.' if p.path else ''}{p.path}", p.message) for p in rule_problems(spec)]
     names = [p.name for p in spec.parameters]
-    problems += [Problem("spec.trialTemplate." + p, m) for p, m in template_problems(spec.trial_template.spec, names)]
+    problems += [Problem("spec.trialTemplate." + p, m)
+                 for p, m in template_problems(spec.trial_template.spec, names, spec.conditional_names)]
     if not problems:
         try:
             check_algorithm(spec)

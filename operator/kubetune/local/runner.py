@@ -483,7 +483,7 @@ class LocalRunner:
         self.trials[new.number] = lt
         self.journal.launch(trial)  # before the process exists: a kill from here on never runs this trial twice
         pod_spec = render_pod_spec(self.spec.trial_template.spec["template"]["spec"], self.name, new.number,
-                                   new.params)
+                                   new.params, self.spec.conditional_names)
         grace = pod_spec.get("terminationGracePeriodSeconds")
         if isinstance(grace, (int, float)) and not isinstance(grace, bool) and 0 <= grace <= MAX_GRACE_SECONDS:
             lt.grace = float(grace)

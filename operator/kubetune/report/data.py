@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -61,7 +62,19 @@ class ReportData:
 
 
 def in_space(space: SearchSpace, r: TrialRecord) -> bool:
+    if space.conditional:  # exactly the active parameters (a trial lacks its inactive ones)
+        return space.contains(r.params)
     return all(name in r.params and dist.contains(r.params[name]) for name, dist in space.dims)
+
+
+INACTIVE_UNIT = 0.5
+"""The unit coordinate an inactive conditional parameter takes for the importance forest and the contour plot."""
+
+
+def unit_matrix(space: SearchSpace, params: list[Any]) -> np.ndarray:
+    """:func:`to_unit_matrix` with inactive parameters at :data:`INACTIVE_UNIT` (the forest takes no NaN)."""
+    X = to_unit_matrix(space, params)
+    return np.where(np.isnan(X), INACTIVE_UNIT, X) if space.conditional else X
 
 
 def prepare(results: ExperimentResults) -> ReportData:
@@ -72,7 +85,7 @@ def prepare(results: ExperimentResults) -> ReportData:
               and in_space(space, r)]
     data = ReportData(results, space, scored, None, list(range(len(space.dims))))
     if len(scored) >= MIN_TRIALS:
-        X = to_unit_matrix(space, [r.params for r in scored])
+        X = unit_matrix(space, [r.params for r in scored])
         y = np.array([spec.objective.loss(data.value(r) or 0.0) for r in scored])
         if np.ptp(y) > 0:
             data.importance = fanova(X, y, seed=spec.algorithm.seed or 0)

@@ -8,12 +8,11 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..engine._unit import to_unit_matrix
 from ..engine.space import CategoricalDistribution
 from ..results import TrialRecord
 from ..spec import render_value
 from ..trials import TrialState
-from .data import MAX_CURVES, MAX_POINTS, MAX_SLICES, ReportData, finite, unit_grid
+from .data import MAX_CURVES, MAX_POINTS, MAX_SLICES, ReportData, finite, unit_grid, unit_matrix
 
 BEST = "#d62728"
 POINT = "#1f77b4"
@@ -90,15 +89,17 @@ def slices(data: ReportData) -> go.Figure:
     for k, j in enumerate(order):
         name, dist = dims[j]
         row, col = k // cols + 1, k % cols + 1
+        here = [r for r in shown if name in r.params]  # a conditional parameter: the trials where it was active
+        ys_here = ys if len(here) == len(shown) else [data.value(r) for r in here]
         if isinstance(dist, CategoricalDistribution):
-            xs: list[object] = [_label(r.params[name]) for r in shown]
+            xs: list[object] = [_label(r.params[name]) for r in here]
         else:
-            xs = [r.params[name] for r in shown]
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", showlegend=False, name=name,
-                                 marker=dict(color=[r.number for r in shown],
+            xs = [r.params[name] for r in here]
+        fig.add_trace(go.Scatter(x=xs, y=ys_here, mode="markers", showlegend=False, name=name,
+                                 marker=dict(color=[r.number for r in here],
                                              colorscale=[[0, "#9ecae1"], [1, "#08306b"]], size=6,
                                              line=dict(width=0.5, color="#555")),
-                                 text=_hover(data, shown), hoverinfo="text+y"), row=row, col=col)
+                                 text=_hover(data, here), hoverinfo="text+y"), row=row, col=col)
         if isinstance(dist, CategoricalDistribution):
             fig.update_xaxes(type="category", categoryorder="array",
                              categoryarray=[_label(c) for c in dist.choices], row=row, col=col)
@@ -113,21 +114,24 @@ def slices(data: ReportData) -> go.Figure:
 
 def parallel(data: ReportData) -> go.Figure:
     shown = data.sample(data.scored, MAX_POINTS, "parallel coordinates")
-    dims = []
+    dims: list[dict[str, object]] = []
     for j in data.order[:MAX_SLICES * 2]:
         name, dist = data.space.dims[j]
+        # A conditional parameter's axis has no value (NaN) for the trials where it was inactive.
         if isinstance(dist, CategoricalDistribution):
             labels = [_label(c) for c in dist.choices]
-            dims.append(dict(label=name, values=[labels.index(_label(r.params[name])) for r in shown],
+            dims.append(dict(label=name, values=[labels.index(_label(r.params[name])) if name in r.params
+                                                 else math.nan for r in shown],
                              tickvals=list(range(len(labels))), ticktext=labels))
         elif dist.log:
-            vals = [math.log10(float(r.params[name])) for r in shown]
+            vals = [math.log10(float(r.params[name])) if name in r.params else math.nan for r in shown]
             lo, hi = math.log10(float(dist.low)), math.log10(float(dist.high))
             ticks = _log_ticks(lo, hi)
             dims.append(dict(label=f"{name} (log)", values=vals, range=[lo, hi], tickvals=ticks,
                              ticktext=[f"{10 ** t:g}" for t in ticks]))
         else:
-            dims.append(dict(label=name, values=[float(r.params[name]) for r in shown],
+            dims.append(dict(label=name, values=[float(r.params[name]) if name in r.params else math.nan
+                                                 for r in shown],
                              range=[float(dist.low), float(dist.high)]))
     ys = [data.value(r) for r in shown]
     dims.append(dict(label=data.metric, values=ys))
@@ -146,7 +150,7 @@ def contour(data: ReportData, forest_predict: object) -> go.Figure | None:
     space = data.space
     jx, jy = data.order[0], data.order[1]
     gx, gy = unit_grid(space, jx), unit_grid(space, jy)
-    base = to_unit_matrix(space, [data.results.best.params])[0]
+    base = unit_matrix(space, [data.results.best.params])[0]
     grid = np.repeat(base[None, :], len(gx) * len(gy), axis=0)
     grid[:, jx] = np.tile(gx, len(gy))
     grid[:, jy] = np.repeat(gy, len(gx))
@@ -165,7 +169,8 @@ def contour(data: ReportData, forest_predict: object) -> go.Figure | None:
     fig = go.Figure(go.Heatmap(x=xs, y=ys, z=z, colorscale="Viridis",
                                reversescale=data.results.spec.objective.goal == "minimize",
                                colorbar=dict(title=data.metric)))
-    shown = data.sample(data.scored, MAX_POINTS, "contour plot")
+    shown = [r for r in data.sample(data.scored, MAX_POINTS, "contour plot")
+             if space.dims[jx][0] in r.params and space.dims[jy][0] in r.params]
     px = [_label(r.params[space.dims[jx][0]]) if xaxis["type"] == "category" else r.params[space.dims[jx][0]]
           for r in shown]
     py = [_label(r.params[space.dims[jy][0]]) if yaxis["type"] == "category" else r.params[space.dims[jy][0]]
