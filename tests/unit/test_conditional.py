@@ -448,3 +448,29 @@ def test_kubetune_run_report_and_client_with_a_conditional_experiment(tmp_path: 
     data = prepare(load(out))
     assert len(data.scored) == 10  # trials without degree are scored too, not dropped as outside the space
     assert data.importance is not None and np.isfinite(data.importance.fractions).all()
+
+    from kubetune.dashboard.state import content, snapshot
+
+    def strict(constant: str) -> None:  # parallel coordinates' missing values must be JSON nulls, not NaN
+        raise AssertionError(f"{constant} in the dashboard's JSON")
+
+    body = json.loads(snapshot(content(load(out))).body, parse_constant=strict)
+    figures = {f["id"]: f["figure"] for f in body["figures"]}
+    assert body["error"] is None and body["trials"] == 10
+    slices = figures["slices"]["data"]
+    degree = next(t for t in slices if t["name"] == "degree")
+    assert len(degree["x"]) == sum(1 for t in launched if "degree" in t["params"])  # the trials where it was active
+
+
+def test_benchmark_harness_runs_both_encodings() -> None:
+    from benchmarks import conditional
+
+    assert conditional.loss({"family": "a", "lr": 0.01, "a0": 0.114614, "a1": 0.555649, "a2": 0.852547}) < 1e-4
+    results = conditional.run(seeds=1, trials=6, workers=1, algorithms=["tpe", "random"])
+    assert {(r.algorithm, r.encoding) for r in results} == {(a, e) for a in ("tpe", "random")
+                                                           for e in ("conditional", "flat")}
+    for r in results:
+        assert math.isfinite(r.best) and r.best >= 0
+        assert r.active_dims_mean == (5 if r.encoding == "conditional" else 14)
+    lines = conditional.table(results).splitlines()
+    assert lines[0].startswith("| algorithm |") and len(lines) == 2 + 4
