@@ -28,6 +28,8 @@ class Outcomes:
     SEARCH_SPACE_EXHAUSTED = "SearchSpaceExhausted"
     TOO_MANY_FAILED_TRIALS = "TooManyFailedTrials"
     NO_SUCCESSFUL_TRIALS = "NoSuccessfulTrials"
+    NO_IMPROVEMENT = "NoImprovement"
+    TIME_LIMIT_REACHED = "TimeLimitReached"
 
 
 @dataclass(frozen=True)
@@ -74,13 +76,16 @@ class Plan:
     """Set once the experiment has an outcome; it is *finished* when, in addition, no trial is active."""
     counts: Counts = field(default_factory=Counts)
     best: Trial | None = None
+    time_left: float | None = None
+    """Seconds until ``stopping.maxDurationSeconds`` runs out, while the experiment goes on and its clock runs
+    (else None): a backend plans again then, even if nothing else happens."""
 
     @property
     def finished(self) -> bool:
         return self.outcome is not None and self.counts.running == 0 and not self.create
 
 
-_ENDS_EARLY = (Outcomes.TOO_MANY_FAILED_TRIALS, Outcomes.TARGET_REACHED)
+_ENDS_EARLY = (Outcomes.TOO_MANY_FAILED_TRIALS, Outcomes.TARGET_REACHED, Outcomes.TIME_LIMIT_REACHED)
 
 
 def default_seed(experiment: str) -> int:
@@ -109,13 +114,51 @@ def best_trial(spec: ExperimentSpec, trials: Sequence[Trial]) -> Trial | None:
     return best
 
 
+def _stall_step(spec: ExperimentSpec, trial: Trial, reference: float | None, run: int) -> tuple[float | None, int]:
+    """One finished trial (taken in number order) through ``stopping.noImprovement``: the value of the last trial
+    that improved, and how many counted trials came after it. Canceled trials are not counted."""
+    rule = spec.stopping.no_improvement if spec.stopping is not None else None
+    assert rule is not None
+    if trial.state is TrialState.CANCELED:
+        return reference, run
+    if trial.state is TrialState.SUCCEEDED:
+        value = trial.objective_value(spec.objective)
+        if value is not None and rule.improves(spec.objective.goal, value, reference):
+            return value, 0
+    return reference, run + 1
+
+
+def without_improvement(spec: ExperimentSpec, trials: Iterable[Trial]) -> int:
+    """How many finished trials in a row, in number order and Canceled ones not counted, did not improve (see
+    :class:`~kubetune.spec.NoImprovement`): counted after the last trial that improved, or from the first trial
+    when none did. 0 without ``stopping.noImprovement``."""
+    if spec.stopping is None or spec.stopping.no_improvement is None:
+        return 0
+    reference: float | None = None
+    run = 0
+    for t in sorted((t for t in trials if t.state.finished), key=lambda t: t.number):
+        reference, run = _stall_step(spec, t, reference, run)
+    return run
+
+
 def build_sampler(spec: ExperimentSpec, experiment: str) -> Sampler:
     seed = spec.algorithm.seed if spec.algorithm.seed is not None else default_seed(experiment)
     return make_sampler(spec.algorithm.name, spec.search_space(), seed=seed,
                         settings=spec.algorithm.sampler_settings())
 
 
-def _outcome(spec: ExperimentSpec, c: Counts, best: Trial | None, exhausted: bool) -> Outcome | None:
+def _time_up(spec: ExperimentSpec, elapsed: float | None) -> bool:
+    limit = spec.stopping.max_duration_seconds if spec.stopping is not None else None
+    return limit is not None and elapsed is not None and elapsed >= limit
+
+
+def _stalled(spec: ExperimentSpec, since: int) -> bool:
+    rule = spec.stopping.no_improvement if spec.stopping is not None else None
+    return rule is not None and since >= rule.trials
+
+
+def _outcome(spec: ExperimentSpec, c: Counts, best: Trial | None, exhausted: bool, since: int = 0,
+             elapsed: float | None = None) -> Outcome | None:
     if c.failed > spec.max_failed_trials:
         return Outcome(False, Outcomes.TOO_MANY_FAILED_TRIALS,
                        f"{c.failed} trials failed, more than maxFailedTrials={spec.max_failed_trials}")
@@ -126,14 +169,31 @@ def _outcome(spec: ExperimentSpec, c: Counts, best: Trial | None, exhausted: boo
             return Outcome(True, Outcomes.TARGET_REACHED,
                            f"trial {best.number} reached {spec.objective.metric}={value:g} "
                            f"(target {spec.objective.target:g})")
+    value = best.objective_value(spec.objective) if best else None
+    tail = f"; best {spec.objective.metric}={value:g} (trial {best.number})" if best and value is not None else ""
+    if _time_up(spec, elapsed):
+        assert spec.stopping is not None
+        # the message does not change as time goes on: the status is not written again for it
+        limit = spec.stopping.max_duration_seconds
+        spent = f"the time limit ran out (maxDurationSeconds={limit}) with {c.created} trials created"
+        if c.succeeded == 0:
+            return Outcome(False, Outcomes.NO_SUCCESSFUL_TRIALS, f"{spent}; none succeeded")
+        return Outcome(True, Outcomes.TIME_LIMIT_REACHED, f"{spent}{tail}")
     budget_spent = c.created >= spec.max_trials
-    if (budget_spent or exhausted) and c.running == 0:
+    stalled = _stalled(spec, since)
+    if (budget_spent or exhausted or stalled) and c.running == 0:
         if c.succeeded == 0:
             return Outcome(False, Outcomes.NO_SUCCESSFUL_TRIALS, f"none of {c.created} trials succeeded")
-        value = best.objective_value(spec.objective) if best else None
-        tail = f"; best {spec.objective.metric}={value:g} (trial {best.number})" if best and value is not None else ""
         if budget_spent:
             return Outcome(True, Outcomes.MAX_TRIALS_REACHED, f"ran {c.created} of maxTrials={spec.max_trials}{tail}")
+        if stalled:
+            assert spec.stopping is not None and spec.stopping.no_improvement is not None
+            rule = spec.stopping.no_improvement
+            how = (f" by more than {rule.min_relative_improvement:g} (relative)"
+                   if rule.min_relative_improvement else "")
+            return Outcome(True, Outcomes.NO_IMPROVEMENT,
+                           f"{since} trials in a row did not improve {spec.objective.metric}{how} "
+                           f"(stopping.noImprovement.trials={rule.trials}), {c.created} trials in all{tail}")
         return Outcome(True, Outcomes.SEARCH_SPACE_EXHAUSTED,
                        f"every configuration of the search space was tried ({c.created} trials){tail}")
     return None
@@ -169,6 +229,9 @@ class History:
         self._best_value: float | None = None
         self.curves = FinishedCurves()
         """The finished curves the early-stopping rule compares with (see :meth:`Pruner.decide_active`)."""
+        self._stall: list[tuple[float | None, int]] = []
+        """With ``stopping.noImprovement``: after each trial (in ``trials`` order), the value of the last trial that
+        improved and how many counted trials followed it (see :func:`without_improvement`)."""
         for t in finished:
             self.add(t)
 
@@ -182,6 +245,20 @@ class History:
     @property
     def last_number(self) -> int | None:
         return self.numbers[-1] if self.numbers else None
+
+    @property
+    def without_improvement(self) -> int:
+        """:func:`without_improvement` of these trials, kept up to date by :meth:`add`."""
+        return self._stall[-1][1] if self._stall else 0
+
+    def _restall(self, start: int) -> None:
+        """Recompute the no-improvement run from position ``start`` on: a trial finishing out of number order
+        changes the run only after it (trials usually finish near the end, so this is short)."""
+        del self._stall[start:]
+        reference, run = self._stall[-1] if self._stall else (None, 0)
+        for t in self.trials[start:]:
+            reference, run = _stall_step(self.spec, t, reference, run)
+            self._stall.append((reference, run))
 
     def add(self, trial: Trial) -> None:
         """Record a finished trial."""
@@ -198,6 +275,8 @@ class History:
         self.observations.insert(i, trial.observation(self.spec.objective))
         self.keys.add(self.sampler.space.key(trial.params))
         _tally(self.counts, trial)
+        if self.spec.stopping is not None and self.spec.stopping.no_improvement is not None:
+            self._restall(i)
         if self.pruner is not None:
             self.curves.add(trial)
         if trial.state is TrialState.SUCCEEDED and (v := trial.objective_value(self.spec.objective)) is not None:
@@ -229,6 +308,7 @@ def make_plan(
     pruner: Pruner | None = None,
     suggest: bool = True,
     history: History | None = None,
+    elapsed: float | None = None,
 ) -> Plan:
     """Decide what to do next.
 
@@ -239,10 +319,13 @@ def make_plan(
     With ``history`` (a :class:`History` of this ``spec``), ``trials`` are the trials that are not in it, all of
     them active, and the finished trials come from the history (with its sampler and pruner unless others are
     passed): the plan is the one ``trials`` plus every trial of the history would give.
+
+    ``elapsed``: seconds since the experiment's clock started (its first trial), for ``stopping.maxDurationSeconds``;
+    None while it has not started. The backends read their clocks; the plan reads none.
     """
     if history is not None:
         return _plan(spec, trials, history, sampler or history.sampler,
-                     pruner if pruner is not None else history.pruner, suggest)
+                     pruner if pruner is not None else history.pruner, suggest, elapsed)
     trials = sorted(trials, key=lambda t: t.number)
     sampler_ = sampler or build_sampler(spec, experiment)
     pruner_ = pruner if pruner is not None else make_pruner(spec)
@@ -257,11 +340,12 @@ def make_plan(
     return _conclude(spec, count(trials), best_trial(spec, trials), active, exhausted=remaining == 0,
                      decide=(lambda: pruner_.decide(spec, trials)) if pruner_ is not None else None,
                      suggest=suggest_ if suggest else None,
-                     next_number=(trials[-1].number + 1) if trials else 0)
+                     next_number=(trials[-1].number + 1) if trials else 0,
+                     since=without_improvement(spec, finished), elapsed=elapsed)
 
 
 def _plan(spec: ExperimentSpec, trials: Sequence[Trial], history: History, sampler: Sampler,
-          pruner: Pruner | None, suggest: bool) -> Plan:
+          pruner: Pruner | None, suggest: bool, elapsed: float | None = None) -> Plan:
     """:func:`make_plan` over ``history`` and its active ``trials``, step for step the same decisions."""
     if history.spec != spec:
         raise ValueError("the history was built for another spec")
@@ -290,7 +374,7 @@ def _plan(spec: ExperimentSpec, trials: Sequence[Trial], history: History, sampl
                active[-1].number if active else -1)
     return _conclude(spec, c, history.best, active, exhausted=remaining == 0,
                      decide=decide if pruner is not None else None, suggest=suggest_ if suggest else None,
-                     next_number=last + 1)
+                     next_number=last + 1, since=history.without_improvement, elapsed=elapsed)
 
 
 Suggest = Callable[[list[dict[str, ParamValue]], list[Trial], int], list[dict[str, ParamValue]]]
@@ -300,13 +384,17 @@ and the trials this plan stops (they count as finished)."""
 
 def _conclude(spec: ExperimentSpec, c: Counts, best: Trial | None, active: Sequence[Trial], *, exhausted: bool,
               decide: Callable[[], Iterable[tuple[int, str, str]]] | None, suggest: Suggest | None,
-              next_number: int) -> Plan:
+              next_number: int, since: int = 0, elapsed: float | None = None) -> Plan:
     """The plan's tail shared by both ways of planning: the outcome, the stop orders (all active trials when the
     experiment ends early, else the early-stopping ``decide``), and how many new trials to ask ``suggest`` for,
-    numbered from ``next_number``. ``active`` are the active trials in ascending number."""
-    outcome = _outcome(spec, c, best, exhausted)
+    numbered from ``next_number``. ``active`` are the active trials in ascending number; ``since`` is
+    :func:`without_improvement` of the finished ones."""
+    outcome = _outcome(spec, c, best, exhausted, since, elapsed)
     plan = Plan(counts=c, best=best, outcome=outcome)
-    if outcome is not None and outcome.reason in _ENDS_EARLY:
+    limit = spec.stopping.max_duration_seconds if spec.stopping is not None else None
+    if outcome is None and limit is not None and elapsed is not None:
+        plan.time_left = limit - elapsed
+    if outcome is not None and (outcome.reason in _ENDS_EARLY or _time_up(spec, elapsed)):
         # An experiment that failed or reached its target stops its running trials.
         plan.stop = [
             StopOrder(t.number, TrialState.CANCELED, Reason.EXPERIMENT_FINISHED,
@@ -315,7 +403,7 @@ def _conclude(spec: ExperimentSpec, c: Counts, best: Trial | None, active: Seque
         ]
     elif decide is not None and active:
         plan.stop = [StopOrder(number, TrialState.PRUNED, reason, message) for number, reason, message in decide()]
-    if outcome is not None:
+    if outcome is not None or _stalled(spec, since):  # stalled: the running trials finish first
         return plan
 
     n_new = min(spec.parallel_trials - (len(active) - len(plan.stop)), spec.max_trials - c.created)

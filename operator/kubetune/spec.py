@@ -342,6 +342,54 @@ class Algorithm(KubeModel):
         return settings.model_dump(exclude_none=True)
 
 
+# --------------------------------------------------------------------------------------------------- stopping
+
+MAX_DURATION_SECONDS = 366 * 24 * 3600
+"""Bound on the experiment's wall-clock budget and on a trial's time limit in the schema (a leap year)."""
+
+
+class NoImprovement(KubeModel):
+    trials: int = Field(
+        ge=1,
+        le=MAX_TRIALS_LIMIT,
+        description="End the experiment once this many trials in a row did not improve: finished trials in "
+        "trial-number order, Canceled ones not counted, counted from the last trial that improved (from the first "
+        "trial when none did). No new trials are created meanwhile; running ones finish, and one of them that "
+        "improves lets the experiment go on.",
+    )
+    min_relative_improvement: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="A Succeeded trial improves when its objective value v beats the value of the last trial "
+        "that improved by more than this fraction of that value's magnitude (maximize: v > r + f*|r|; minimize: "
+        "v < r - f*|r|, with f this fraction and r that value); the first Succeeded trial always improves. "
+        "0 (default): any strictly better value. The margin is relative to |r|: with r near 0 even tiny changes "
+        "count.",
+    )
+
+    def improves(self, goal: str, value: float, reference: float | None) -> bool:
+        """Whether ``value`` improves on ``reference`` (the value of the last trial that improved, if any)."""
+        if reference is None:
+            return True
+        margin = self.min_relative_improvement * abs(reference)
+        return value > reference + margin if goal == "maximize" else value < reference - margin
+
+
+class Stopping(KubeModel):
+    no_improvement: NoImprovement | None = Field(
+        None, description="Optional: end the experiment when the objective stopped improving (reason NoImprovement)."
+    )
+    max_duration_seconds: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_DURATION_SECONDS,
+        description="Optional wall-clock budget in seconds, counted from the start of the first trial "
+        "(status.startTime): when it runs out no new trial is created, running trials are stopped as Canceled, "
+        "and the experiment ends with reason TimeLimitReached.",
+    )
+
+
 # --------------------------------------------------------------------------------------------------- template
 
 
@@ -458,6 +506,18 @@ class ExperimentSpec(KubeModel):
     max_failed_trials: int = Field(
         3, ge=0, le=MAX_TRIALS_LIMIT, description="The experiment fails when more trials than this fail."
     )
+    stopping: Stopping | None = Field(
+        None, description="Optional: when the experiment ends besides maxTrials and objective.target (no "
+        "improvement for a number of trials, a wall-clock budget)."
+    )
+    trial_timeout_seconds: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_DURATION_SECONDS,
+        description="Optional time limit per trial in seconds: each trial Job gets activeDeadlineSeconds (the "
+        "smaller of this and the template's); a trial running longer is stopped and recorded Failed with reason "
+        "DeadlineExceeded (it counts toward maxFailedTrials).",
+    )
     trial_template: TrialTemplate = Field(description="A batch/v1 Job template for one trial.")
 
     __rules__ = [
@@ -474,6 +534,14 @@ class ExperimentSpec(KubeModel):
             field="algorithm",
         ),
         *HYPERBAND_RULES,
+        Rule(
+            "!has(self.trialTimeoutSeconds) || !has(self.stopping) || !has(self.stopping.maxDurationSeconds)"
+            " || self.trialTimeoutSeconds <= self.stopping.maxDurationSeconds",
+            "trialTimeoutSeconds must not exceed stopping.maxDurationSeconds",
+            lambda s: s.trial_timeout_seconds is None or s.stopping is None or s.stopping.max_duration_seconds is None
+            or s.trial_timeout_seconds <= s.stopping.max_duration_seconds,
+            field="trialTimeoutSeconds",
+        ),
         *CONDITION_RULES,
         Rule(
             "self.parameters == oldSelf.parameters",
@@ -587,3 +655,15 @@ def check_algorithm(spec: ExperimentSpec) -> None:
     sampler_class(spec.algorithm.name)(
         spec.search_space(), seed=spec.algorithm.seed, settings=spec.algorithm.sampler_settings()
     )
+
+def trial_time_limit(spec: ExperimentSpec) -> tuple[float, str] | None:
+    """A trial's time limit in seconds and the field that sets it: the smaller of ``trialTimeoutSeconds`` and the
+    template's ``activeDeadlineSeconds`` (when positive; the API server checks the template's), or None. On a tie,
+    ``trialTimeoutSeconds``."""
+    limits: list[tuple[float, str]] = []
+    if spec.trial_timeout_seconds is not None:
+        limits.append((spec.trial_timeout_seconds, "trialTimeoutSeconds"))
+    deadline = spec.trial_template.spec.get("activeDeadlineSeconds")
+    if isinstance(deadline, (int, float)) and not isinstance(deadline, bool) and deadline > 0:
+        limits.append((deadline, "activeDeadlineSeconds"))
+    return min(limits, key=lambda x: x[0]) if limits else None

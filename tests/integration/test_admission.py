@@ -87,6 +87,15 @@ CASES: list[tuple[str, Mutation, str]] = [
      lambda d: (_param(3, min=0)(d), _spec(algorithm={"name": "hyperband",
                                                      "settings": {"resourceParameter": "degree"}})(d)),
      "the resource must be at least 1"),
+    # spec.stopping and spec.trialTimeoutSeconds
+    ("no-improvement-trials-zero", _spec(stopping={"noImprovement": {"trials": 0}}),
+     "greater than or equal to 1"),
+    ("no-improvement-relative-above-1",
+     _spec(stopping={"noImprovement": {"trials": 5, "minRelativeImprovement": 2}}), "less than or equal to 1"),
+    ("max-duration-zero", _spec(stopping={"maxDurationSeconds": 0}), "greater than or equal to 1"),
+    ("max-duration-above-bound", _spec(stopping={"maxDurationSeconds": 31622401}), "less than or equal to 31622400"),
+    ("trial-timeout-over-max-duration", _spec(trialTimeoutSeconds=600, stopping={"maxDurationSeconds": 300}),
+     "trialTimeoutSeconds must not exceed stopping.maxDurationSeconds"),
     # conditional parameters (when); parameter 3 is degree, 2 is kernel (rbf, poly, sigmoid)
     ("when-parameter-unknown", _param(3, when={"parameter": "nope", "values": ["poly"]}),
      "when.parameter must name a parameter declared earlier in spec.parameters"),

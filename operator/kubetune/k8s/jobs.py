@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..engine import ParamValue
-from ..spec import API_VERSION, KIND, ExperimentSpec
+from ..spec import API_VERSION, KIND, ExperimentSpec, trial_time_limit
 from ..template import params_json, render_pod_spec, trial_name
 from . import labels as L
 
@@ -62,6 +62,9 @@ def build_job(
     if pod_spec.get("restartPolicy") == "Never" and "podFailurePolicy" not in job_spec:
         job_spec["podFailurePolicy"] = copy.deepcopy(DISRUPTION_POLICY)
     job_spec.setdefault("backoffLimit", 0)
+    limit = trial_time_limit(spec)
+    if limit is not None and limit[1] == "trialTimeoutSeconds":  # the template's own deadline is kept when smaller
+        job_spec["activeDeadlineSeconds"] = int(limit[0])
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

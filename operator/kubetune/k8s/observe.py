@@ -21,7 +21,7 @@ from ..metrics import (
     parse_annotation,
     parse_termination_report,
 )
-from ..spec import ExperimentSpec
+from ..spec import ExperimentSpec, trial_time_limit
 from ..trials import Reason, Trial, TrialState, bound_metrics, make_curve
 from . import labels as L
 
@@ -309,6 +309,9 @@ def observe_trial(spec: ExperimentSpec, job: JobSummary, pods: list[PodSummary],
             if deleted:
                 detail += ", pod deleted while running"
         trial.message = detail or job.failure_reason
+        limit = trial_time_limit(spec) if trial.reason == Reason.DEADLINE_EXCEEDED else None
+        if limit is not None:  # the Job's activeDeadlineSeconds came from this limit
+            trial.message = f"the trial ran longer than {limit[1]}={limit[0]:g}s: {trial.message}"
         return _final(spec, trial, notes)
     if any(p.phase == "Running" for p in pods) or report is not None:
         trial.state = TrialState.RUNNING

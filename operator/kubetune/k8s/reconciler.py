@@ -53,7 +53,7 @@ from .observe import (
     merge_pod,
     observe_trial,
 )
-from .status import changed, running_status, stalled_status
+from .status import changed, elapsed_seconds, running_status, stalled_status
 from .store import TrialStore
 
 log = logging.getLogger("kubetune.reconciler")
@@ -66,6 +66,8 @@ KEEP_FINISHED_JOBS = 10
 """Finished trial Jobs kept for `kubectl logs` (the newest ones); older ones go once their results are recorded."""
 CONCURRENT_CALLS = 8
 """API calls one reconcile has in flight at once (Job creates and deletes, existence checks)."""
+WAKE_MARGIN_SECONDS = 0.05
+"""How long after ``stopping.maxDurationSeconds`` runs out the worker wakes to end the experiment."""
 UNSEEN_GRACE_SECONDS = 30.0
 """How long a Job known to exist (made by this worker, or confirmed by the API server) may stay out of the watch's
 view before the API server is asked about it again."""
@@ -185,6 +187,9 @@ class ExperimentWorker:
         """The records were loaded and the API server not yet asked for pods of trials they say were stopped."""
         """The records' ConfigMaps (made with the records, and again for a new experiment of the same name)."""
         self.task: asyncio.Task[None] | None = None
+        self.time_limit_at: float | None = None
+        """When (``time.monotonic()``) the experiment's ``stopping.maxDurationSeconds`` runs out, while it goes on:
+        the worker reconciles then, even if nothing else happens."""
 
     @property
     def api(self) -> Api:
@@ -198,6 +203,8 @@ class ExperimentWorker:
                 await self.reconcile()
                 backoff = timing.backoff
                 timeout = timing.resync
+                if self.time_limit_at is not None:
+                    timeout = min(timeout, max(self.time_limit_at - time.monotonic(), 0.0) + WAKE_MARGIN_SECONDS)
             except asyncio.CancelledError:
                 raise
             except (ApiException, ForeignObject) as e:  # the API's own retries gave up: try again later
@@ -226,6 +233,7 @@ class ExperimentWorker:
         if meta.get("uid") != self.uid:  # a new experiment under the same name: start over
             self.uid, self.records, self.seen, self.last_best, self.store = meta.get("uid"), None, set(), None, None
             self.known_jobs = {}
+            self.time_limit_at = None
         spec, problems = parse_spec(body)
         if spec is None:
             message = "; ".join(str(p) for p in problems)[:2000]
@@ -254,8 +262,10 @@ class ExperimentWorker:
             for t in finished_now:
                 keep(t)
             history = records.history_for(spec, name)
-            plan: Plan = await blocking(prometheus.timed_plan(body), spec,
-                                        [t for t in trials.values() if t.active], experiment=name, history=history)
+            elapsed = elapsed_seconds(body, bool(records)) if spec.stopping is not None else None
+            plan: Plan = await blocking(prometheus.timed_plan(body), spec, [t for t in trials.values() if t.active],
+                                        experiment=name, history=history, elapsed=elapsed)
+            self.time_limit_at = None if plan.time_left is None else time.monotonic() + plan.time_left
             stopped: list[Trial] = []
             for order in plan.stop:
                 t = replace(trials[order.number], state=order.state, reason=order.reason, message=order.message)
@@ -325,7 +335,7 @@ class ExperimentWorker:
         if stopped:  # counts and outcome as they are now (stopping the last running trials may end the experiment)
             history = records.history_for(spec, name)
             plan = await blocking(make_plan, spec, self._current(trials, history) + created,
-                                  experiment=name, suggest=False, history=history)
+                                  experiment=name, suggest=False, history=history, elapsed=elapsed)
         elif created:
             plan = after_creating(plan, len(created))
         if plan.best is not None and plan.best.number != self.last_best:

@@ -15,6 +15,25 @@ def now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def elapsed_seconds(experiment: Mapping[str, Any], started: bool, at: datetime | None = None) -> float | None:
+    """Seconds the experiment's clock has run at ``at`` (now by default), for ``stopping.maxDurationSeconds``:
+    since ``status.startTime`` (its first trial), kept in the resource so that an operator restart does not reset
+    it; since ``metadata.creationTimestamp`` when trials were ``started`` but no start time was written (earlier,
+    never later); None before the first trial."""
+    status = experiment.get("status") or {}
+    since = status.get("startTime") or ((experiment.get("metadata") or {}).get("creationTimestamp") if started
+                                        else None)
+    if not isinstance(since, str):
+        return None
+    try:
+        origin = datetime.fromisoformat(since.replace("Z", "+00:00"))
+        if origin.tzinfo is None:
+            origin = origin.replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+    return max(((at or datetime.now(timezone.utc)) - origin).total_seconds(), 0.0)
+
+
 def condition(
     old: list[Mapping[str, Any]], type_: str, status: str, reason: str, message: str, generation: int | None
 ) -> dict[str, Any]:

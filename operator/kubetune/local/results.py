@@ -29,8 +29,9 @@ MAX_JOURNAL_LINE = 1 << 20
 """A journal line longer than this is damage, not a record (records are bounded where they are built)."""
 MAX_EXTRA_COLUMNS = 100
 """Metric columns in results.csv beyond the spec's metrics (trials.jsonl keeps every metric a trial reported)."""
-RESUMABLE_SPEC_CHANGES = ("maxTrials", "parallelTrials")
-"""Spec fields that may differ when a run is resumed (``-n``/``-p`` on the command line)."""
+RESUMABLE_SPEC_CHANGES = ("maxTrials", "parallelTrials", "stopping")
+"""Spec fields that may differ when a run is resumed (``-n``/``-p`` on the command line; ``stopping``, e.g. a larger
+``maxDurationSeconds`` to go on after the time limit ended a run)."""
 
 
 def _atomic_write(path: Path, text: str) -> None:

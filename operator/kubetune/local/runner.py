@@ -37,7 +37,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -54,7 +54,7 @@ from ..metrics import (
 )
 from ..plan import NewTrial, Outcome, Plan, StopOrder, build_sampler, make_plan
 from ..pruning import make_pruner
-from ..spec import ExperimentSpec, TuningExperiment
+from ..spec import ExperimentSpec, TuningExperiment, trial_time_limit
 from ..template import render_pod_spec, trial_name
 from ..trials import Reason, Trial, TrialState, add_curve_point, bound_metrics, clip_text
 from .results import JOURNAL, Journal, JournalError, ResultsWriter, journal_identity
@@ -286,6 +286,21 @@ def _kill_leftovers(trials_dir: Path) -> int:
     return killed
 
 
+def _clock_origin(trials: Iterable[Trial]) -> float | None:
+    """``time.monotonic()`` of the earliest start among ``trials`` (their recorded wall-clock times), or None."""
+    starts = []
+    for t in trials:
+        try:
+            starts.append(datetime.fromisoformat((t.start_time or "").replace("Z", "+00:00")))
+        except (ValueError, TypeError):
+            continue
+    aware = [s if s.tzinfo else s.replace(tzinfo=timezone.utc) for s in starts]
+    if not aware:
+        return None
+    ago = max((datetime.now(timezone.utc) - min(aware)).total_seconds(), 0.0)
+    return time.monotonic() - ago
+
+
 # -- what trials write ----------------------------------------------------------------------------------------------
 
 
@@ -336,6 +351,9 @@ class LocalRunner:
         self.resumed: tuple[int, int] | None = None
         """``(trials recorded earlier, of which lost)`` when this run continues a journal."""
         self.stopping = False
+        self.clock: float | None = None
+        """When (``time.monotonic()``) the experiment's clock started, for ``stopping.maxDurationSeconds``: the start
+        of its first trial, read from the journal when the run is resumed (the time between runs counts)."""
         self._signals: _Signals | None = None
         self._dirty = False
         self._written = 0.0
@@ -408,7 +426,12 @@ class LocalRunner:
         snapshot = [dataclasses.replace(t, params=dict(t.params), metrics=dict(t.metrics), curve=list(t.curve))
                     for t in self.all_trials()]
         spec, name, sampler, pruner = self.spec, self.name, self.sampler, self.pruner
-        return lambda: make_plan(spec, snapshot, experiment=name, sampler=sampler, pruner=pruner)
+        elapsed = self.elapsed()
+        return lambda: make_plan(spec, snapshot, experiment=name, sampler=sampler, pruner=pruner, elapsed=elapsed)
+
+    def elapsed(self) -> float | None:
+        """Seconds since the experiment's clock started (None before its first trial)."""
+        return None if self.clock is None else time.monotonic() - self.clock
 
     def _tick(self) -> None:
         if self._dirty and time.monotonic() - self._written >= RESULTS_INTERVAL:
@@ -460,6 +483,7 @@ class LocalRunner:
         lost = state.lost
         if lost:
             _kill_leftovers(self.out_dir / "trials")
+        self.clock = _clock_origin(state.trials.values())
         for trial in sorted(state.trials.values(), key=lambda t: t.number):
             name = trial_name(self.name, trial.number)
             self.trials[trial.number] = LocalTrial(trial=trial, name=name, directory=self.out_dir / "trials" / name)
@@ -481,6 +505,8 @@ class LocalRunner:
         trial = Trial(number=new.number, params=new.params, state=TrialState.RUNNING, start_time=_now())
         lt = LocalTrial(trial=trial, name=name, directory=directory)
         self.trials[new.number] = lt
+        if self.clock is None:
+            self.clock = lt.started
         self.journal.launch(trial)  # before the process exists: a kill from here on never runs this trial twice
         pod_spec = render_pod_spec(self.spec.trial_template.spec["template"]["spec"], self.name, new.number,
                                    new.params, self.spec.conditional_names)
@@ -525,9 +551,9 @@ class LocalRunner:
                 self._finish(lt, TrialState.FAILED, Reason.COMMAND_NOT_FOUND, f"command not executable: {argv[0]}")
             except (OSError, subprocess.SubprocessError) as e:
                 self._finish(lt, TrialState.FAILED, Reason.ERROR, f"cannot start {argv[0]}: {e}")
-        deadline = self.spec.trial_template.spec.get("activeDeadlineSeconds")
-        if isinstance(deadline, (int, float)) and deadline > 0:
-            lt.deadline = lt.started + float(deadline)
+        limit = trial_time_limit(self.spec)
+        if limit is not None:
+            lt.deadline = lt.started + float(limit[0])
         self.on_event(f"started {name}", self)
 
     # -- observing ----------------------------------------------------------------------------------------------
@@ -547,9 +573,14 @@ class LocalRunner:
                                      order.reason if order else Reason.ERROR,
                                      f"the process did not end within {KILL_WAIT_SECONDS:g}s of SIGKILL")
                 elif lt.deadline is not None and now > lt.deadline and lt.stop_order is None:
+                    # as the Job controller does: the trial's pod is deleted (SIGTERM, SIGKILL after its grace)
+                    limit = trial_time_limit(self.spec)
+                    assert limit is not None
+                    what = ("activeDeadlineSeconds" if limit[1] == "activeDeadlineSeconds"
+                            else f"{limit[1]}={limit[0]:g}s")
                     lt.stop_order = StopOrder(lt.trial.number, TrialState.FAILED, Reason.DEADLINE_EXCEEDED,
-                                              "the trial ran longer than activeDeadlineSeconds")
-                    self._signal(lt, signal.SIGKILL)
+                                              f"the trial ran longer than {what}")
+                    self._signal(lt, signal.SIGTERM)
                 elif lt.stop_sent is not None and now - lt.stop_sent > lt.grace:
                     self._signal(lt, signal.SIGKILL)
                 continue
