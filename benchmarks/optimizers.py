@@ -7,6 +7,9 @@ losses. Every peer runs with its library defaults plus its own documented way of
 * scikit-optimize GP: ``Optimizer(base_estimator="GP")``, batches by ``ask(n_points=n)`` (its constant liar);
 * Hyperopt TPE: ``tpe.suggest`` one trial at a time; trials suggested but not yet told count as infinitely bad
   (Hyperopt's own treatment of running trials);
+* Optuna CMA-ES: ``CmaEsSampler(seed=...)`` (numeric spaces only; its defaults: no restarts, the first trial
+  random), ``study.ask``; each trial records the generation it was drawn from and a generation is told once that
+  many of its trials completed;
 * random search: kubetune's ``random`` algorithm.
 
 Peers are imported lazily: they are benchmark extras (``pip install .[bench]``), never runtime dependencies.
@@ -66,9 +69,15 @@ class OptunaTPE:
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         self.space = space
-        self.study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed, constant_liar=True))
+        self.study = optuna.create_study(sampler=self._sampler(seed))
         self.dists: dict[str, Any] = {name: _optuna_dist(d) for name, d in space.dims}
         self.trials: list[Any] = []
+
+    @staticmethod
+    def _sampler(seed: int) -> Any:
+        import optuna
+
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
 
     def ask(self, n: int) -> list[Params]:
         self.trials = [self.study.ask(self.dists) for _ in range(n)]
@@ -77,6 +86,14 @@ class OptunaTPE:
     def tell(self, params: list[Params], losses: list[float]) -> None:
         for t, l in zip(self.trials, losses):
             self.study.tell(t, l)
+
+
+class OptunaCmaEs(OptunaTPE):
+    @staticmethod
+    def _sampler(seed: int) -> Any:
+        import optuna
+
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
 
 
 def _optuna_dist(d: object) -> Any:
@@ -211,11 +228,12 @@ class HyperoptTPE:
 
 PEERS: dict[str, Callable[[SearchSpace, int], Optimizer]] = {
     "optuna-tpe": OptunaTPE,
+    "optuna-cmaes": OptunaCmaEs,
     "skopt-gp": SkoptGP,
     "hyperopt-tpe": HyperoptTPE,
 }
 
-KUBETUNE = ("bayesian", "tpe", "sobol", "random")
+KUBETUNE = ("bayesian", "tpe", "sobol", "random", "cmaes")
 
 
 def make_optimizer(name: str, space: SearchSpace, seed: int) -> Optimizer:

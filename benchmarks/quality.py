@@ -42,6 +42,11 @@ OPTIMIZERS = ["kubetune-bayesian", "kubetune-tpe", "kubetune-sobol", "optuna-tpe
 # name -> (rounds, batch size)
 BUDGETS = {"seq50": (50, 1), "batch8": (16, 8)}
 QUICK_BUDGETS = {"seq50": (12, 1), "batch8": (3, 4)}
+EXTRA_BUDGETS = {"seq200": (200, 1), "batch8x25": (25, 8)}
+"""Longer budgets, chosen with ``--budgets`` (e.g. for CMA-ES, which needs generations to adapt)."""
+CMAES_OPTIMIZERS = ["kubetune-cmaes", "optuna-cmaes", "kubetune-bayesian", "kubetune-tpe", "random"]
+"""CMA-ES against its Optuna counterpart, the default algorithm and random search (``--optimizers cmaes``); the
+synthetic problems are the ones it applies to (numeric spaces)."""
 QUICK_PROBLEMS = ["branin", "hartmann6", "dt-wine-acc"]
 
 
@@ -249,7 +254,7 @@ def to_json(res: Results) -> dict[str, object]:
             "wall_seconds": res.wall_seconds}
 
 
-_PEER_MODULES = {"optuna-tpe": "optuna", "skopt-gp": "skopt", "hyperopt-tpe": "hyperopt"}
+_PEER_MODULES = {"optuna-tpe": "optuna", "optuna-cmaes": "optuna", "skopt-gp": "skopt", "hyperopt-tpe": "hyperopt"}
 
 
 def available(optimizers: list[str]) -> tuple[list[str], list[str]]:
@@ -275,7 +280,11 @@ def config_for(quick: bool, seeds: int | None = None, workers: int | None = None
         cfg.seeds = list(range(seeds))
     if workers is not None:
         cfg.workers = workers
-    if optimizers:
+    if optimizers == ["cmaes"]:
+        cfg.optimizers = list(CMAES_OPTIMIZERS)
+        cfg.problems = [p.name for p in all_problems() if p.family == "synthetic"]
+        cfg.batch_seeds = {}
+    elif optimizers:
         cfg.optimizers = optimizers
     cfg.optimizers, cfg.missing = available(cfg.optimizers)
     if problems:
@@ -288,9 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="a few problems, one seed, small budgets")
     ap.add_argument("--seeds", type=int, help="number of seeds (default 3, quick 1)")
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="worker processes")
-    ap.add_argument("--optimizers", nargs="*", help=f"subset of {OPTIMIZERS}")
+    ap.add_argument("--optimizers", nargs="*",
+                    help=f"subset of {OPTIMIZERS}, or cmaes for {CMAES_OPTIMIZERS} on the synthetic problems")
     ap.add_argument("--problems", nargs="*", help="subset of problem names")
-    ap.add_argument("--budgets", nargs="*", help=f"subset of {list(BUDGETS)}")
+    ap.add_argument("--budgets", nargs="*", help=f"subset of {list(BUDGETS) + list(EXTRA_BUDGETS)}")
     ap.add_argument("--skopt-batch", action="store_true",
                     help="run scikit-optimize on every seed of the batch budget too (about 3 minutes per run)")
     ap.add_argument("--json", type=Path, help="write raw results here")
@@ -299,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.skopt_batch:
         cfg.batch_seeds = {}
     if args.budgets:
-        cfg.budgets = {b: cfg.budgets[b] for b in args.budgets}
+        cfg.budgets = {b: cfg.budgets[b] if b in cfg.budgets else EXTRA_BUDGETS[b] for b in args.budgets}
     res = run(cfg)
     print(report(res))
     if args.json:

@@ -533,6 +533,13 @@ class ExperimentSpec(KubeModel):
             lambda s: s.algorithm.name != "grid" or all(p.type != "float" or p.step is not None for p in s.parameters),
             field="algorithm",
         ),
+        Rule(
+            "self.algorithm.name != 'cmaes' || self.parameters.all(p, p.type != 'categorical')",
+            "the cmaes algorithm searches float and int parameters only: use tpe or bayesian for categorical "
+            "parameters",
+            lambda s: s.algorithm.name != "cmaes" or all(p.type != "categorical" for p in s.parameters),
+            field="algorithm",
+        ),
         *HYPERBAND_RULES,
         Rule(
             "!has(self.trialTimeoutSeconds) || !has(self.stopping) || !has(self.stopping.maxDurationSeconds)"

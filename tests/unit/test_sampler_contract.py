@@ -29,6 +29,11 @@ ALL = sorted(SAMPLERS)
 # tests/unit/test_hyperband.py instead.
 NEEDS_RESOURCE = {"hyperband"}
 
+# CMA-ES searches float and int parameters only and rejects a space with a categorical parameter (so does the
+# spec, at admission). The contract runs it on the spaces without their categorical parameters, and checks the
+# rejection where the contract's premise is a categorical space.
+NUMERIC_ONLY = {"cmaes"}
+
 
 def make_sampler(name: str, space: SearchSpace, *, seed: int | None = None, settings: dict | None = None):
     if settings is None and name in NEEDS_RESOURCE:
@@ -62,6 +67,8 @@ MIXED_FINITE = SearchSpace.of(
 def space_for(name: str, space: SearchSpace = MIXED) -> SearchSpace:
     if name == "grid" and space.grid_size() is None:
         return MIXED_FINITE
+    if name in NUMERIC_ONLY:
+        return SearchSpace(tuple((n, d) for n, d in space.dims if not isinstance(d, CategoricalDistribution)))
     return space
 
 
@@ -72,7 +79,7 @@ def loss_of(params: dict) -> float:
         (math.log10(lr) + 2.5) ** 2
         + (float(params["dropout"]) - 0.2) ** 2
         + 0.1 * abs(int(params["layers"]) - 3)
-        + 0.2 * (params["opt"] != "adam")
+        + 0.2 * (params.get("opt", "adam") != "adam")
         + 0.05 * abs(math.log2(int(params["units"])) - 7)
     )
 
@@ -101,8 +108,9 @@ def test_values_within_bounds_types_and_json(name: str) -> None:
         assert isinstance(p["units"], int)
         assert isinstance(p["lr"], float)
         assert isinstance(p["dropout"], float)
-        assert p["opt"] in ("adam", "sgd", "rmsprop") and type(p["opt"]) is str
-        assert type(p["bn"]) is bool
+        if name not in NUMERIC_ONLY:
+            assert p["opt"] in ("adam", "sgd", "rmsprop") and type(p["opt"]) is str
+            assert type(p["bn"]) is bool
         json.dumps(p)  # no numpy scalars
         assert round(p["dropout"] / 0.05, 6) == round(p["dropout"] / 0.05)
 
@@ -158,7 +166,7 @@ def test_no_duplicates_with_pending_and_in_batch(name: str) -> None:
 
 
 # Hyperband needs an int resource parameter: its exhaustion is tested in test_hyperband.py.
-@pytest.mark.parametrize("name", [n for n in ALL if n not in NEEDS_RESOURCE])
+@pytest.mark.parametrize("name", [n for n in ALL if n not in NEEDS_RESOURCE | NUMERIC_ONLY])
 def test_categorical_only_space_is_exhausted_exactly(name: str) -> None:
     space = SearchSpace.of(
         {"a": CategoricalDistribution(("x", "y", "z")), "b": CategoricalDistribution((1, 2.5, True))}
@@ -175,6 +183,13 @@ def test_categorical_only_space_is_exhausted_exactly(name: str) -> None:
     assert len(keys) == 9 and len(set(keys)) == 9
     assert sampler.remaining(history, []) == 0
     assert sampler.suggest(history, [], n=1) == []
+
+
+@pytest.mark.parametrize("name", sorted(NUMERIC_ONLY))
+def test_numeric_only_algorithms_refuse_categorical_parameters(name: str) -> None:
+    for space in (MIXED, SearchSpace.of({"a": CategoricalDistribution(("x", "y", "z"))})):
+        with pytest.raises(ValueError, match="categorical"):
+            make_sampler(name, space, seed=0)
 
 
 # Hyperband does not search its resource parameter, so a one-parameter space has nothing to search.
@@ -210,9 +225,10 @@ def test_failed_and_pruned_trials_are_accepted_and_not_repeated(name: str) -> No
 @pytest.mark.parametrize("name", [n for n in ALL if n not in ("grid",)])
 def test_beats_nothing_is_not_required_but_finds_reasonable_region(name: str) -> None:
     """Every non-grid algorithm finds a configuration better than the median random configuration."""
-    history = run_loop(name, MIXED, 40, batch=4, seed=21)
+    space = space_for(name, MIXED)
+    history = run_loop(name, space, 40, batch=4, seed=21)
     rng = np.random.default_rng(0)
-    random_losses = [loss_of(MIXED.from_unit(u)) for u in rng.random((500, len(MIXED)))]
+    random_losses = [loss_of(space.from_unit(u)) for u in rng.random((500, len(space)))]
     best = min(o.loss for o in history if o.loss is not None)
     assert best < float(np.percentile(random_losses, 10))
 

@@ -316,6 +316,40 @@ def test_worker_wakes_when_the_time_limit_runs_out() -> None:
     assert calls[1] - calls[0] >= 0.2
 
 
+def test_operator_restart_keeps_the_time_budget_with_an_in_memory_api() -> None:
+    """The reconciler over the in-memory API (tests/support/fake_api.py; the real control plane is
+    tests/integration/test_stopping_cluster.py): the budget counts from status.startTime, so a restarted operator
+    whose experiment started long ago ends it at once: running trials Canceled, no new Job."""
+    from tests.unit.test_reconciler_faults import Harness, SteppedReconciler, experiment
+
+    body = experiment(max_trials=40, parallel=3, stopping={"maxDurationSeconds": 3600}, trialTimeoutSeconds=900)
+    h = Harness(body, seed=5, lag=False, run_ticks=(50, 60))  # trials that run long
+
+    async def go() -> None:
+        for _ in range(6):
+            await h.step()
+        status = h.fake.status()
+        assert status["startTime"] and "completionTime" not in status and h.fake.running() == 3
+        assert all(job["spec"]["activeDeadlineSeconds"] == 900 for job in h.fake.jobs.values())
+        with h.fake.lock:  # as if the experiment had started two hours before this operator's start
+            assert h.fake.experiment is not None
+            h.fake.experiment["status"]["startTime"] = (datetime.now(timezone.utc) - timedelta(hours=2)).strftime(
+                "%Y-%m-%dT%H:%M:%SZ")
+        h.reconciler = SteppedReconciler(h.reconciler.api_factory)
+        h.fake.relist()
+        await h.run(20)
+
+    asyncio.run(go())
+    assert h.finished()
+    conditions = {c["type"]: c for c in h.fake.status()["conditions"]}
+    assert (conditions["Succeeded"]["status"], conditions["Succeeded"]["reason"]) == ("False", "NoSuccessfulTrials")
+    assert conditions["Succeeded"]["message"].startswith("the time limit ran out (maxDurationSeconds=3600)")
+    records = h.fake.records()
+    assert sorted(records) == [0, 1, 2]
+    assert {(r["state"], r["reason"]) for r in records.values()} == {("Canceled", "ExperimentFinished")}
+    assert sum(h.fake.ledger.creations.values()) == 3  # no Job after the restart
+
+
 # ------------------------------------------------------------------------------------------------- trial time limit
 
 def _with_template(job: dict[str, Any], **extra: Any) -> ExperimentSpec:

@@ -213,6 +213,16 @@ CASES: list[tuple[str, Callable[[dict], None], list[tuple[str, str]]]] = [
        "Unsupported value: \"random\": supported values: 'lexicographic' or 'shuffled'")]),
     ("grid-float-without-step", _set(algo, name="grid"),
      [("spec.algorithm", "the grid algorithm needs a finite grid: give every float parameter a step")]),
+    ("cmaes-with-categorical", _set(algo, name="cmaes"),
+     [("spec.algorithm", "the cmaes algorithm searches float and int parameters only: use tpe or bayesian for "
+                         "categorical parameters")]),
+    ("cmaes-population-below-bound",
+     lambda d: (_set(algo, name="cmaes", settings={"populationSize": 3})(d), _without_categorical(d)),
+     [("spec.algorithm.settings.populationSize", "Invalid value: 3: should be greater than or equal to 4")]),
+    ("cmaes-bad-restart-strategy",
+     lambda d: (_set(algo, name="cmaes", settings={"restartStrategy": "bipop"})(d), _without_categorical(d)),
+     [("spec.algorithm.settings.restartStrategy", "Unsupported value: \"bipop\": supported values: 'none' or "
+                                                  "'ipop'")]),
     ("negative-seed", _set(algo, seed=-1),
      [("spec.algorithm.seed", "Invalid value: -1: should be greater than or equal to 0")]),
     # budget
@@ -479,6 +489,9 @@ def test_minimal_manifest_gets_defaults() -> None:
                      id="grid-with-finite-space"),
         pytest.param(_set(algo, name="tpe", settings={"nStartupTrials": 3, "gamma": 0.25}), id="tpe-settings"),
         pytest.param(_set(algo, name="bayesian", settings={"nStartupTrials": 3}), id="bayesian-shared-setting"),
+        pytest.param(lambda d: (_set(algo, name="cmaes", settings={"sigma0": 0.3, "populationSize": 8,
+                                                                   "restartStrategy": "none"})(d),
+                                _without_categorical(d)), id="cmaes-numeric-space"),
         pytest.param(lambda d: (_conditional({"parameter": "opt", "values": ["sgd"]})(d),
                                 container(d)["command"].append("--momentum=${params.momentum}"),
                                 container(d)["env"].append({"name": "M", "value": "${params.momentum}"})),
@@ -506,8 +519,15 @@ def test_valid_variations(mutate: Callable[[dict], None]) -> None:
 
 SETTING_VALUES = {"nStartupTrials": 5, "maxModelTrials": 50, "nCandidates": 64, "order": "shuffled",
                   "nEiCandidates": 12, "gamma": 0.2, "multivariate": False, "priorWeight": 2.0, "constantLiar": False,
-                  "resourceParameter": "layers", "minResource": 1, "maxResource": 4, "reductionFactor": 2}
+                  "resourceParameter": "layers", "minResource": 1, "maxResource": 4, "reductionFactor": 2,
+                  "sigma0": 0.25, "populationSize": 6, "restartStrategy": "none", "incPopsize": 3}
 REQUIRED_SETTINGS = {"hyperband": {"resourceParameter": "layers"}}
+
+
+def _without_categorical(doc: dict[str, Any]) -> None:
+    """The base manifest without its categorical parameter (for the cmaes algorithm, which searches numbers)."""
+    doc["spec"]["parameters"] = [p for p in doc["spec"]["parameters"] if p["type"] != "categorical"]
+    doc["spec"]["trialTemplate"]["spec"]["template"]["spec"]["containers"][0].pop("env")
 
 
 @pytest.mark.parametrize("alias", sorted(SETTING_OWNERS))
@@ -519,6 +539,8 @@ def test_every_setting_is_accepted_by_its_own_algorithm_only(alias: str) -> None
                                                                alias: SETTING_VALUES[alias]}}
         if name == "grid":
             doc["spec"]["parameters"][0].update(scale="linear", step=0.001)
+        if name == "cmaes":
+            _without_categorical(doc)
         _exp, problems = validate_document(doc)
         if name in SETTING_OWNERS[alias]:
             assert problems == [], (alias, name)

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from .base import Sampler, SamplerSettings
 from .bayesian import BayesianSampler
+from .cmaes import CmaEsSampler
 from .grid import GridSampler
 from .hyperband import HyperbandSampler
 from .random import RandomSampler
@@ -15,7 +16,7 @@ from .tpe import TPESampler
 
 SAMPLERS: dict[str, type[Sampler]] = {
     cls.name: cls for cls in (RandomSampler, GridSampler, SobolSampler, TPESampler, BayesianSampler,
-                             HyperbandSampler)
+                             HyperbandSampler, CmaEsSampler)
 }
 
 DEFAULT_ALGORITHM = "bayesian"
