@@ -2,7 +2,7 @@
 
 Usage (from the repository root)::
 
-    python benchmarks/conditional.py            # 10 seeds x 40 trials per algorithm and encoding (a few minutes)
+    python benchmarks/conditional.py            # 20 seeds x 50 trials per algorithm and encoding (a few minutes)
     python benchmarks/conditional.py --quick    # 2 seeds x 15 trials (seconds)
 
 The problem: a categorical ``family`` (a, b, c, d) chooses which three of twelve float parameters matter; each family
@@ -23,6 +23,7 @@ import json
 import math
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -166,15 +167,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--algorithms", default=",".join(ALGORITHMS))
     ap.add_argument("--json", type=Path, default=None, help="also write the raw results here")
     args = ap.parse_args(argv)
-    seeds = args.seeds or (2 if args.quick else 10)
-    trials = args.trials or (15 if args.quick else 40)
+    seeds = args.seeds or (2 if args.quick else 20)
+    trials = args.trials or (15 if args.quick else 50)
     where = machine()
     started = time.monotonic()
-    cpu = time.process_time()
     results = run(seeds, trials, args.workers, args.algorithms.split(","))
     wall = time.monotonic() - started
-    print(f"conditional vs flat encoding: {seeds} seeds x {trials} trials, {where}; wall {wall:.0f} s "
-          f"(main process CPU {time.process_time() - cpu:.0f} s)\n")
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    cpu = sum(u.ru_utime + u.ru_stime for u in usage)
+    print(f"conditional vs flat encoding: {seeds} seeds x {trials} trials, {args.workers} workers, {where}; "
+          f"wall {wall:.0f} s, CPU {cpu:.0f} s\n")
     print(table(results))
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))

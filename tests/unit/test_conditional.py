@@ -474,3 +474,47 @@ def test_benchmark_harness_runs_both_encodings() -> None:
         assert r.active_dims_mean == (5 if r.encoding == "conditional" else 14)
     lines = conditional.table(results).splitlines()
     assert lines[0].startswith("| algorithm |") and len(lines) == 2 + 4
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(conditional_spaces(), st.sampled_from(CONDITIONAL))
+def test_every_sampler_suggests_exactly_active_parameters_on_random_forests(space: SearchSpace, name: str) -> None:
+    """Random forests of conditions (nested, groups of numbers only or categories only, parents with every value
+    activating nothing): suggestions hold exactly their active parameters, distinct, until the grid is used up."""
+    sampler = make_sampler(name, space, seed=1, settings={"nStartupTrials": 3} if name in ("tpe", "bayesian")
+                           else None)
+    size = space.grid_size()
+    assert size is not None
+    history: list[Observation] = []
+    for _ in range(5):
+        pending = sampler.suggest(history, [], n=1)
+        batch = pending + sampler.suggest(history, pending, n=2)
+        for p in batch:
+            assert space.contains(p), p
+            history.append(Observation(p, ObservationState.COMPLETE, float(len(str(p)) % 7)))
+    keys = [space.key(o.params) for o in history]
+    assert len(set(keys)) == len(keys) == min(size, 15)
+
+
+def test_operator_job_and_spec_checks() -> None:
+    from kubetune.k8s.jobs import build_job
+    from kubetune.k8s.reconciler import parse_spec
+
+    doc = yaml.safe_load((ROOT / "examples" / "digits-svm-conditional.yaml").read_text())
+    spec, problems = parse_spec(doc)
+    assert problems == [] and spec is not None
+    body = {**doc, "metadata": {"name": "svm", "namespace": "ns", "uid": "u1"}}
+    job = build_job(body, spec, 2, {"kernel": "linear", "C": 2.5})
+    annotated = json.loads(job["metadata"]["annotations"]["kubetune.io/parameters"])
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert annotated == {"kernel": "linear", "C": 2.5}
+    assert not any(a.startswith(("--gamma", "--degree")) for a in container["command"])
+    assert container["command"][-4:] == ["--C", "2.5", "--kernel", "linear"]
+    poly = build_job(body, spec, 3, {"kernel": "poly", "C": 2.5, "gamma": 0.1, "degree": 3})
+    assert poly["spec"]["template"]["spec"]["containers"][0]["command"][-2:] == ["--gamma=0.1", "--degree=3"]
+    # the operator stalls (InvalidSpec) on a template that leaving an argument out would break
+    broken = json.loads(json.dumps(doc))
+    broken["spec"]["trialTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"][-1:] = [
+        "--degree", "${params.degree}"]
+    spec, problems = parse_spec(broken)
+    assert spec is None and any("is a whole argument" in p.message for p in problems)

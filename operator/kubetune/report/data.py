@@ -62,8 +62,9 @@ class ReportData:
 
 
 def in_space(space: SearchSpace, r: TrialRecord) -> bool:
-    if space.conditional:  # exactly the active parameters (a trial lacks its inactive ones)
-        return space.contains(r.params)
+    if space.conditional:  # its active parameters (a trial lacks its inactive ones)
+        dists = dict(space.dims)
+        return all(n in r.params and dists[n].contains(r.params[n]) for n in space.active_names(r.params))
     return all(name in r.params and dist.contains(r.params[name]) for name, dist in space.dims)
 
 
