@@ -149,6 +149,32 @@ def _hyperopt(hist: list[Params]) -> Callable[[], None]:
     return step
 
 
+NUMERIC = SearchSpace(tuple((n, d) for n, d in SPACE.dims if not isinstance(d, CategoricalDistribution)))
+"""The space without its categorical parameter, for cmaes (which searches numbers only)."""
+
+
+def _numeric(p: Params) -> Params:
+    return {n: p[n] for n in NUMERIC.names}
+
+
+def _kubetune_numeric(algorithm: str, fresh: bool) -> Callable[[list[Params]], Callable[[], None]]:
+    """On :data:`NUMERIC` with the same history (without ``opt``). ``fresh``: a new sampler for every suggestion, as
+    after an operator restart (for cmaes, a replay of the whole history instead of the generations since the last
+    call)."""
+    def setup(hist: list[Params]) -> Callable[[], None]:
+        sampler = make_sampler(algorithm, NUMERIC, seed=0)
+        obs = [Observation(_numeric(p), ObservationState.COMPLETE, loss({**p, "opt": "adam"})) for p in hist]
+
+        def step() -> None:
+            s = make_sampler(algorithm, NUMERIC, seed=0) if fresh else sampler
+            p = s.suggest(obs, [], n=1)[0]
+            obs.append(Observation(p, ObservationState.COMPLETE, loss({**p, "opt": "adam"})))
+
+        return step
+
+    return setup
+
+
 SETUPS: dict[str, Callable[[list[Params]], Callable[[], None]]] = {
     "kubetune-tpe": _kubetune("tpe"),
     "kubetune-bayesian": _kubetune("bayesian"),
@@ -157,6 +183,10 @@ SETUPS: dict[str, Callable[[list[Params]], Callable[[], None]]] = {
     "optuna-tpe": _optuna,
     "skopt-gp": _skopt,
     "hyperopt-tpe": _hyperopt,
+    # numeric space (5 parameters): not in OPTIMIZERS, run with --optimizers
+    "kubetune-cmaes": _kubetune_numeric("cmaes", fresh=False),
+    "kubetune-cmaes-fresh": _kubetune_numeric("cmaes", fresh=True),
+    "kubetune-tpe-numeric": _kubetune_numeric("tpe", fresh=False),
 }
 
 
@@ -211,10 +241,11 @@ def _ms(s: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help=f"N in {QUICK_SIZES} only")
-    ap.add_argument("--optimizers", nargs="*", help=f"subset of {OPTIMIZERS}")
+    ap.add_argument("--optimizers", nargs="*", help=f"subset of {list(SETUPS)} (default {OPTIMIZERS})")
+    ap.add_argument("--sizes", nargs="*", type=int, help=f"numbers of trials N (default {SIZES})")
     args = ap.parse_args(argv)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
-    res = run(QUICK_SIZES if args.quick else SIZES, args.optimizers or OPTIMIZERS)
+    res = run(args.sizes or (QUICK_SIZES if args.quick else SIZES), args.optimizers or OPTIMIZERS)
     print(f"Seconds per suggestion (ask + tell, median), load average at start {load:.2f}:\n")
     print(table(res))
     return 0

@@ -55,6 +55,8 @@ CASES: list[tuple[str, Mutation, str]] = [
     ("parallel-over-max", _spec(parallelTrials=50, maxTrials=10), "parallelTrials must not exceed maxTrials"),
     ("grid-needs-finite", _spec(algorithm={"name": "grid"}),
      "the grid algorithm needs a finite grid: give every float parameter a step"),
+    ("cmaes-numeric-only", _spec(algorithm={"name": "cmaes"}),
+     "the cmaes algorithm searches float and int parameters only: use tpe or bayesian for categorical parameters"),
     ("setting-of-other-algorithm", _spec(algorithm={"name": "random", "settings": {"order": "shuffled"}}),
      "settings.order applies only to algorithm grid"),
     ("name-too-long", lambda d: d["metadata"].update(name="x" * 53),

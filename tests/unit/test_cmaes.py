@@ -300,3 +300,29 @@ def test_benchmark_adapters_run() -> None:
             params = opt.ask(3)
             assert len(params) == 3 and all(prob.space.contains(p) for p in params)
             opt.tell(params, [prob.loss(p) for p in params])
+
+
+def test_example_runs_with_kubetune_run(tmp_path) -> None:
+    """examples/digits-svm-cmaes.yaml as shipped, its budget cut to 8 trials (one generation of 6 and two more)."""
+    import csv
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "digits-svm-cmaes.yaml"
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "kubetune", "run", str(example), "--max-trials", "8", "--quiet",
+                        "--out", str(out)], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stderr
+    with open(out / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 8 and all(row["state"] == "Succeeded" for row in rows), rows
+    assert {k for k in rows[0] if k.startswith("param_")} == {"param_C", "param_gamma"}
+    for row in rows:
+        assert 0.01 <= float(row["param_C"]) <= 1000 and 1e-5 <= float(row["param_gamma"]) <= 10
+        assert 0.0 < float(row["accuracy"]) <= 1.0
+    assert len({(row["param_C"], row["param_gamma"]) for row in rows}) == 8
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["outcome"]["reason"] == "MaxTrialsReached"
+    assert summary["best_trial"]["metrics"]["accuracy"] == pytest.approx(max(float(row["accuracy"]) for row in rows))
