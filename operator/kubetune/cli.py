@@ -63,6 +63,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, received: list[int]) -> int:
     from .local.progress import Progress, describe
     from .local.runner import LocalRunner, RunRefused
+    from .spec import WARM_START_ALGORITHMS
 
     try:
         exp = load_experiment(args.file)
@@ -93,12 +94,17 @@ def _run(args: argparse.Namespace, received: list[int]) -> int:
             return 2
         exp = exp.model_copy(update={"spec": spec})
     out_dir = Path(args.out or Path("kubetune-runs") / exp.metadata.name)
+    if args.warm_start and spec.algorithm.name not in WARM_START_ALGORITHMS:
+        print(f"--warm-start applies only to algorithm {', '.join(WARM_START_ALGORITHMS)}: the others do not learn "
+              "from earlier trials", file=sys.stderr)
+        return 2
     progress = Progress(live=None if not args.quiet else False)
     print(f"running {exp.metadata.name}: {spec.max_trials} trials, {spec.parallel_trials} at a time, "
           f"algorithm {spec.algorithm.name}; results in {out_dir}/", file=sys.stderr)
     if received:
         return 128 + received[0]
-    runner = LocalRunner(exp, out_dir, on_event=progress, fresh=args.fresh, signals=received)
+    runner = LocalRunner(exp, out_dir, on_event=progress, fresh=args.fresh, signals=received,
+                         warm_start=[Path(d) for d in args.warm_start])
     try:
         result = runner.run()
     except RunRefused as e:
@@ -189,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-trials", "-n", type=int, help="override spec.maxTrials")
     run.add_argument("--out", "-o", help="results directory (default kubetune-runs/<name>)")
     run.add_argument("--quiet", "-q", action="store_true", help="no live status line, one line per trial")
+    run.add_argument("--warm-start", metavar="DIR", action="append", default=[],
+                     help="also learn from the trials in this results directory of an earlier run (repeatable; "
+                          "algorithms tpe and bayesian)")
     run.add_argument("--fresh", action="store_true",
                      help="discard the run recorded in the results directory instead of continuing it")
     run.set_defaults(func=_cmd_run)

@@ -17,7 +17,7 @@ from . import spec as s
 _KEEP = {
     "type", "description", "default", "enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
     "minLength", "maxLength", "pattern", "minItems", "maxItems", "items", "properties", "required",
-    "additionalProperties", "format",
+    "additionalProperties", "format", "maxProperties",
 }
 
 

@@ -207,11 +207,16 @@ class History:
     are kept here, and the sampler and pruner built for ``spec`` are reused (samplers keep nothing between calls,
     see :mod:`kubetune.engine.base`). A finished trial is final: adding a trial whose number is already here
     replaces it and recomputes the summary. A history belongs to one spec; a changed spec needs a new one.
+
+    ``warm`` are observations of earlier experiments (``spec.warmStart``, see :mod:`kubetune.warmstart`), given once:
+    the sampler sees them before the trials' own, and they are neither trials nor configurations tried here.
     """
 
-    def __init__(self, spec: ExperimentSpec, experiment: str, finished: Iterable[Trial] = ()) -> None:
+    def __init__(self, spec: ExperimentSpec, experiment: str, finished: Iterable[Trial] = (),
+                 warm: Sequence[Observation] = ()) -> None:
         self.spec = spec
         self.experiment = experiment
+        self.warm: tuple[Observation, ...] = tuple(warm)
         self.sampler = build_sampler(spec, experiment)
         self.pruner = make_pruner(spec)
         self._reset(finished)
@@ -309,6 +314,7 @@ def make_plan(
     suggest: bool = True,
     history: History | None = None,
     elapsed: float | None = None,
+    warm: Sequence[Observation] = (),
 ) -> Plan:
     """Decide what to do next.
 
@@ -322,6 +328,10 @@ def make_plan(
 
     ``elapsed``: seconds since the experiment's clock started (its first trial), for ``stopping.maxDurationSeconds``;
     None while it has not started. The backends read their clocks; the plan reads none.
+
+    ``warm``: observations of earlier experiments (``spec.warmStart``) the sampler sees before the trials' own
+    (with ``history``, the history's are used). They do not count as configurations tried here: a suggestion may
+    repeat one, and they never exhaust a finite space.
     """
     if history is not None:
         return _plan(spec, trials, history, sampler or history.sampler,
@@ -335,6 +345,10 @@ def make_plan(
     remaining = sampler_.remaining(observations, [t.params for t in active])
 
     def suggest_(pending: list[dict[str, ParamValue]], stopped: list[Trial], n: int) -> list[dict[str, ParamValue]]:
+        if warm:
+            keys = {sampler_.space.key(t.params) for t in finished}
+            return sampler_.suggest([*warm, *observations, *(t.observation(spec.objective) for t in stopped)],
+                                    pending, n=n, known=keys | {sampler_.space.key(t.params) for t in stopped})
         return sampler_.suggest(observations + [t.observation(spec.objective) for t in stopped], pending, n=n)
 
     return _conclude(spec, count(trials), best_trial(spec, trials), active, exhausted=remaining == 0,
@@ -354,6 +368,7 @@ def _plan(spec: ExperimentSpec, trials: Sequence[Trial], history: History, sampl
         if not t.active or t.number in history:
             raise ValueError(f"trial {t.number} is finished or in the history: record it with History.add")
     c = replace(history.counts, created=len(history) + len(active), running=len(active))
+    warm = history.warm
     remaining = sampler.remaining_known(history.observations, [t.params for t in active], history.keys)
 
     def decide() -> list[tuple[int, str, str]]:
@@ -368,7 +383,7 @@ def _plan(spec: ExperimentSpec, trials: Sequence[Trial], history: History, sampl
         if stopped:
             observations = [*observations, *(t.observation(spec.objective) for t in stopped)]
             known = known | {sampler.space.key(t.params) for t in stopped}
-        return sampler.suggest(list(observations), pending, n=n, known=known)
+        return sampler.suggest([*warm, *observations], pending, n=n, known=known)
 
     last = max(history.last_number if history.last_number is not None else -1,
                active[-1].number if active else -1)
@@ -410,6 +425,9 @@ def _conclude(spec: ExperimentSpec, c: Counts, best: Trial | None, active: Seque
     if n_new > 0 and suggest is not None:
         stopped = {s.number for s in plan.stop}
         pending = [t.params for t in active if t.number not in stopped]
-        suggestions = suggest(pending, [t for t in active if t.number in stopped], n_new)
-        plan.create = [NewTrial(next_number + i, p) for i, p in enumerate(suggestions)]
+        # spec.initialTrials first: trial k is initialTrials[k]; the algorithm suggests the rest of the batch
+        given = spec.initial_params(next_number, n_new) if spec.initial_trials else []
+        suggestions = suggest(pending + given, [t for t in active if t.number in stopped], n_new - len(given)) \
+            if n_new > len(given) else []
+        plan.create = [NewTrial(next_number + i, p) for i, p in enumerate(given + suggestions)]
     return plan

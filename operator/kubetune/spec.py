@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     StrictInt,
     StrictStr,
+    WithJsonSchema,
     create_model,
     field_validator,
 )
@@ -476,6 +477,182 @@ CONDITION_RULES = [
 ]
 
 
+# --------------------------------------------------------------------------------------------------- initial trials
+# and warm start
+
+MAX_INITIAL_TRIALS = 100
+"""Bound on ``spec.initialTrials`` entries."""
+MAX_WARM_START_SOURCES = 10
+MAX_WARM_START_TRIALS = 1000
+"""Bound on the observations a warm start takes in (``spec.warmStart.maxTrials``)."""
+DEFAULT_WARM_START_TRIALS = 100
+SOURCE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+INITIAL_TRIALS_EXCLUDED = ("hyperband",)
+"""Algorithms that take no ``initialTrials``: hyperband's brackets decide each trial's configuration and budget."""
+WARM_START_ALGORITHMS = tuple(sorted(n for n, c in SAMPLERS.items() if c.warm_start))
+"""Algorithms that learn from a warm start (the others would ignore it: it is refused for them)."""
+
+_ANY_VALUE = WithJsonSchema({"x-kubernetes-preserve-unknown-fields": True})
+ValueMap = Annotated[
+    dict[str, Annotated[Any, _ANY_VALUE]],
+    Field(max_length=64),
+]
+"""A value per parameter: numbers for float and int parameters, a string or integer among the values of a categorical
+one. The schema admits any scalar; the values are checked against the search space offline and by the operator
+(:func:`initial_trial_problems`)."""
+
+
+class ValueProblem(ValueError):
+    """Why a value is not in a parameter's domain; ``kind`` is a short category (``above max``, ...)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def coerce_value(param: Parameter, value: Any) -> ParamValue:
+    """``value`` as a value of ``param`` (ints for int parameters, floats for float ones, a categorical value as
+    listed), or :class:`ValueProblem` saying why it is not one: of another type, outside ``[min, max]``, not whole
+    for an int, off the step grid, not one of the categorical values."""
+    shown = json.dumps(value, default=str)[:80]
+    if param.type == "categorical":
+        assert param.values is not None
+        if isinstance(value, (int, str)) and not isinstance(value, bool):
+            for v in param.values:
+                if type(v) is type(value) and v == value:
+                    return v
+        listed = ", ".join(json.dumps(v) for v in param.values[:8]) + (", ..." if len(param.values) > 8 else "")
+        hint = ' (write floats and booleans quoted, as in values)' if isinstance(value, (bool, float)) else ""
+        raise ValueProblem("not a value", f"{shown} is not one of [{listed}]{hint}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueProblem("not a number", f"{shown} is not a number ({param.type} parameter)")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValueProblem("above max", f"{shown} is above max {param.max:g}") from None
+    if not math.isfinite(number):
+        raise ValueProblem("not a number", f"{shown} is not a finite number")
+    assert param.min is not None and param.max is not None
+    if number < param.min:
+        raise ValueProblem("below min", f"{shown} is below min {param.min:g}")
+    if number > param.max:
+        raise ValueProblem("above max", f"{shown} is above max {param.max:g}")
+    if param.type == "int":
+        if not number.is_integer():
+            raise ValueProblem("not whole", f"{shown} is not a whole number (int parameter)")
+        out: ParamValue = int(value)
+    else:
+        out = number
+    if param.step is not None and not param.to_distribution().contains(out):
+        raise ValueProblem("off the step grid",
+                           f"{shown} is not on the step grid (min {param.min:g} + k * step {param.step:g})")
+    return out
+
+
+class WarmStart(KubeModel):
+    experiments: list[Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=SOURCE_NAME_PATTERN)]] \
+        = Field(
+            min_length=1,
+            max_length=MAX_WARM_START_SOURCES,
+            description="Earlier experiments to learn from: on a cluster, TuningExperiments of these names in the "
+            "same namespace (their result records); with kubetune run, the results directories of these names next "
+            "to the run's own (kubetune-runs/NAME by default).",
+            json_schema_extra={"x-kubernetes-list-type": "set", "x-kubetune-item-max-length": MAX_NAME_LENGTH},
+        )
+    max_trials: int = Field(
+        DEFAULT_WARM_START_TRIALS,
+        ge=1,
+        le=MAX_WARM_START_TRIALS,
+        description="At most this many earlier trials are taken in: the best by this experiment's objective "
+        "(ties: the earlier source, then the lower trial number).",
+    )
+    defaults: ValueMap | None = Field(
+        None,
+        description="Values for parameters an earlier experiment did not have (e.g. a library's default it used): "
+        "an earlier trial without a value for a parameter takes it from here, and is skipped when there is none.",
+    )
+
+
+def _names_given(entries: Any, names: set[str], every: bool) -> bool:
+    return all(set(e) <= names and (not every or names <= set(e)) for e in entries or [])
+
+
+def initial_trial_problems(spec: ExperimentSpec) -> list[tuple[str, str]]:
+    """``(path, message)`` for every value of ``initialTrials`` and ``warmStart.defaults`` that is not in its
+    parameter's domain, and for repeated initial trials: the checks the CRD's CEL rules cannot make. Names (unknown
+    or missing parameters) are the CEL rules' to report."""
+    params = {p.name: p for p in spec.parameters}
+    problems: list[tuple[str, str]] = []
+    seen: dict[tuple[object, ...], int] = {}
+    try:
+        space = spec.search_space()
+    except (ValueError, TypeError, ArithmeticError):
+        return []  # the parameters' own problems are reported first
+    for i, entry in enumerate(spec.initial_trials or []):
+        values: dict[str, ParamValue] = {}
+        for name, value in entry.items():
+            if name not in params:
+                continue
+            try:
+                values[name] = coerce_value(params[name], value)
+            except ValueProblem as e:
+                problems.append((f"initialTrials[{i}].{name}", str(e)))
+        if len(values) == len(params) and len(values) == len(entry):
+            key = space.key(values)
+            if key in seen:
+                problems.append((f"initialTrials[{i}]", f"repeats initialTrials[{seen[key]}]"))
+            seen.setdefault(key, i)
+    defaults = spec.warm_start.defaults if spec.warm_start is not None else None
+    for name, value in (defaults or {}).items():
+        if name in params:
+            try:
+                coerce_value(params[name], value)
+            except ValueProblem as e:
+                problems.append((f"warmStart.defaults.{name}", str(e)))
+    return problems
+
+
+INITIAL_AND_WARM_RULES = [
+    Rule(
+        "!has(self.initialTrials) || size(self.initialTrials) <= self.maxTrials",
+        "initialTrials must not outnumber maxTrials",
+        lambda s: len(s.initial_trials or []) <= s.max_trials,
+        field="initialTrials",
+    ),
+    Rule(
+        "!has(self.initialTrials) || self.initialTrials.all(t, "
+        "size(t) == size(self.parameters) && self.parameters.all(p, p.name in t))",  # names are unique
+        "each entry of initialTrials gives a value for every parameter and for no other name",
+        lambda s: _names_given(s.initial_trials, {p.name for p in s.parameters}, every=True),
+        field="initialTrials",
+    ),
+    Rule(
+        "!has(self.initialTrials) || !(self.algorithm.name in ["
+        + ", ".join(f"'{a}'" for a in INITIAL_TRIALS_EXCLUDED) + "])",
+        "initialTrials cannot be combined with the hyperband algorithm: its brackets decide each trial's "
+        "configuration and budget",
+        lambda s: not s.initial_trials or s.algorithm.name not in INITIAL_TRIALS_EXCLUDED,
+        field="initialTrials",
+    ),
+    Rule(
+        "!has(self.warmStart) || self.algorithm.name in [" + ", ".join(f"'{a}'" for a in WARM_START_ALGORITHMS)
+        + "]",
+        f"warmStart applies only to algorithm {', '.join(WARM_START_ALGORITHMS)}: the others do not learn from "
+        "earlier trials",
+        lambda s: s.warm_start is None or s.algorithm.name in WARM_START_ALGORITHMS,
+        field="warmStart",
+    ),
+    Rule(
+        "!has(self.warmStart) || !has(self.warmStart.defaults) || "
+        "self.warmStart.defaults.all(k, self.parameters.exists(p, p.name == k))",
+        "warmStart.defaults may name only the experiment's parameters",
+        lambda s: s.warm_start is None or _names_given([s.warm_start.defaults], {p.name for p in s.parameters},
+                                                       every=False),
+        field="warmStart.defaults",
+    ),
+]
+
+
 # --------------------------------------------------------------------------------------------------- spec
 
 
@@ -500,6 +677,20 @@ class ExperimentSpec(KubeModel):
     )
     early_stopping: EarlyStopping | None = Field(
         None, description="Optional: stop hopeless trials early from their intermediate reports (median or asha)."
+    )
+    initial_trials: list[ValueMap] | None = Field(
+        None,
+        max_length=MAX_INITIAL_TRIALS,
+        description="Optional: configurations to try first, in order (e.g. a library's defaults): trial k is "
+        "initialTrials[k]. Each gives a value for every parameter, within its bounds, on its step grid, one of a "
+        "categorical's values. They count toward maxTrials and the algorithm learns from them like from any trial; "
+        "grid search does not repeat them. Not with hyperband.",
+    )
+    warm_start: WarmStart | None = Field(
+        None,
+        description="Optional: learn from the trials of earlier experiments before suggesting (tpe, bayesian). "
+        "They are observations for the algorithm, not trials of this experiment (not counted in maxTrials); "
+        "status.warmStart says how many were taken in.",
     )
     max_trials: int = Field(ge=1, le=MAX_TRIALS_LIMIT, description="Budget: the number of trials to run.")
     parallel_trials: int = Field(1, ge=1, le=1000, description="How many trials run at once (<= maxTrials).")
@@ -541,6 +732,7 @@ class ExperimentSpec(KubeModel):
             field="algorithm",
         ),
         *HYPERBAND_RULES,
+        *INITIAL_AND_WARM_RULES,
         Rule(
             "!has(self.trialTimeoutSeconds) || !has(self.stopping) || !has(self.stopping.maxDurationSeconds)"
             " || self.trialTimeoutSeconds <= self.stopping.maxDurationSeconds",
@@ -558,6 +750,12 @@ class ExperimentSpec(KubeModel):
             field="parameters",
         ),
     ]
+
+    def initial_params(self, start: int = 0, n: int = MAX_INITIAL_TRIALS) -> list[dict[str, ParamValue]]:
+        """The configurations of ``initialTrials[start:start + n]``, as the parameters' values (the spec is valid:
+        see :func:`initial_trial_problems`)."""
+        entries = (self.initial_trials or [])[start:start + n] if n > 0 else []
+        return [{p.name: coerce_value(p, entry[p.name]) for p in self.parameters} for entry in entries]
 
     def search_space(self) -> SearchSpace:
         conditions = tuple((p.name, SpaceCondition(p.when.parameter, tuple(p.when.values)))
@@ -603,6 +801,14 @@ class BestTrial(KubeModel):
     metrics: dict[str, float] = Field(default_factory=dict, description="Final metrics.")
 
 
+class WarmStartStatus(KubeModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    trials: int = Field(0, description="Trials of the earlier experiments the algorithm learns from.")
+    skipped: int = Field(0, description="Trials of the earlier experiments left out (outside the search space, "
+                         "without the objective, or beyond warmStart.maxTrials).")
+    message: str = Field("", max_length=2048, description="Where they came from and why any were left out.")
+
+
 class ExperimentStatus(KubeModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
     observed_generation: int | None = Field(None, description="The spec generation last reconciled.")
@@ -619,6 +825,7 @@ class ExperimentStatus(KubeModel):
     results: str | None = Field(
         None, max_length=253, description="Prefix of the ConfigMaps holding every finished trial's record."
     )
+    warm_start: WarmStartStatus | None = Field(None, description="What the warm start took in (spec.warmStart).")
 
 
 class Metadata(BaseModel):
@@ -638,6 +845,11 @@ class TuningExperiment(BaseModel):
     status: dict[str, Any] | None = None
 
     __rules__: ClassVar[list[Rule]] = [
+        Rule(
+            "!has(self.spec.warmStart) || !(self.metadata.name in self.spec.warmStart.experiments)",
+            "spec.warmStart.experiments cannot name the experiment itself",
+            lambda e: e.spec.warm_start is None or e.metadata.name not in e.spec.warm_start.experiments,
+        ),
         Rule(
             f"self.metadata.name.size() <= {MAX_NAME_LENGTH}",
             f"metadata.name must be at most {MAX_NAME_LENGTH} characters so trial Job names stay valid",

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from .spec import TuningExperiment, check_algorithm
+from .spec import TuningExperiment, check_algorithm, initial_trial_problems
 from .template import template_problems
 
 
@@ -150,6 +150,8 @@ def validate_document(doc: Any) -> tuple[TuningExperiment | None, list[Problem]]
         problems += schema_problems(e)
         return None, problems
     problems += rule_problems(exp)
+    if not problems:
+        problems += [Problem(f"spec.{path}", message) for path, message in initial_trial_problems(exp.spec)]
     if not problems:
         names = [p.name for p in exp.spec.parameters]
         problems += [Problem("spec.trialTemplate." + p, m)

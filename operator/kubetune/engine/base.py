@@ -87,6 +87,9 @@ class Sampler(ABC):
     name: ClassVar[str]
     Settings: ClassVar[type[SamplerSettings]] = NoSettings
     summary: ClassVar[str] = ""
+    warm_start: ClassVar[bool] = False
+    """Whether the algorithm learns from observations of earlier experiments (``spec.warmStart``); the spec admits
+    a warm start only for algorithms that set it."""
     supports_conditions: ClassVar[bool] = False
     """Whether the sampler handles conditional parameters (``when``); see the module docstring."""
 

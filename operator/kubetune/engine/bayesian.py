@@ -128,6 +128,7 @@ class BayesianSettings(ModelSettings):
 
 class BayesianSampler(Sampler):
     name = "bayesian"
+    warm_start = True
     Settings = BayesianSettings
     summary = "Gaussian-process Bayesian optimization (expected improvement): best results for small budgets."
     supports_conditions = True

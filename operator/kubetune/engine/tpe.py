@@ -178,6 +178,7 @@ def _groups(space: SearchSpace) -> list[_Group]:
 
 class TPESampler(Sampler):
     name = "tpe"
+    warm_start = True
     Settings = TPESettings
     summary = "Tree-structured Parzen Estimator: fast model-based search, scales to thousands of trials."
     supports_conditions = True

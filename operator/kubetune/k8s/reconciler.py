@@ -35,11 +35,13 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from ..engine import Observation
 from ..plan import History, Plan, make_plan
-from ..spec import ExperimentSpec, check_algorithm
+from ..spec import ExperimentSpec, check_algorithm, initial_trial_problems
 from ..template import template_problems, trial_name
 from ..trials import Trial, TrialState
 from ..validation import Problem, rule_problems
+from ..warmstart import WarmStartResult
 from . import events, prometheus
 from . import labels as L
 from .api import Api, ApiException, ForeignObject, api, blocking
@@ -55,6 +57,7 @@ from .observe import (
 )
 from .status import changed, elapsed_seconds, running_status, stalled_status
 from .store import TrialStore
+from .warm import SourceMissing, load_cluster
 
 log = logging.getLogger("kubetune.reconciler")
 
@@ -80,6 +83,8 @@ def parse_spec(body: Mapping[str, Any]) -> tuple[ExperimentSpec | None, list[Pro
     except ValidationError as e:
         return None, [Problem(".".join(str(p) for p in err["loc"]), err["msg"]) for err in e.errors()]
     problems = [Problem(f"spec{'.' if p.path else ''}{p.path}", p.message) for p in rule_problems(spec)]
+    if not problems:
+        problems += [Problem(f"spec.{path}", message) for path, message in initial_trial_problems(spec)]
     names = [p.name for p in spec.parameters]
     problems += [Problem("spec.trialTemplate." + p, m)
                  for p, m in template_problems(spec.trial_template.spec, names, spec.conditional_names)]
@@ -143,11 +148,12 @@ class Records(dict[int, Trial]):
         for number in sorted(n for n in self.active if self[n].state.finished):
             self[number] = self[number]
 
-    def history_for(self, spec: ExperimentSpec, experiment: str) -> History:
-        """The history of the finished records for ``spec`` (built again when the spec changed)."""
+    def history_for(self, spec: ExperimentSpec, experiment: str, warm: Sequence[Observation] = ()) -> History:
+        """The history of the finished records for ``spec`` (built again when the spec changed), with ``warm``
+        (the warm start's observations, the same for one spec)."""
         self.sync()
         if self.history is None or self.history.spec != spec:
-            self.history = History(spec, experiment, (t for t in self.values() if t.state.finished))
+            self.history = History(spec, experiment, (t for t in self.values() if t.state.finished), warm)
         return self.history
 
 
@@ -187,6 +193,9 @@ class ExperimentWorker:
         """The records were loaded and the API server not yet asked for pods of trials they say were stopped."""
         """The records' ConfigMaps (made with the records, and again for a new experiment of the same name)."""
         self.task: asyncio.Task[None] | None = None
+        self.warm: WarmStartResult | None = None
+        """What ``spec.warmStart`` took in, read once per experiment (uid) and warmStart spec."""
+        self.warm_for: tuple[Any, ...] | None = None
         self.time_limit_at: float | None = None
         """When (``time.monotonic()``) the experiment's ``stopping.maxDurationSeconds`` runs out, while it goes on:
         the worker reconciles then, even if nothing else happens."""
@@ -245,6 +254,8 @@ class ExperimentWorker:
         if self.records is None:
             self.records = Records(await blocking(store.load))
             self.stops_unchecked = True
+        if not await self._warm_start(body, spec):
+            return
         view = self.state.view(self.key)
         await self._confirm_gone(namespace, name, view)
         trials, finished_now, missing_jobs, stale_jobs = self._observe(spec, name, view)
@@ -261,7 +272,7 @@ class ExperimentWorker:
         try:
             for t in finished_now:
                 keep(t)
-            history = records.history_for(spec, name)
+            history = records.history_for(spec, name, self.warm.observations if self.warm else ())
             elapsed = elapsed_seconds(body, bool(records)) if spec.stopping is not None else None
             plan: Plan = await blocking(prometheus.timed_plan(body), spec, [t for t in trials.values() if t.active],
                                         experiment=name, history=history, elapsed=elapsed)
@@ -333,7 +344,7 @@ class ExperimentWorker:
             return
 
         if stopped:  # counts and outcome as they are now (stopping the last running trials may end the experiment)
-            history = records.history_for(spec, name)
+            history = records.history_for(spec, name, self.warm.observations if self.warm else ())
             plan = await blocking(make_plan, spec, self._current(trials, history) + created,
                                   experiment=name, suggest=False, history=history, elapsed=elapsed)
         elif created:
@@ -354,13 +365,45 @@ class ExperimentWorker:
                 await blocking(store.save, launched)
 
         last = await asyncio.gather(save_launched(), self._cleanup_jobs(namespace, view),
-                                    self._patch_status(body, running_status(body, spec, plan)),
+                                    self._patch_status(body, self._with_warm(running_status(body, spec, plan))),
                                     return_exceptions=True)
         _raise_cancelled(last)
         failure = failure or next((r for r in last if isinstance(r, Exception)), None)
         if failure is not None:
             raise failure
         prometheus.RECONCILE_SECONDS.observe(time.monotonic() - started)
+
+    async def _warm_start(self, body: Mapping[str, Any], spec: ExperimentSpec) -> bool:
+        """Read ``spec.warmStart``'s sources once (per experiment uid and warmStart spec). False when a source is
+        missing before the experiment's first trial: it is Stalled (``WarmStartSourceMissing``) and no trial is
+        made; the next reconcile (at the latest after ``RESYNC_SECONDS``) looks again. An experiment that has trials
+        goes on without a source that disappeared, with a warning event."""
+        if spec.warm_start is None:
+            self.warm = self.warm_for = None
+            return True
+        key = (self.uid, spec.warm_start)
+        if self.warm is not None and self.warm_for == key:
+            return True
+        meta = body["metadata"]
+        started = bool(self.records)
+        try:
+            self.warm = await blocking(load_cluster, self.api, meta["namespace"], spec, skip_missing=started)
+        except SourceMissing as e:
+            await self._patch_status(body, stalled_status(body, "WarmStartSourceMissing", str(e)))
+            return False
+        self.warm_for = key
+        missing = [s for s in self.warm.sources if s.endswith("(not found)")]
+        if missing:
+            events.emit(self.api, body, "WarmStartSourceMissing",
+                        f"going on without {', '.join(missing)}: {self.warm.message()}", True)
+        elif not started:
+            events.emit(self.api, body, "WarmStart", self.warm.message())
+        return True
+
+    def _with_warm(self, status: dict[str, Any]) -> dict[str, Any]:
+        if self.warm is not None:
+            status["warmStart"] = self.warm.status()
+        return status
 
     @staticmethod
     def _current(trials: dict[int, Trial], history: History) -> list[Trial]:

@@ -46,6 +46,8 @@ class Progress:
             self.view.note(f"continuing the run in {runner.out_dir}: {recorded} trials recorded earlier"
                            + (f", {lost} of them lost when it ended (recorded Canceled, not run again)" if lost
                               else ""))
+        if event == "warm-start" and runner.warm is not None:
+            self.view.note(f"warm start: {runner.warm.message()}")
         redraw = event != "tick" or time.monotonic() - self.last_draw > self.REDRAW
         if redraw:
             self.last_draw = time.monotonic()

@@ -37,7 +37,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -57,6 +57,7 @@ from ..pruning import make_pruner
 from ..spec import ExperimentSpec, TuningExperiment, trial_time_limit
 from ..template import render_pod_spec, trial_name
 from ..trials import Reason, Trial, TrialState, add_curve_point, bound_metrics, clip_text
+from ..warmstart import WarmStartResult
 from .results import JOURNAL, Journal, JournalError, ResultsWriter, journal_identity
 
 POLL_SECONDS = 0.1
@@ -332,10 +333,17 @@ class LocalRunner:
         on_event: Callable[[str, LocalRunner], None] | None = None,
         fresh: bool = False,
         signals: list[int] | None = None,
+        warm_start: Sequence[Path] = (),
     ) -> None:
         """``signals``: SIGINT/SIGTERM caught before :meth:`run` (they stop the run at once); the run appends to it."""
         self.experiment = experiment
         self.early_signals = signals
+        from ..results.warm import source_directories  # the results package reads what this one writes
+
+        self.warm_dirs = source_directories(experiment.spec, Path(os.path.abspath(out_dir)), warm_start)
+        """Results directories to warm-start from: ``spec.warmStart.experiments`` next to ``out_dir``, then
+        ``warm_start`` (``kubetune run --warm-start``)."""
+        self.warm: WarmStartResult | None = None
         self.spec: ExperimentSpec = experiment.spec
         self.name = experiment.metadata.name
         self.out_dir = Path(os.path.abspath(out_dir))
@@ -367,6 +375,7 @@ class LocalRunner:
             self._signals = signals
             self._lock()
             try:
+                self._warm_start()
                 self._open()
                 return self._run()
             finally:
@@ -427,7 +436,22 @@ class LocalRunner:
                     for t in self.all_trials()]
         spec, name, sampler, pruner = self.spec, self.name, self.sampler, self.pruner
         elapsed = self.elapsed()
-        return lambda: make_plan(spec, snapshot, experiment=name, sampler=sampler, pruner=pruner, elapsed=elapsed)
+        warm = self.warm.observations if self.warm is not None else ()
+        return lambda: make_plan(spec, snapshot, experiment=name, sampler=sampler, pruner=pruner, elapsed=elapsed,
+                                 warm=warm)
+
+    def _warm_start(self) -> None:
+        """Read the warm-start sources once, before anything else: a missing or unreadable one refuses the run."""
+        if not self.warm_dirs:
+            return
+        from ..results.model import ResultsError
+        from ..results.warm import load_local
+
+        try:
+            self.warm = load_local(self.spec, self.warm_dirs)
+        except ResultsError as e:
+            raise RunRefused(str(e)) from None
+        self.on_event("warm-start", self)
 
     def elapsed(self) -> float | None:
         """Seconds since the experiment's clock started (None before its first trial)."""
