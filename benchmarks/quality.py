@@ -44,7 +44,7 @@ BUDGETS = {"seq50": (50, 1), "batch8": (16, 8)}
 QUICK_BUDGETS = {"seq50": (12, 1), "batch8": (3, 4)}
 EXTRA_BUDGETS = {"seq200": (200, 1), "batch8x25": (25, 8)}
 """Longer budgets, chosen with ``--budgets`` (e.g. for CMA-ES, which needs generations to adapt)."""
-CMAES_OPTIMIZERS = ["kubetune-cmaes", "optuna-cmaes", "kubetune-bayesian", "kubetune-tpe", "random"]
+CMAES_OPTIMIZERS = ["kubetune-cmaes", "optuna-cmaes", "kubetune-bayesian", "random"]
 """CMA-ES against its Optuna counterpart, the default algorithm and random search (``--optimizers cmaes``); the
 synthetic problems are the ones it applies to (numeric spaces)."""
 QUICK_PROBLEMS = ["branin", "hartmann6", "dt-wine-acc"]

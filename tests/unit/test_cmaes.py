@@ -326,3 +326,27 @@ def test_example_runs_with_kubetune_run(tmp_path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["outcome"]["reason"] == "MaxTrialsReached"
     assert summary["best_trial"]["metrics"]["accuracy"] == pytest.approx(max(float(row["accuracy"]) for row in rows))
+
+
+def test_largest_settings_stay_within_the_operators_memory() -> None:
+    """64 parameters and the largest population the schema admits: a generation's update holds popsize * d^2
+    floats a few times over; the peak stays well within the operator's memory request (256 MiB)."""
+    import tracemalloc
+
+    dims = 64
+    space = SearchSpace.of({f"p{i}": FloatDistribution(0.0, 1.0) for i in range(dims)})
+    rng = np.random.default_rng(0)
+    history = [Observation(space.from_unit(rng.random(dims).tolist()), COMPLETE, float(rng.random()))
+               for _ in range(2050)]
+    busy = [space.from_unit(rng.random(dims).tolist()) for _ in range(50)]
+    sampler = make_sampler("cmaes", space, seed=1, settings={"populationSize": 1000})
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        out = sampler.suggest(history, busy, n=4)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert len(out) == 4 and all(space.contains(p) for p in out)
+    assert sampler.replay(history).told == 2000  # type: ignore[attr-defined]
+    assert peak < 160 * 2**20, f"peak {peak / 2**20:.0f} MiB"
