@@ -256,6 +256,9 @@ def _follow(kt: Client, name: str, namespace: str, timeout: float | None) -> int
     word = "succeeded" if outcome.get("succeeded") else "failed"
     print(f"experiment {word}: {outcome.get('reason')}: {outcome.get('message')}", file=sys.stderr)
     print(f"trials: {follow.counts()}", file=sys.stderr)
+    warm = (obj.get("status") or {}).get("warmStart")
+    if isinstance(warm, dict) and warm.get("message"):
+        print(f"warm start: {str(warm['message'])[:2048]}", file=sys.stderr)
     best = results.best
     if best is not None:
         print("best: " + describe(best.trial, results.spec.objective.metric))

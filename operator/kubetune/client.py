@@ -86,6 +86,10 @@ def body_of(exp: TuningExperiment) -> dict[str, Any]:
     return body
 
 
+RECOVERING_STALLS = frozenset({"WarmStartSourceMissing"})
+"""Stalled reasons the operator leaves by itself (it looks again on every reconcile): a wait goes on through them."""
+
+
 class Client:
     """Experiments on one cluster. ``kubeconfig``/``context``/``namespace`` as kubectl's flags; the namespace
     defaults to the context's."""
@@ -134,7 +138,8 @@ class Client:
         """Wait until the experiment has ended (``Succeeded`` True or False) and return it.
 
         Raises :class:`WaitTimeout` after ``timeout`` seconds and :class:`ExperimentStalled` when the operator
-        reports ``Stalled=True`` for the current generation. ``on_poll`` is called with each object read.
+        reports ``Stalled=True`` for the current generation (not for :data:`RECOVERING_STALLS`: the wait goes on).
+        ``on_poll`` is called with each object read.
         A failure worth retrying (the API server restarting or unreachable, throttled, a 5xx; see
         :func:`~kubetune.results.cluster.transient`), in reading the experiment or in ``on_poll``, is passed to
         ``on_error`` and the read is made again, every ``poll`` seconds doubling up to ``RETRY_MAX`` while it
@@ -161,8 +166,8 @@ class Client:
             if outcome_of(obj) is not None:
                 return obj
             stalled = condition(obj, "Stalled")
-            if stalled and stalled.get("status") == "True" and stalled.get("observedGeneration") in (
-                    None, obj["metadata"].get("generation")):
+            if stalled and stalled.get("status") == "True" and stalled.get("reason") not in RECOVERING_STALLS \
+                    and stalled.get("observedGeneration") in (None, obj["metadata"].get("generation")):
                 raise ExperimentStalled(f"{name} is stalled: {stalled.get('reason')}: {stalled.get('message')}"[:1000])
             if deadline is not None and time.monotonic() >= deadline:
                 raise WaitTimeout(f"{name} had not ended after {timeout:g} s")

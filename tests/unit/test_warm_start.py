@@ -550,3 +550,31 @@ def test_warm_start_contract(algorithm: str, space: str) -> None:
     for n in plan.create:
         assert sampler_space.contains(n.params), n.params
     assert plan.outcome is None
+
+
+def test_waiting_goes_on_while_a_warm_start_source_is_missing_and_stops_for_an_invalid_spec() -> None:
+    import kubetune.client as kc
+
+    def stalled(reason: str) -> dict[str, Any]:
+        return {"metadata": {"name": "exp", "generation": 1}, "status": {"conditions": [
+            {"type": "Stalled", "status": "True", "reason": reason, "message": "m", "observedGeneration": 1}]}}
+
+    done = {"metadata": {"name": "exp", "generation": 1}, "status": {"conditions": [
+        {"type": "Succeeded", "status": "True", "reason": "MaxTrialsReached", "message": ""}]}}
+
+    class Cluster:
+        namespace = "ns"
+
+        def __init__(self, objects: list[dict[str, Any]]) -> None:
+            self.objects = objects
+            self.reads = 0
+
+        def get_experiment(self, name: str, namespace: str | None = None) -> dict[str, Any]:
+            self.reads += 1
+            return self.objects.pop(0)
+
+    cluster = Cluster([stalled("WarmStartSourceMissing"), stalled("WarmStartSourceMissing"), done])
+    assert kc.Client(cluster=cluster).wait("exp", poll=0.0) is done  # type: ignore[arg-type]
+    assert cluster.reads == 3
+    with pytest.raises(kc.ExperimentStalled, match="exp is stalled: InvalidSpec: m"):
+        kc.Client(cluster=Cluster([stalled("InvalidSpec")])).wait("exp", poll=0.0)  # type: ignore[arg-type]
