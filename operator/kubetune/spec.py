@@ -573,14 +573,20 @@ class WarmStart(KubeModel):
     )
 
 
-def _names_given(entries: Any, names: set[str], every: bool) -> bool:
-    return all(set(e) <= names and (not every or names <= set(e)) for e in entries or [])
+def _names_given(entries: Any, names: set[str], needed: set[str]) -> bool:
+    return all(set(e) <= names and needed <= set(e) for e in entries or [])
+
+
+def _when(p: Parameter) -> str:
+    assert p.when is not None
+    return f"{p.when.parameter} in [{', '.join(json.dumps(v) for v in p.when.values)}]"
 
 
 def initial_trial_problems(spec: ExperimentSpec) -> list[tuple[str, str]]:
     """``(path, message)`` for every value of ``initialTrials`` and ``warmStart.defaults`` that is not in its
-    parameter's domain, and for repeated initial trials: the checks the CRD's CEL rules cannot make. Names (unknown
-    or missing parameters) are the CEL rules' to report."""
+    parameter's domain, for a conditional parameter given while inactive or missing while active, and for repeated
+    initial trials: the checks the CRD's CEL rules cannot make. Names (unknown parameters, missing parameters
+    without ``when``) are the CEL rules' to report."""
     params = {p.name: p for p in spec.parameters}
     problems: list[tuple[str, str]] = []
     seen: dict[tuple[object, ...], int] = {}
@@ -597,7 +603,18 @@ def initial_trial_problems(spec: ExperimentSpec) -> list[tuple[str, str]]:
                 values[name] = coerce_value(params[name], value)
             except ValueProblem as e:
                 problems.append((f"initialTrials[{i}].{name}", str(e)))
-        if len(values) == len(params) and len(values) == len(entry):
+        if len(values) < len(entry) or not {p.name for p in spec.parameters if p.when is None} <= set(values):
+            continue  # reported above, or by a CEL rule
+        active = set(space.active_names(values))
+        for p in spec.parameters:
+            if p.when is None:
+                continue
+            if p.name in active and p.name not in values:
+                problems.append((f"initialTrials[{i}].{p.name}", f"Required value: active here ({_when(p)})"))
+            elif p.name not in active and p.name in values:
+                problems.append((f"initialTrials[{i}].{p.name}",
+                                 f"inactive here (it is active when {_when(p)}): leave it out"))
+        if active == set(values):
             key = space.key(values)
             if key in seen:
                 problems.append((f"initialTrials[{i}]", f"repeats initialTrials[{seen[key]}]"))
@@ -620,10 +637,11 @@ INITIAL_AND_WARM_RULES = [
         field="initialTrials",
     ),
     Rule(
-        "!has(self.initialTrials) || self.initialTrials.all(t, "
-        "size(t) == size(self.parameters) && self.parameters.all(p, p.name in t))",  # names are unique
-        "each entry of initialTrials gives a value for every parameter and for no other name",
-        lambda s: _names_given(s.initial_trials, {p.name for p in s.parameters}, every=True),
+        "!has(self.initialTrials) || self.initialTrials.all(t, t.all(k, self.parameters.exists(p, p.name == k))"
+        " && self.parameters.all(p, has(p.when) || p.name in t))",
+        "each entry of initialTrials names only parameters, and gives a value for every parameter without when",
+        lambda s: _names_given(s.initial_trials, {p.name for p in s.parameters},
+                               {p.name for p in s.parameters if p.when is None}),
         field="initialTrials",
     ),
     Rule(
@@ -647,7 +665,7 @@ INITIAL_AND_WARM_RULES = [
         "self.warmStart.defaults.all(k, self.parameters.exists(p, p.name == k))",
         "warmStart.defaults may name only the experiment's parameters",
         lambda s: s.warm_start is None or _names_given([s.warm_start.defaults], {p.name for p in s.parameters},
-                                                       every=False),
+                                                       set()),
         field="warmStart.defaults",
     ),
 ]
@@ -682,8 +700,9 @@ class ExperimentSpec(KubeModel):
         None,
         max_length=MAX_INITIAL_TRIALS,
         description="Optional: configurations to try first, in order (e.g. a library's defaults): trial k is "
-        "initialTrials[k]. Each gives a value for every parameter, within its bounds, on its step grid, one of a "
-        "categorical's values. They count toward maxTrials and the algorithm learns from them like from any trial; "
+        "initialTrials[k]. Each gives a value for every active parameter (and none for an inactive one), within its "
+        "bounds, on its step grid, one of a categorical's values. They count toward maxTrials and the algorithm "
+        "learns from them like from any trial; "
         "grid search does not repeat them. Not with hyperband.",
     )
     warm_start: WarmStart | None = Field(
@@ -755,7 +774,8 @@ class ExperimentSpec(KubeModel):
         """The configurations of ``initialTrials[start:start + n]``, as the parameters' values (the spec is valid:
         see :func:`initial_trial_problems`)."""
         entries = (self.initial_trials or [])[start:start + n] if n > 0 else []
-        return [{p.name: coerce_value(p, entry[p.name]) for p in self.parameters} for entry in entries]
+        return [{p.name: coerce_value(p, entry[p.name]) for p in self.parameters if p.name in entry}
+                for entry in entries]
 
     def search_space(self) -> SearchSpace:
         conditions = tuple((p.name, SpaceCondition(p.when.parameter, tuple(p.when.values)))

@@ -8,6 +8,8 @@ experiments in the same namespace) and hand their trials to :func:`take_in`, whi
 * a parameter of the source that this search space does not have is dropped;
 * a parameter of this search space that the source trial has no value for takes ``warmStart.defaults[name]``;
   without a default the trial is skipped;
+* a conditional parameter (``when``) inactive in the configuration so far (its parent inactive, or taking another
+  value) is dropped, whatever the source had; an active one follows the two rules above;
 * a value this search space does not contain is skipped with the trial: outside ``[min, max]``, not whole for an
   int parameter, off the step grid, of another type (a string for a number), or a categorical value no longer
   listed (:func:`kubetune.spec.coerce_value`, the rule ``initialTrials`` are checked by);
@@ -73,6 +75,9 @@ def project(spec: ExperimentSpec, params: Mapping[str, object]) -> dict[str, Par
     defaults = spec.warm_start.defaults if spec.warm_start is not None else None
     out: dict[str, ParamValue] = {}
     for p in spec.parameters:
+        if p.when is not None and not (p.when.parameter in out and any(
+                type(v) is type(out[p.when.parameter]) and v == out[p.when.parameter] for v in p.when.values)):
+            continue  # inactive in this configuration (its parent is inactive or takes another value): dropped
         if p.name in params:
             value = params[p.name]
         elif defaults is not None and p.name in defaults:

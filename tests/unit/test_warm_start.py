@@ -83,9 +83,11 @@ def test_an_initial_trial_outside_the_space_is_named_with_its_entry_and_paramete
 
 @pytest.mark.parametrize(("over", "expected"), [
     ({"initialTrials": [GOOD, {"x": 0.1, "n": 3}]},
-     "spec.initialTrials: each entry of initialTrials gives a value for every parameter and for no other name"),
+     "spec.initialTrials: each entry of initialTrials names only parameters, and gives a value for every parameter "
+     "without when"),
     ({"initialTrials": [{**GOOD, "y": 1}]},
-     "spec.initialTrials: each entry of initialTrials gives a value for every parameter and for no other name"),
+     "spec.initialTrials: each entry of initialTrials names only parameters, and gives a value for every parameter "
+     "without when"),
     ({"initialTrials": [GOOD, {**GOOD, "x": 0.1}], "maxTrials": 1, "parallelTrials": 1},
      "spec.initialTrials: initialTrials must not outnumber maxTrials"),
     ({"initialTrials": [GOOD] * 101}, "spec.initialTrials: Invalid value: List should have at most 100 items after validation, not 101"),
@@ -578,3 +580,52 @@ def test_waiting_goes_on_while_a_warm_start_source_is_missing_and_stops_for_an_i
     assert cluster.reads == 3
     with pytest.raises(kc.ExperimentStalled, match="exp is stalled: InvalidSpec: m"):
         kc.Client(cluster=Cluster([stalled("InvalidSpec")])).wait("exp", poll=0.0)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------------- conditional spaces
+
+CONDITIONAL = [{"name": "kernel", "type": "categorical", "values": ["rbf", "poly", 3]},
+               {"name": "degree", "type": "int", "min": 2, "max": 5, "when": {"parameter": "kernel",
+                                                                               "values": ["poly"]}},
+               {"name": "coef", "type": "float", "min": 0.0, "max": 1.0, "when": {"parameter": "kernel",
+                                                                                  "values": [3]}},
+               {"name": "C", "type": "float", "min": 0.1, "max": 10.0}]
+
+
+@pytest.mark.parametrize(("entry", "expected"), [
+    ({"kernel": "rbf", "C": 1.0}, []),
+    ({"kernel": "poly", "degree": 3, "C": 1.0}, []),
+    ({"kernel": "poly", "C": 1.0}, ['spec.initialTrials[0].degree: Required value: active here (kernel in ["poly"])']),
+    ({"kernel": "rbf", "degree": 3, "C": 1.0},
+     ['spec.initialTrials[0].degree: inactive here (it is active when kernel in ["poly"]): leave it out']),
+    ({"kernel": 3, "coef": 2.0, "C": 1.0}, ["spec.initialTrials[0].coef: 2.0 is above max 1"]),
+    ({"kernel": "rbf"}, ["spec.initialTrials: each entry of initialTrials names only parameters, and gives a value "
+                         "for every parameter without when"]),
+])
+def test_initial_trials_in_a_conditional_space_give_exactly_the_active_parameters(entry: dict[str, Any],
+                                                                                 expected: list[str]) -> None:
+    assert problems(parameters=CONDITIONAL, initialTrials=[entry]) == expected
+
+
+@pytest.mark.parametrize("algorithm", ["tpe", "bayesian", "random"])
+def test_conditional_initial_trials_are_the_first_trials_as_given(algorithm: str) -> None:
+    given = [{"kernel": "poly", "degree": 4, "C": 2.0}, {"kernel": 3, "coef": 0.5, "C": 0.5}, {"kernel": "rbf", "C": 1}]
+    spec = make_spec(parameters=CONDITIONAL, algorithm={"name": algorithm, "seed": 2}, initialTrials=given,
+                     maxTrials=6, parallelTrials=2)
+    trials = run_plans(spec, value=lambda p: float(p["C"]))
+    assert [t.params for t in trials[:3]] == [given[0], given[1], {"kernel": "rbf", "C": 1.0}]
+    assert len(trials) == 6
+
+
+@pytest.mark.parametrize(("params", "outcome"), [
+    ({"kernel": "rbf", "degree": 4, "coef": 0.3, "C": 1.0}, {"kernel": "rbf", "C": 1.0}),  # inactive ones dropped
+    ({"kernel": "poly", "degree": 4, "C": 1.0}, {"kernel": "poly", "degree": 4, "C": 1.0}),
+    ({"kernel": "poly", "C": 1.0}, "without degree"),  # active, no value, no default
+    ({"kernel": "poly", "degree": 9, "C": 1.0}, "degree above max"),
+    ({"kernel": "rbf", "degree": 9, "C": 1.0}, {"kernel": "rbf", "C": 1.0}),  # out of range but inactive: dropped
+])
+def test_out_of_space_rules_in_a_conditional_space(params: dict[str, Any], outcome: Any) -> None:
+    spec = make_spec(parameters=CONDITIONAL, warmStart={"experiments": ["old"]})
+    assert project(spec, params) == outcome
+    with_default = make_spec(parameters=CONDITIONAL, warmStart={"experiments": ["old"], "defaults": {"degree": 3}})
+    assert project(with_default, {"kernel": "poly", "C": 1.0}) == {"kernel": "poly", "degree": 3, "C": 1.0}
