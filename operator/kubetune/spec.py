@@ -409,10 +409,10 @@ class TrialTemplate(KubeModel):
 
 # --------------------------------------------------------------------------------------------------- conditions
 
-_NAMES = "self.parameters.map(q, q.name)"
-_PARENT = "names.indexOf(p.when.parameter)"
-"""The CEL rules look the parent up by its index (``cel.bind``): one pass over the names per parameter, so their cost
-stays far below the API server's limit for 64 parameters of 64 values."""
+_PARENT_AT = "self.parameters.map(q, q.name == p.when.parameter).indexOf(true)"
+_SELF_AT = "self.parameters.map(q, q.name == p.name).indexOf(true)"
+"""Positions by lists of booleans: ``indexOf`` over constant-size elements keeps the rules' estimated cost within the
+API server's budget (``[x].all(i, ...)`` binds a value once; CRD rules have no ``cel.bind``)."""
 CONDITION_ALGORITHMS = tuple(sorted(n for n, c in SAMPLERS.items() if c.supports_conditions))
 """Algorithms that handle conditional parameters (the others are refused a spec with ``when``)."""
 
@@ -436,23 +436,21 @@ def _values_among(s: Any, p: Any, j: int | None) -> bool:
 
 CONDITION_RULES = [
     Rule(
-        f"cel.bind(names, {_NAMES}, self.parameters.all(p, !has(p.when) || "
-        f"cel.bind(i, {_PARENT}, i >= 0 && i < names.indexOf(p.name))))",
+        f"self.parameters.all(p, !has(p.when) || ({_PARENT_AT} >= 0 && {_PARENT_AT} < {_SELF_AT}))",
         "when.parameter must name a parameter declared earlier in spec.parameters",
         lambda s: _conditions_hold(s, lambda p, i, j: j is not None and j < i),
         field="parameters",
     ),
     Rule(
-        f"cel.bind(names, {_NAMES}, self.parameters.all(p, !has(p.when) || "
-        f"cel.bind(i, {_PARENT}, i < 0 || self.parameters[i].type == 'categorical')))",
+        "self.parameters.all(p, !has(p.when) || "
+        "self.parameters.all(q, q.name != p.when.parameter || q.type == 'categorical'))",
         "when.parameter must name a categorical parameter",
         lambda s: _conditions_hold(s, lambda p, i, j: j is None or s.parameters[j].type == "categorical"),
         field="parameters",
     ),
     Rule(
-        f"cel.bind(names, {_NAMES}, self.parameters.all(p, !has(p.when) || "
-        f"cel.bind(i, {_PARENT}, i < 0 || !has(self.parameters[i].values) || "
-        "cel.bind(choices, self.parameters[i].values, p.when.values.all(v, v in choices)))))",
+        f"self.parameters.all(p, !has(p.when) || [{_PARENT_AT}].all(i, i < 0 || !has(self.parameters[i].values) || "
+        "p.when.values.all(v, v in self.parameters[i].values)))",
         "when.values must be values of the parameter that when.parameter names",
         lambda s: _conditions_hold(s, lambda p, i, j: _values_among(s, p, j)),
         field="parameters",
