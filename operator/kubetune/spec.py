@@ -490,13 +490,14 @@ INITIAL_TRIALS_EXCLUDED = ("hyperband",)
 WARM_START_ALGORITHMS = tuple(sorted(n for n, c in SAMPLERS.items() if c.warm_start))
 """Algorithms that learn from a warm start (the others would ignore it: it is refused for them)."""
 
-_ANY_VALUE = WithJsonSchema({"x-kubernetes-preserve-unknown-fields": True})
 ValueMap = Annotated[
-    dict[str, Annotated[Any, _ANY_VALUE]],
+    dict[str, Any],
     Field(max_length=64),
+    WithJsonSchema({"type": "object", "maxProperties": 64, "x-kubernetes-preserve-unknown-fields": True}),
 ]
 """A value per parameter: numbers for float and int parameters, a string or integer among the values of a categorical
-one. The schema admits any scalar; the values are checked against the search space offline and by the operator
+one. Numbers and strings are a union a CRD schema cannot type, so the schema keeps the object as it is (CEL sees no
+field of it): names and values are checked against the search space offline and by the operator
 (:func:`initial_trial_problems`)."""
 
 
@@ -571,20 +572,16 @@ class WarmStart(KubeModel):
     )
 
 
-def _names_given(entries: Any, names: set[str], needed: set[str]) -> bool:
-    return all(set(e) <= names and needed <= set(e) for e in entries or [])
-
-
 def _when(p: Parameter) -> str:
     assert p.when is not None
     return f"{p.when.parameter} in [{', '.join(json.dumps(v) for v in p.when.values)}]"
 
 
 def initial_trial_problems(spec: ExperimentSpec) -> list[tuple[str, str]]:
-    """``(path, message)`` for every value of ``initialTrials`` and ``warmStart.defaults`` that is not in its
-    parameter's domain, for a conditional parameter given while inactive or missing while active, and for repeated
-    initial trials: the checks the CRD's CEL rules cannot make. Names (unknown parameters, missing parameters
-    without ``when``) are the CEL rules' to report."""
+    """``(path, message)`` for every name of ``initialTrials`` and ``warmStart.defaults`` that is not a parameter,
+    every parameter without ``when`` missing from an initial trial, every value not in its parameter's domain, a
+    conditional parameter given while inactive or missing while active, and repeated initial trials: the checks the
+    CRD's CEL rules cannot make (they see no field of an entry, see :data:`ValueMap`)."""
     params = {p.name: p for p in spec.parameters}
     problems: list[tuple[str, str]] = []
     seen: dict[tuple[object, ...], int] = {}
@@ -596,13 +593,16 @@ def initial_trial_problems(spec: ExperimentSpec) -> list[tuple[str, str]]:
         values: dict[str, ParamValue] = {}
         for name, value in entry.items():
             if name not in params:
+                problems.append((f"initialTrials[{i}].{name}", "not a parameter of this experiment"))
                 continue
             try:
                 values[name] = coerce_value(params[name], value)
             except ValueProblem as e:
                 problems.append((f"initialTrials[{i}].{name}", str(e)))
-        if len(values) < len(entry) or not {p.name for p in spec.parameters if p.when is None} <= set(values):
-            continue  # reported above, or by a CEL rule
+        missing = [p.name for p in spec.parameters if p.when is None and p.name not in entry]
+        problems += [(f"initialTrials[{i}].{name}", "Required value") for name in missing]
+        if len(values) < len(entry) or missing:
+            continue  # reported above
         active = set(space.active_names(values))
         for p in spec.parameters:
             if p.when is None:
@@ -619,7 +619,9 @@ def initial_trial_problems(spec: ExperimentSpec) -> list[tuple[str, str]]:
             seen.setdefault(key, i)
     defaults = spec.warm_start.defaults if spec.warm_start is not None else None
     for name, value in (defaults or {}).items():
-        if name in params:
+        if name not in params:
+            problems.append((f"warmStart.defaults.{name}", "not a parameter of this experiment"))
+        else:
             try:
                 coerce_value(params[name], value)
             except ValueProblem as e:
@@ -632,14 +634,6 @@ INITIAL_AND_WARM_RULES = [
         "!has(self.initialTrials) || size(self.initialTrials) <= self.maxTrials",
         "initialTrials must not outnumber maxTrials",
         lambda s: len(s.initial_trials or []) <= s.max_trials,
-        field="initialTrials",
-    ),
-    Rule(
-        "!has(self.initialTrials) || self.initialTrials.all(t, t.all(k, self.parameters.exists(p, p.name == k))"
-        " && self.parameters.all(p, has(p.when) || p.name in t))",
-        "each entry of initialTrials names only parameters, and gives a value for every parameter without when",
-        lambda s: _names_given(s.initial_trials, {p.name for p in s.parameters},
-                               {p.name for p in s.parameters if p.when is None}),
         field="initialTrials",
     ),
     Rule(
@@ -657,14 +651,6 @@ INITIAL_AND_WARM_RULES = [
         "earlier trials",
         lambda s: s.warm_start is None or s.algorithm.name in WARM_START_ALGORITHMS,
         field="warmStart",
-    ),
-    Rule(
-        "!has(self.warmStart) || !has(self.warmStart.defaults) || "
-        "self.warmStart.defaults.all(k, self.parameters.exists(p, p.name == k))",
-        "warmStart.defaults may name only the experiment's parameters",
-        lambda s: s.warm_start is None or _names_given([s.warm_start.defaults], {p.name for p in s.parameters},
-                                                       set()),
-        field="warmStart.defaults",
     ),
 ]
 

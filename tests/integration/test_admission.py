@@ -126,6 +126,25 @@ CASES: list[tuple[str, Mutation, str]] = [
      _spec(parameters=[{"name": "degree", "type": "int", "min": 2, "max": 5}],
            algorithm={"name": "hyperband", "settings": {"resourceParameter": "degree"}}),
      "the hyperband algorithm needs at least one parameter besides settings.resourceParameter"),
+    # spec.initialTrials and spec.warmStart (the example's parameters: C, gamma, kernel, degree); names and values
+    # inside an entry are kubetune's to check (tests/unit/test_warm_start.py): CEL sees no field of it
+    ("initial-trials-outnumber-max-trials",
+     _spec(initialTrials=[{"C": 1.0, "gamma": 0.001, "kernel": "rbf", "degree": 3}] * 2, maxTrials=1,
+           parallelTrials=1), "initialTrials must not outnumber maxTrials"),
+    ("initial-trials-at-most-100",
+     _spec(initialTrials=[{"C": 1.0, "gamma": 0.001, "kernel": "rbf", "degree": 3}] * 101, maxTrials=200),
+     "at most 100 items"),
+    ("initial-trial-at-most-64-values", _spec(initialTrials=[{f"p{i}": i for i in range(65)}]), "at most 64 items"),
+    ("initial-trials-with-hyperband",
+     _spec(initialTrials=[{"C": 1.0, "gamma": 0.001, "kernel": "rbf", "degree": 3}],
+           algorithm={"name": "hyperband", "settings": {"resourceParameter": "degree"}}),
+     "initialTrials cannot be combined with the hyperband algorithm"),
+    ("warm-start-with-random", _spec(algorithm={"name": "random"}, warmStart={"experiments": ["older"]}),
+     "warmStart applies only to algorithm bayesian, tpe"),
+    ("warm-start-not-itself", _spec(warmStart={"experiments": ["digits-svm"]}),
+     "spec.warmStart.experiments cannot name the experiment itself"),
+    ("warm-start-max-trials", _spec(warmStart={"experiments": ["older"], "maxTrials": 1001}),
+     "less than or equal to 1000"),
 ]
 
 

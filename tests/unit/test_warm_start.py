@@ -82,17 +82,13 @@ def test_an_initial_trial_outside_the_space_is_named_with_its_entry_and_paramete
 
 
 @pytest.mark.parametrize(("over", "expected"), [
-    ({"initialTrials": [GOOD, {"x": 0.1, "n": 3}]},
-     "spec.initialTrials: each entry of initialTrials names only parameters, and gives a value for every parameter "
-     "without when"),
-    ({"initialTrials": [{**GOOD, "y": 1}]},
-     "spec.initialTrials: each entry of initialTrials names only parameters, and gives a value for every parameter "
-     "without when"),
+    ({"initialTrials": [GOOD, {"x": 0.1, "n": 3}]}, "spec.initialTrials[1].k: Required value"),
+    ({"initialTrials": [{**GOOD, "y": 1}]}, "spec.initialTrials[0].y: not a parameter of this experiment"),
     ({"initialTrials": [GOOD, {**GOOD, "x": 0.1}], "maxTrials": 1, "parallelTrials": 1},
      "spec.initialTrials: initialTrials must not outnumber maxTrials"),
     ({"initialTrials": [GOOD] * 101}, "spec.initialTrials: Invalid value: List should have at most 100 items after validation, not 101"),
     ({"warmStart": {"experiments": ["old"], "defaults": {"y": 1}}},
-     "spec.warmStart.defaults: warmStart.defaults may name only the experiment's parameters"),
+     "spec.warmStart.defaults.y: not a parameter of this experiment"),
     ({"warmStart": {"experiments": ["old"], "defaults": {"n": 0}}},
      "spec.warmStart.defaults.n: 0 is below min 1"),
     ({"warmStart": {"experiments": ["old"], "maxTrials": 1001}},
@@ -599,8 +595,8 @@ CONDITIONAL = [{"name": "kernel", "type": "categorical", "values": ["rbf", "poly
     ({"kernel": "rbf", "degree": 3, "C": 1.0},
      ['spec.initialTrials[0].degree: inactive here (it is active when kernel in ["poly"]): leave it out']),
     ({"kernel": 3, "coef": 2.0, "C": 1.0}, ["spec.initialTrials[0].coef: 2.0 is above max 1"]),
-    ({"kernel": "rbf"}, ["spec.initialTrials: each entry of initialTrials names only parameters, and gives a value "
-                         "for every parameter without when"]),
+    ({"kernel": "rbf"}, ["spec.initialTrials[0].C: Required value"]),
+    ({"kernel": "rbf", "C": 1.0, "gamma": 0.1}, ["spec.initialTrials[0].gamma: not a parameter of this experiment"]),
 ])
 def test_initial_trials_in_a_conditional_space_give_exactly_the_active_parameters(entry: dict[str, Any],
                                                                                  expected: list[str]) -> None:
