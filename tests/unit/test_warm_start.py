@@ -336,7 +336,8 @@ TRIAL = """
     import kubetune_trial as kt
     p = kt.params()
     with open(os.path.join(os.path.dirname(__file__), "launched.jsonl"), "a") as f:
-        f.write(json.dumps({"experiment": os.environ["KUBETUNE_EXPERIMENT"], "params": p}) + "\\n")
+        f.write(json.dumps({"experiment": os.environ["KUBETUNE_EXPERIMENT"], "params": p,
+                            "number": int(os.environ["KUBETUNE_TRIAL_NUMBER"])}) + "\\n")
     kt.report(loss=(p["x"] - OPT) ** 2)
 """
 
@@ -362,7 +363,9 @@ def run(tmp_path: Path, path: Path, *args: str) -> subprocess.CompletedProcess[s
 
 def launched(tmp_path: Path, experiment: str) -> list[dict[str, Any]]:
     lines = (tmp_path / "launched.jsonl").read_text().splitlines()
-    return [d["params"] for d in map(json.loads, lines) if d["experiment"] == experiment]
+    ran = sorted((d["number"], d["params"]) for d in map(json.loads, lines) if d["experiment"] == experiment)
+    assert [n for n, _ in ran] == list(range(len(ran)))  # each trial's process ran once
+    return [params for _, params in ran]
 
 
 def test_kubetune_run_runs_the_initial_trials_first_and_learns_from_the_earlier_run(tmp_path: Path) -> None:
@@ -377,7 +380,7 @@ def test_kubetune_run_runs_the_initial_trials_first_and_learns_from_the_earlier_
     assert "skipped: 2 beyond warmStart.maxTrials" in r.stderr
     ran = launched(tmp_path, "new")
     assert len(ran) == 6  # warm-start trials are not trials of this run: maxTrials of its own ran
-    assert ran[:2] == [{"x": 0.5}, {"x": 0.9}]  # processes launched, in order (2 at a time, numbers 0 and 1)
+    assert ran[:2] == [{"x": 0.5}, {"x": 0.9}]  # what the processes of trials 0 and 1 were given
     rows = [json.loads(line) for line in (tmp_path / "kubetune-runs" / "new" / "trials.jsonl").read_text()
             .splitlines()]
     assert [(row["number"], row["params"]) for row in rows[:2]] == [(0, {"x": 0.5}), (1, {"x": 0.9})]
