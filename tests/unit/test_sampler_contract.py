@@ -303,7 +303,14 @@ def cond_loop(name: str, n_trials: int, batch: int = 3, seed: int = 3) -> list[O
         if not suggestions:
             break
         for p in suggestions:
-            history.append(Observation(params=p, state=ObservationState.COMPLETE, loss=cond_loss(p)))
+            # some failed and pruned trials too: the models rank them with NaN coordinates where inactive
+            if len(history) % 9 == 4:
+                history.append(Observation(params=p, state=ObservationState.FAILED))
+            elif len(history) % 9 == 7:
+                history.append(Observation(params=p, state=ObservationState.PRUNED, loss=cond_loss(p) + 1,
+                                           intermediate=((1, cond_loss(p) + 1),)))
+            else:
+                history.append(Observation(params=p, state=ObservationState.COMPLETE, loss=cond_loss(p)))
     return history
 
 
