@@ -633,7 +633,7 @@ INITIAL_AND_WARM_RULES = [
     Rule(
         "!has(self.initialTrials) || size(self.initialTrials) <= self.maxTrials",
         "initialTrials must not outnumber maxTrials",
-        lambda s: len(s.initial_trials or []) <= s.max_trials,
+        lambda s: not s.initial_trials or len(s.initial_trials) <= s.max_trials,
         field="initialTrials",
     ),
     Rule(
