@@ -487,3 +487,28 @@ def test_a_job_deleted_before_the_watch_showed_it_is_a_lost_trial_once_the_grace
         assert fake.calls["create_job"] == 3  # the lost trial's slot goes to a new trial
 
     asyncio.run(go())
+
+
+def test_each_job_is_deleted_once_however_late_the_watch_shows_it() -> None:
+    """Finished Jobs beyond those kept for logs, and the Jobs of pruned trials, are deleted once each: a reconcile
+    that runs before the watch delivered a deletion does not send it again."""
+    body = experiment(max_trials=60, parallel=4, algorithm={"name": "random", "seed": 2},
+                      earlyStopping={"rule": "median"})
+    h = Harness(body, seed=2, lag=True)
+    deletes: Counter[str] = Counter()
+    delete = h.fake.delete_namespaced_job
+
+    def counted(name: str, namespace: str, **kw: Any) -> Any:
+        deletes[name] += 1
+        return delete(name, namespace, **kw)
+
+    h.fake.delete_namespaced_job = counted  # type: ignore[method-assign]
+
+    async def go() -> None:
+        await h.run(3000)
+        await h.settle()
+
+    asyncio.run(go())
+    check(h, body)
+    assert len(deletes) >= 60 - 10 - 4, deletes  # all but the newest finished ones went
+    assert max(deletes.values()) == 1, {n: c for n, c in deletes.items() if c > 1}

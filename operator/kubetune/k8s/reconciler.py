@@ -187,6 +187,9 @@ class ExperimentWorker:
         shown it yet, with when that was known: such a Job is neither made again nor asked about for
         ``UNSEEN_GRACE_SECONDS``. A reconcile that runs before the watch delivers a new Job would otherwise take it
         for missing."""
+        self.deletes_sent: dict[str, float] = {}
+        """Jobs this worker asked the API server to delete, with when: not asked again for
+        ``UNSEEN_GRACE_SECONDS`` while the watch has not shown them deleting (nor gone)."""
         self.last_best: int | None = None
         self.store: TrialStore | None = None
         self.stops_unchecked = True
@@ -241,7 +244,7 @@ class ExperimentWorker:
         name, namespace = meta["name"], meta["namespace"]
         if meta.get("uid") != self.uid:  # a new experiment under the same name: start over
             self.uid, self.records, self.seen, self.last_best, self.store = meta.get("uid"), None, set(), None, None
-            self.known_jobs = {}
+            self.known_jobs, self.deletes_sent = {}, {}
             self.time_limit_at = None
         spec, problems = parse_spec(body)
         if spec is None:
@@ -307,12 +310,10 @@ class ExperimentWorker:
 
         # Stopped trials' Jobs go, stale ones too (a failed delete, or a restart in between), before any new Job is
         # made: the trials running never outnumber parallelTrials. Then the new and missing Jobs are made.
-        deletes = [*stale_jobs, *(trial_name(name, t.number) for t in stopped)]
+        deletes = self._unsent([*stale_jobs, *(trial_name(name, t.number) for t in stopped)], view)
         if self.stops_unchecked:
             deletes += [job for job in await self._stopped_with_pods(namespace, name) if job not in deletes]
-        results = await gather_calls([functools.partial(self.api.delete_job, namespace, job_name)
-                                      for job_name in deletes])
-        failure: Exception | None = next((r for r in results if isinstance(r, Exception)), None)
+        failure: Exception | None = await self._delete_jobs(namespace, deletes)
         if failure is not None:
             raise failure
         self.stops_unchecked = False
@@ -539,11 +540,27 @@ class ExperimentWorker:
              and self.records[j.number].state.finished),
             key=lambda j: j.number,
         )
-        results = await gather_calls([functools.partial(self.api.delete_job, namespace, job.name)
-                                      for job in done[: max(len(done) - KEEP_FINISHED_JOBS, 0)]])
-        failure = next((r for r in results if isinstance(r, Exception)), None)
+        old = self._unsent([job.name for job in done[: max(len(done) - KEEP_FINISHED_JOBS, 0)]], view)
+        failure = await self._delete_jobs(namespace, old)
         if failure is not None:
             raise failure
+
+    def _unsent(self, names: Sequence[str], view: ClusterView) -> list[str]:
+        """``names`` but the Jobs whose delete was sent lately and not yet seen on the watch (a reconcile that runs
+        before the watch delivers the deletion would otherwise send it again)."""
+        now = time.monotonic()
+        self.deletes_sent = {n: at for n, at in self.deletes_sent.items()
+                             if n in view.jobs and not view.jobs[n].deleting and now - at < UNSEEN_GRACE_SECONDS}
+        return [n for n in names if n not in self.deletes_sent]
+
+    async def _delete_jobs(self, namespace: str, names: Sequence[str]) -> Exception | None:
+        """Delete the Jobs concurrently; the first failure, if any (the others are made all the same)."""
+        results = await gather_calls([functools.partial(self.api.delete_job, namespace, n) for n in names])
+        now = time.monotonic()
+        for n, r in zip(names, results):
+            if not isinstance(r, Exception):
+                self.deletes_sent[n] = now
+        return next((r for r in results if isinstance(r, Exception)), None)
 
     async def _patch_status(self, body: Mapping[str, Any], status: dict[str, Any]) -> None:
         old = body.get("status") or {}
