@@ -74,11 +74,16 @@ class Fault:
 
 class Faults:
     """A seeded fault schedule: each call fails with probability ``rate``; some faults repeat on the next calls of
-    the same kind (a burst), so that the API's own retries run out and the reconcile has to try again."""
+    the same kind (a burst), so that the API's own retries run out and the reconcile has to try again.
+
+    Each kind of call draws from a random stream of its own, so that calls of one kind made concurrently (the
+    reconciler's Job creates, Events posted in the background) leave the schedule of the others as it is: the
+    faults of a kind depend on how many such calls were made, not on how threads interleaved."""
 
     def __init__(self, seed: int, rate: float = 0.2, burst: float = 0.15, ops: Iterable[str] = OPS,
                  kinds: Iterable[str] = KINDS) -> None:
-        self.rng = random.Random(seed)
+        self.seed = seed
+        self._rngs: dict[str, random.Random] = {}
         self.rate, self.burst = rate, burst
         self.ops, self.kinds = frozenset(ops), tuple(kinds)
         self.enabled = True
@@ -92,15 +97,16 @@ class Faults:
             if not self.enabled or op not in self.ops:
                 return None
             queued = self._bursts.get(op)
+            rng = self._rngs.setdefault(op, random.Random(f"{self.seed}:{op}"))
             if queued:
                 fault = queued.pop()
-            elif self.rng.random() < self.rate:
-                kind = self.rng.choice(self.kinds)
-                after = op in WRITES and kind in AFTER_KINDS and self.rng.random() < 0.5
-                retry_after = self.rng.choice([None, 0.0, 1.0, 3.0, 120.0]) if kind == "429" else None
+            elif rng.random() < self.rate:
+                kind = rng.choice(self.kinds)
+                after = op in WRITES and kind in AFTER_KINDS and rng.random() < 0.5
+                retry_after = rng.choice([None, 0.0, 1.0, 3.0, 120.0]) if kind == "429" else None
                 fault = Fault(kind, after, retry_after)
-                if self.rng.random() < self.burst:
-                    self._bursts[op] = [Fault(kind, False, retry_after)] * self.rng.randint(2, 6)
+                if rng.random() < self.burst:
+                    self._bursts[op] = [Fault(kind, False, retry_after)] * rng.randint(2, 6)
             else:
                 return None
             self.injected[(op, fault.kind, "after" if fault.after else "before")] += 1
@@ -184,6 +190,7 @@ class FakeCluster:
                  run_ticks: tuple[int, int] = (2, 6), fail_rate: float = 0.1, steps: int = 4,
                  quick: bool = False) -> None:
         self.lock = threading.RLock()
+        self.seed = seed
         self.rng = random.Random(seed)
         self.faults = faults
         self.run_ticks, self.fail_rate, self.steps = run_ticks, fail_rate, steps
@@ -308,8 +315,10 @@ class FakeCluster:
             params = json.loads(job["metadata"]["annotations"]["kubetune.io/parameters"])
             steps = int(params.get("epochs", self.steps))
             start = self.tick_no + 1
-            end = start + self.rng.randint(*self.run_ticks) + min(steps, 4)
-            fails = self.rng.random() < self.fail_rate
+            # the trial's own stream: Jobs created concurrently get the same schedule in any order
+            rng = random.Random(f"{self.seed}:{name}")
+            end = start + rng.randint(*self.run_ticks) + min(steps, 4)
+            fails = rng.random() < self.fail_rate
             self.plans[uid] = {"start": start, "end": end, "steps": steps, "exit": 1 if fails else 0}
             self._emit("jobs", name, job)
             return _obj(job["metadata"])

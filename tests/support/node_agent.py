@@ -505,10 +505,14 @@ class PodWorker(threading.Thread):
         """
         core, call = self.agent.core, self.agent.call
         conflicts = 0
+
+        def read_pod(**kw: Any) -> bytes:
+            # the body is read within the retried call: a response cut by a restarting API server is retried too
+            return bytes(core.read_namespaced_pod(self.pod_name, self.namespace, _preload_content=False, **kw).data)
+
         while True:
             try:
-                pod = json.loads(call("read pod", core.read_namespaced_pod,
-                                      self.pod_name, self.namespace, _preload_content=False).data)
+                pod = json.loads(call("read pod", read_pod))
             except ApiException as exc:
                 if exc.status == 404:
                     raise PodGone() from exc
