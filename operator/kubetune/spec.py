@@ -183,21 +183,7 @@ class Parameter(KubeModel):
     @field_validator("values", mode="before")
     @classmethod
     def _scalar_values(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            for i, v in enumerate(value):
-                if isinstance(v, bool) or not isinstance(v, (int, str)):
-                    kind = "boolean" if isinstance(v, bool) else "number" if isinstance(v, float) else "object"
-                    example = str(v).lower() if isinstance(v, bool) else str(v)
-                    raise ValueError(
-                        f'values[{i}] must be of type integer,string: "{kind}" '
-                        f'(write floats and booleans quoted, e.g. "{example}")'
-                    )
-                if isinstance(v, str) and len(v) > MAX_CATEGORICAL_LENGTH:
-                    raise ValueError(f"values[{i}]: Too long: may not be more than {MAX_CATEGORICAL_LENGTH} bytes")
-                if isinstance(v, str) and not re.fullmatch(CATEGORICAL_PATTERN, v):
-                    shown = json.dumps(v, ensure_ascii=False)
-                    raise ValueError(f"values[{i}]: Invalid value: {shown}: should match '{CATEGORICAL_PATTERN}'")
-        return value
+        return _check_categorical_values(value)
 
     __rules__ = [
         Rule(
