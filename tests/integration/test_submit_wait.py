@@ -132,7 +132,7 @@ def test_ctrl_c_exits_130_and_leaves_the_experiment_running(sig: int, code: int,
     """Ctrl-C (SIGINT; SIGTERM alike) stops following, says the experiment goes on, and it does: the same object
     runs its trials to the end."""
     name = f"stopped-{word}"
-    path = experiment_file(tmp_path, name, 2, 2, seconds=4)
+    path = experiment_file(tmp_path, name, 2, 2, seconds=15)  # still running when the signal comes, even when loaded
     proc = subprocess.Popen(command(path, ns, control_plane), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
