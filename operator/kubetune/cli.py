@@ -61,8 +61,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, received: list[int]) -> int:
-    from .local.progress import Progress, describe
+    from .local.progress import Progress, describe, describe_front
     from .local.runner import LocalRunner, RunRefused
+    from .plan import pareto_front
     from .spec import WARM_START_ALGORITHMS
 
     try:
@@ -121,6 +122,8 @@ def _run(args: argparse.Namespace, received: list[int]) -> int:
         print(f"experiment {word}: {outcome.reason}: {outcome.message}", file=sys.stderr)
     if result.best is not None:
         print("best: " + describe(result.best, spec.objective.metric))
+    if spec.multi_objective:
+        print("\n".join(describe_front(spec, pareto_front(spec, result.trials))))
     print(f"results: {out_dir}/results.csv", file=sys.stderr)
     return result.exit_code
 

@@ -177,7 +177,8 @@ class _Follower:
             return None
         best = r.best
         return Snapshot(r.spec.objective.metric, r.spec.max_trials, [t.trial for t in r.trials],
-                        best.trial if best else None, self.started if self.started is not None else time.monotonic())
+                        best.trial if best else None, self.started if self.started is not None else time.monotonic(),
+                        len(r.front) if r.spec.multi_objective else None)
 
     def __call__(self, obj: dict[str, Any], final: bool = False) -> None:
         now = time.monotonic()
@@ -219,7 +220,7 @@ def _follow(kt: Client, name: str, namespace: str, timeout: float | None) -> int
     finished trial otherwise); 0 succeeded, 1 failed or stalled, 124 timeout, 130 Ctrl-C, 143 SIGTERM. Stopping the
     command never stops the experiment."""
     from .client import ExperimentStalled, WaitTimeout
-    from .progress import RunView, describe
+    from .progress import RunView, describe, describe_front
     from .results.cluster import ClusterError, ClusterExperiment, outcome_of
 
     view = RunView(sys.stderr, max_rows=8, eta_window=ETA_WINDOW)
@@ -262,6 +263,8 @@ def _follow(kt: Client, name: str, namespace: str, timeout: float | None) -> int
     best = results.best
     if best is not None:
         print("best: " + describe(best.trial, results.spec.objective.metric))
+    if results.spec.multi_objective:
+        print("\n".join(describe_front(results.spec, [r.trial for r in results.front])))
     return 0 if outcome.get("succeeded") else EXIT_FAILED
 
 
@@ -278,7 +281,9 @@ def _experiment_row(obj: dict[str, Any], wide: bool, with_namespace: bool) -> li
     if wide:
         row.append(_fmt((spec.get("objective") or {}).get("metric")))
     best = (status.get("bestTrial") or {}).get("objectiveValue")  # printed whole, as kubectl prints it
-    row += ["<none>" if best is None else str(best), _fmt(trials.get("succeeded")),
+    front = (status.get("paretoFront") or {}).get("size") if isinstance(status.get("paretoFront"), dict) else None
+    shown = f"front:{_fmt(front)}" if front is not None else "<none>" if best is None else str(best)
+    row += [shown, _fmt(trials.get("succeeded")),
             _fmt(trials.get("created")), _fmt(spec.get("maxTrials"))]
     if wide:
         row += [_fmt(trials.get("running")), _fmt(trials.get("pruned")), _fmt(trials.get("failed"))]
@@ -374,8 +379,18 @@ def _cmd_trials(args: argparse.Namespace) -> int:
 
 def _cmd_best(args: argparse.Namespace) -> int:
     from .client import record_json
+    from .progress import describe_front
 
     results = _results(args)
+    if results.spec.multi_objective:  # several objectives: the best trials are the Pareto front
+        front = results.front
+        if not front:
+            return _error(f"{results.source} has no succeeded trial with every objective yet")
+        if args.output == "json":
+            sys.stdout.write(json.dumps([record_json(results, r) for r in front], indent=2) + "\n")
+            return 0
+        print("\n".join(describe_front(results.spec, [r.trial for r in front], limit=len(front))))
+        return 0
     best = results.best
     if best is None:
         return _error(f"{results.source} has no succeeded trial yet")
@@ -516,7 +531,8 @@ def register(sub: Any) -> None:
     t.add_argument("--output", "-o", choices=["wide", "csv", "json"])
     t.set_defaults(func=_guarded(_cmd_trials))
 
-    b = sub.add_parser("best", parents=[conn], help="an experiment's best trial: parameters and metrics")
+    b = sub.add_parser("best", parents=[conn], help="an experiment's best trial: parameters and metrics (with "
+                       "several objectives: every trial of the Pareto front)")
     b.add_argument("name")
     b.add_argument("--output", "-o", choices=["json"])
     b.set_defaults(func=_guarded(_cmd_best))

@@ -13,10 +13,13 @@ from collections.abc import Callable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+
 from .engine import Observation, ParamValue, Sampler, make_sampler
+from .engine.pareto import dominates, select_spread
 from .pruning import Pruner, make_pruner
 from .pruning._curve import FinishedCurves
-from .spec import ExperimentSpec
+from .spec import MAX_FRONT_IN_STATUS, ExperimentSpec
 from .trials import Reason, Trial, TrialState
 
 
@@ -76,6 +79,10 @@ class Plan:
     """Set once the experiment has an outcome; it is *finished* when, in addition, no trial is active."""
     counts: Counts = field(default_factory=Counts)
     best: Trial | None = None
+    """The best trial (None with several objectives: see ``front``)."""
+    front: list[Trial] = field(default_factory=list)
+    """With several objectives: the Pareto front of the Succeeded trials that reported every objective, in number
+    order (the whole front; status shows a bounded selection, see :func:`front_in_status`)."""
     time_left: float | None = None
     """Seconds until ``stopping.maxDurationSeconds`` runs out, while the experiment goes on and its clock runs
     (else None): a backend plans again then, even if nothing else happens."""
@@ -100,7 +107,42 @@ def count(trials: Sequence[Trial]) -> Counts:
     return c
 
 
+def pareto_front(spec: ExperimentSpec, trials: Iterable[Trial]) -> list[Trial]:
+    """With several objectives, the Succeeded trials that reported every objective and that no other such trial
+    dominates (trials with equal values are all kept), in number order; empty with one objective."""
+    if not spec.multi_objective:
+        return []
+    objectives = spec.objective_list
+    members = sorted(((losses, t.number, t) for t in trials if (losses := t.losses(objectives)) is not None),
+                     key=lambda m: (m[0], m[1]))
+    # In lexicographic order of the losses no row dominates one before it, so one sweep against the front found
+    # so far decides each row (work in proportion to the rows times the front).
+    front: list[Trial] = []
+    kept = np.zeros((0, len(objectives)))
+    for losses, _, t in members:
+        y = np.array(losses)
+        if len(kept) and bool(((kept <= y).all(axis=1) & (kept < y).any(axis=1)).any()):
+            continue
+        front.append(t)
+        kept = np.vstack([kept, y[None]])
+    return sorted(front, key=lambda t: t.number)
+
+
+def front_in_status(spec: ExperimentSpec, front: Sequence[Trial], limit: int = MAX_FRONT_IN_STATUS) -> list[Trial]:
+    """At most ``limit`` members of ``front`` for status: all when they fit, else a spread chosen by crowding
+    distance (the extremes of every objective first; see :func:`kubetune.engine.pareto.select_spread`), in number
+    order."""
+    ordered = sorted(front, key=lambda t: t.number)
+    if len(ordered) <= limit:
+        return ordered
+    objectives = spec.objective_list
+    losses = np.array([t.losses(objectives) for t in ordered])
+    return [ordered[i] for i in select_spread(losses, limit)]
+
+
 def best_trial(spec: ExperimentSpec, trials: Sequence[Trial]) -> Trial | None:
+    if spec.multi_objective:
+        return None
     best: Trial | None = None
     best_value: float | None = None
     for t in trials:
@@ -144,7 +186,7 @@ def without_improvement(spec: ExperimentSpec, trials: Iterable[Trial]) -> int:
 def build_sampler(spec: ExperimentSpec, experiment: str) -> Sampler:
     seed = spec.algorithm.seed if spec.algorithm.seed is not None else default_seed(experiment)
     return make_sampler(spec.algorithm.name, spec.search_space(), seed=seed,
-                        settings=spec.algorithm.sampler_settings())
+                        settings=spec.algorithm.sampler_settings(), objectives=len(spec.objective_list))
 
 
 def _time_up(spec: ExperimentSpec, elapsed: float | None) -> bool:
@@ -158,7 +200,7 @@ def _stalled(spec: ExperimentSpec, since: int) -> bool:
 
 
 def _outcome(spec: ExperimentSpec, c: Counts, best: Trial | None, exhausted: bool, since: int = 0,
-             elapsed: float | None = None) -> Outcome | None:
+             elapsed: float | None = None, front: int = 0) -> Outcome | None:
     if c.failed > spec.max_failed_trials:
         return Outcome(False, Outcomes.TOO_MANY_FAILED_TRIALS,
                        f"{c.failed} trials failed, more than maxFailedTrials={spec.max_failed_trials}")
@@ -171,6 +213,8 @@ def _outcome(spec: ExperimentSpec, c: Counts, best: Trial | None, exhausted: boo
                            f"(target {spec.objective.target:g})")
     value = best.objective_value(spec.objective) if best else None
     tail = f"; best {spec.objective.metric}={value:g} (trial {best.number})" if best and value is not None else ""
+    if front:
+        tail = f"; a Pareto front of {front} trial{'s' if front > 1 else ''}"
     if _time_up(spec, elapsed):
         assert spec.stopping is not None
         # the message does not change as time goes on: the status is not written again for it
@@ -232,6 +276,9 @@ class History:
         """Succeeded, failed, pruned and canceled trials among these (``created`` and ``running`` stay 0)."""
         self.best: Trial | None = None
         self._best_value: float | None = None
+        self.front: list[Trial] = []
+        """With several objectives: :func:`pareto_front` of these trials (in the order they were added)."""
+        self._front_losses: list[tuple[float, ...]] = []
         self.curves = FinishedCurves()
         """The finished curves the early-stopping rule compares with (see :meth:`Pruner.decide_active`)."""
         self._stall: list[tuple[float | None, int]] = []
@@ -277,18 +324,34 @@ class History:
             return
         self.numbers.insert(i, trial.number)
         self.trials.insert(i, trial)
-        self.observations.insert(i, trial.observation(self.spec.objective))
+        self.observations.insert(i, trial.observation(self.spec.objective_list))
         self.keys.add(self.sampler.space.key(trial.params))
         _tally(self.counts, trial)
         if self.spec.stopping is not None and self.spec.stopping.no_improvement is not None:
             self._restall(i)
         if self.pruner is not None:
             self.curves.add(trial)
-        if trial.state is TrialState.SUCCEEDED and (v := trial.objective_value(self.spec.objective)) is not None:
+        if self.spec.multi_objective:
+            self._add_to_front(trial)
+        elif trial.state is TrialState.SUCCEEDED and (v := trial.objective_value(self.spec.objective)) is not None:
             # best_trial's rule: the best value, and among equal values the lowest number
             if (self._best_value is None or self.spec.objective.better(v, self._best_value)
                     or (v == self._best_value and self.best is not None and trial.number < self.best.number)):
                 self.best, self._best_value = trial, v
+
+
+    def _add_to_front(self, trial: Trial) -> None:
+        """Keep :attr:`front` the Pareto front: a trial that a member dominates stays out; one that joins removes
+        the members it dominates (work in proportion to the front, not to every trial)."""
+        losses = trial.losses(self.spec.objective_list)
+        if losses is None:
+            return
+        y = np.array(losses)
+        if any(dominates(np.array(f), y) for f in self._front_losses):
+            return
+        kept = [i for i, f in enumerate(self._front_losses) if not dominates(y, np.array(f))]
+        self.front = [self.front[i] for i in kept] + [trial]
+        self._front_losses = [self._front_losses[i] for i in kept] + [losses]
 
 
 def _tally(c: Counts, t: Trial) -> None:
@@ -341,17 +404,18 @@ def make_plan(
     pruner_ = pruner if pruner is not None else make_pruner(spec)
     finished = [t for t in trials if not t.active]
     active = [t for t in trials if t.active]
-    observations = [t.observation(spec.objective) for t in finished]
+    observations = [t.observation(spec.objective_list) for t in finished]
     remaining = sampler_.remaining(observations, [t.params for t in active])
 
     def suggest_(pending: list[dict[str, ParamValue]], stopped: list[Trial], n: int) -> list[dict[str, ParamValue]]:
         if warm:
             keys = {sampler_.space.key(t.params) for t in finished}
-            return sampler_.suggest([*warm, *observations, *(t.observation(spec.objective) for t in stopped)],
+            return sampler_.suggest([*warm, *observations, *(t.observation(spec.objective_list) for t in stopped)],
                                     pending, n=n, known=keys | {sampler_.space.key(t.params) for t in stopped})
-        return sampler_.suggest(observations + [t.observation(spec.objective) for t in stopped], pending, n=n)
+        return sampler_.suggest(observations + [t.observation(spec.objective_list) for t in stopped], pending, n=n)
 
     return _conclude(spec, count(trials), best_trial(spec, trials), active, exhausted=remaining == 0,
+                     front=pareto_front(spec, finished),
                      decide=(lambda: pruner_.decide(spec, trials)) if pruner_ is not None else None,
                      suggest=suggest_ if suggest else None,
                      next_number=(trials[-1].number + 1) if trials else 0,
@@ -381,13 +445,13 @@ def _plan(spec: ExperimentSpec, trials: Sequence[Trial], history: History, sampl
         observations: Sequence[Observation] = history.observations
         known: AbstractSet[tuple[object, ...]] = history.keys
         if stopped:
-            observations = [*observations, *(t.observation(spec.objective) for t in stopped)]
+            observations = [*observations, *(t.observation(spec.objective_list) for t in stopped)]
             known = known | {sampler.space.key(t.params) for t in stopped}
         return sampler.suggest([*warm, *observations], pending, n=n, known=known)
 
     last = max(history.last_number if history.last_number is not None else -1,
                active[-1].number if active else -1)
-    return _conclude(spec, c, history.best, active, exhausted=remaining == 0,
+    return _conclude(spec, c, history.best, active, exhausted=remaining == 0, front=history.front,
                      decide=decide if pruner is not None else None, suggest=suggest_ if suggest else None,
                      next_number=last + 1, since=history.without_improvement, elapsed=elapsed)
 
@@ -399,13 +463,14 @@ and the trials this plan stops (they count as finished)."""
 
 def _conclude(spec: ExperimentSpec, c: Counts, best: Trial | None, active: Sequence[Trial], *, exhausted: bool,
               decide: Callable[[], Iterable[tuple[int, str, str]]] | None, suggest: Suggest | None,
-              next_number: int, since: int = 0, elapsed: float | None = None) -> Plan:
+              next_number: int, since: int = 0, elapsed: float | None = None,
+              front: Sequence[Trial] = ()) -> Plan:
     """The plan's tail shared by both ways of planning: the outcome, the stop orders (all active trials when the
     experiment ends early, else the early-stopping ``decide``), and how many new trials to ask ``suggest`` for,
     numbered from ``next_number``. ``active`` are the active trials in ascending number; ``since`` is
     :func:`without_improvement` of the finished ones."""
-    outcome = _outcome(spec, c, best, exhausted, since, elapsed)
-    plan = Plan(counts=c, best=best, outcome=outcome)
+    outcome = _outcome(spec, c, best, exhausted, since, elapsed, len(front))
+    plan = Plan(counts=c, best=best, outcome=outcome, front=sorted(front, key=lambda t: t.number))
     limit = spec.stopping.max_duration_seconds if spec.stopping is not None else None
     if outcome is None and limit is not None and elapsed is not None:
         plan.time_left = limit - elapsed

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from rich.cells import cell_len
 
-from .spec import render_value
+from .spec import MAX_FRONT_IN_STATUS, ExperimentSpec, render_value
 from .trials import Trial, TrialState
 
 if TYPE_CHECKING:
@@ -53,6 +53,8 @@ class Snapshot:
     """The best succeeded trial so far (by the rule of :func:`kubetune.plan.best_trial`)."""
     started: float = field(default_factory=time.monotonic)
     """When the run started, on the :func:`time.monotonic` clock."""
+    front: int | None = None
+    """With several objectives: how many trials the Pareto front has so far (shown instead of the best trial)."""
 
     @property
     def finished(self) -> list[Trial]:
@@ -122,6 +124,21 @@ def describe(trial: Trial, metric: str) -> str:
     if trial.state is not TrialState.SUCCEEDED and trial.message:
         tail += f" ({clean(trial.message[:120])})"
     return f"#{trial.number:<4} {trial.state.value:<9} {tail}  [{format_params(trial)}]"
+
+
+def describe_front(spec: ExperimentSpec, front: Sequence[Trial], limit: int = MAX_FRONT_IN_STATUS) -> list[str]:
+    """Plain lines for a Pareto front: a heading, then one line per member (at most ``limit``, spread over the front
+    as status chooses them: :func:`kubetune.plan.front_in_status`)."""
+    from .plan import front_in_status
+
+    goals = ", ".join(f"{o.metric} ({o.goal})" for o in spec.objective_list)
+    shown = front_in_status(spec, front, limit)
+    more = f"; {len(shown)} shown, spread by crowding distance" if len(shown) < len(front) else ""
+    lines = [f"Pareto front: {len(front)} trial{'' if len(front) == 1 else 's'} over {goals}{more}"]
+    for t in shown:
+        values = " ".join(f"{o.metric}={fmt_metric(t.metrics.get(o.metric))}" for o in spec.objective_list)
+        lines.append(f"#{t.number:<4} {values}  [{format_params(t)}]")
+    return lines
 
 
 def columns(width: int, max_trials: int) -> tuple[int, int, int, int]:
@@ -271,7 +288,9 @@ class _Screen:
         self.bar.columns = self.wide_columns if width >= NARROW else self.narrow_columns
         self.bar.update(self.task, completed=len(finished), total=snapshot.max_trials)
         best = snapshot.best
-        if best is not None:
+        if snapshot.front is not None:
+            text = f"Pareto front: {snapshot.front} trial{'' if snapshot.front == 1 else 's'}"
+        elif best is not None:
             text = (f"best {snapshot.metric}={fmt_metric(best.metrics.get(snapshot.metric))} (#{best.number})  "
                     f"{format_params(best, short=True)}")
         else:

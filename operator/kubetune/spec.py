@@ -644,8 +644,83 @@ INITIAL_AND_WARM_RULES = [
 # --------------------------------------------------------------------------------------------------- spec
 
 
+# --------------------------------------------------------------------------------------------------- objectives
+
+MIN_OBJECTIVES = 2
+MAX_OBJECTIVES = 4
+"""``objectives`` holds 2..4 objectives (the exact hypervolume the algorithms and benchmarks use stays cheap)."""
+MAX_FRONT_IN_STATUS = 20
+"""``status.paretoFront.trials`` holds at most this many members of the Pareto front (see ``paretoFront``)."""
+MULTI_OBJECTIVE_ALGORITHMS = tuple(sorted(n for n, c in SAMPLERS.items() if c.supports_multi_objective))
+"""Algorithms that accept several objectives (the others are refused a spec with ``objectives``)."""
+
+
+def _single_objective_algorithm_rule(name: str) -> Rule:
+    why = sampler_class(name).multi_objective_refusal
+    default = " (the default algorithm)" if name == DEFAULT_ALGORITHM else ""
+    return Rule(
+        f"!has(self.objectives) || self.algorithm.name != '{name}'",
+        f"the {name} algorithm{default} does not support several objectives ({why}): use "
+        + ", ".join(MULTI_OBJECTIVE_ALGORITHMS) + " with objectives",
+        lambda s: s.objectives is None or s.algorithm.name != name,
+        field="algorithm",
+    )
+
+
+MULTI_OBJECTIVE_RULES = [
+    Rule(
+        "has(self.objective) != has(self.objectives)",
+        "give exactly one of objective (one metric) and objectives (2 to 4 metrics, a Pareto front)",
+        lambda s: (s.single_objective is None) != (s.objectives is None),
+    ),
+    Rule(
+        "!has(self.objectives) || self.objectives.all(o, self.objectives.exists_one(p, p.metric == o.metric))",
+        "objectives must name distinct metrics",
+        lambda s: s.objectives is None or len({o.metric for o in s.objectives}) == len(s.objectives),
+        field="objectives",
+    ),
+    Rule(
+        "!has(self.objectives) || self.objectives.all(o, !has(o.target))",
+        "target is not defined for several objectives: the result is a Pareto front, not one best value (end the "
+        "experiment with maxTrials or stopping.maxDurationSeconds)",
+        lambda s: s.objectives is None or all(o.target is None for o in s.objectives),
+        field="objectives",
+    ),
+    Rule(
+        "!has(self.objectives) || !has(self.earlyStopping)",
+        "earlyStopping is not available with several objectives (it compares trials by one objective's curve)",
+        lambda s: s.objectives is None or s.early_stopping is None,
+        field="earlyStopping",
+    ),
+    Rule(
+        "!has(self.objectives) || !has(self.stopping) || !has(self.stopping.noImprovement)",
+        "stopping.noImprovement is not available with several objectives (it follows one best value)",
+        lambda s: s.objectives is None or s.stopping is None or s.stopping.no_improvement is None,
+        field="stopping",
+    ),
+    Rule(
+        "!has(self.objectives) || !has(self.warmStart)",
+        "warmStart is not available with several objectives (it ranks earlier trials by one objective)",
+        lambda s: s.objectives is None or s.warm_start is None,
+        field="warmStart",
+    ),
+    *[_single_objective_algorithm_rule(n) for n in sorted(SAMPLERS) if n not in MULTI_OBJECTIVE_ALGORITHMS],
+]
+
+
 class ExperimentSpec(KubeModel):
-    objective: Objective = Field(description="The metric to optimize and its goal.")
+    single_objective: Objective | None = Field(
+        None, alias="objective",
+        description="The metric to optimize and its goal (exactly one of objective and objectives).",
+    )
+    objectives: list[Objective] | None = Field(
+        None,
+        min_length=MIN_OBJECTIVES,
+        max_length=MAX_OBJECTIVES,
+        description="Several metrics to optimize at once (2 to 4, distinct, without target): the result is the "
+        "Pareto front of the trials, status.paretoFront. Algorithms: " + ", ".join(MULTI_OBJECTIVE_ALGORITHMS)
+        + ". Exactly one of objective and objectives.",
+    )
     additional_metrics: list[Annotated[str, Field(min_length=1, max_length=63, pattern=METRIC_PATTERN)]] = Field(
         default_factory=list,
         max_length=16,
@@ -731,6 +806,7 @@ class ExperimentSpec(KubeModel):
             field="trialTimeoutSeconds",
         ),
         *CONDITION_RULES,
+        *MULTI_OBJECTIVE_RULES,
         Rule(
             "self.parameters == oldSelf.parameters",
             "parameters cannot change once the experiment exists: its trials belong to that search space; "
@@ -758,8 +834,28 @@ class ExperimentSpec(KubeModel):
         return [p.name for p in self.parameters if p.when is not None]
 
     @property
+    def objective_list(self) -> list[Objective]:
+        """Every objective: ``[objective]`` or ``objectives``."""
+        if self.objectives is not None:
+            return list(self.objectives)
+        return [self.single_objective] if self.single_objective is not None else []
+
+    @property
+    def objective(self) -> Objective:
+        """The objective, or the first of several (``objectives``); see :attr:`multi_objective`."""
+        objectives = self.objective_list
+        if not objectives:
+            raise ValueError("the spec has neither objective nor objectives")
+        return objectives[0]
+
+    @property
+    def multi_objective(self) -> bool:
+        return self.objectives is not None
+
+    @property
     def metric_names(self) -> list[str]:
-        return [self.objective.metric] + [m for m in self.additional_metrics if m != self.objective.metric]
+        first = [o.metric for o in self.objective_list]
+        return first + [m for m in self.additional_metrics if m not in first]
 
 
 # --------------------------------------------------------------------------------------------------- status
@@ -791,6 +887,29 @@ class BestTrial(KubeModel):
     metrics: dict[str, float] = Field(default_factory=dict, description="Final metrics.")
 
 
+class ParetoMember(KubeModel):
+    name: str = Field(max_length=63, description="The trial's name (its Job's name).")
+    number: int = Field(description="The trial's number.")
+    values: list[float] = Field(
+        max_length=MAX_OBJECTIVES, description="The trial's value of each objective, in the order of objectives."
+    )
+
+
+class ParetoFront(KubeModel):
+    metrics: list[str] = Field(
+        max_length=MAX_OBJECTIVES, description="The objectives' metrics, the order of each member's values.",
+        json_schema_extra={"x-kubetune-item-max-length": 63},
+    )
+    size: int = Field(description="How many trials the whole Pareto front has (the results hold them all).")
+    trials: list[ParetoMember] = Field(
+        default_factory=list,
+        max_length=MAX_FRONT_IN_STATUS,
+        description=f"Members of the front, in number order: all of them when there are at most "
+        f"{MAX_FRONT_IN_STATUS}, else {MAX_FRONT_IN_STATUS} spread over it by crowding distance (the extremes of "
+        "every objective kept).",
+    )
+
+
 class WarmStartStatus(KubeModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
     trials: int = Field(0, description="Trials of the earlier experiments the algorithm learns from.")
@@ -809,7 +928,10 @@ class ExperimentStatus(KubeModel):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     trials: TrialCounts = Field(default_factory=TrialCounts, description="Trial counts by state.")
-    best_trial: BestTrial | None = Field(None, description="The best trial so far.")
+    best_trial: BestTrial | None = Field(None, description="The best trial so far (one objective).")
+    pareto_front: ParetoFront | None = Field(
+        None, description="With several objectives: the Pareto front of the Succeeded trials so far."
+    )
     start_time: str | None = Field(None, description="When the first trial was created.")
     completion_time: str | None = Field(None, description="When the experiment finished.")
     results: str | None = Field(
@@ -862,7 +984,8 @@ def render_value(value: ParamValue) -> str:
 def check_algorithm(spec: ExperimentSpec) -> None:
     """Instantiate the algorithm once, so settings errors surface before any trial starts."""
     sampler_class(spec.algorithm.name)(
-        spec.search_space(), seed=spec.algorithm.seed, settings=spec.algorithm.sampler_settings()
+        spec.search_space(), seed=spec.algorithm.seed, settings=spec.algorithm.sampler_settings(),
+        objectives=len(spec.objective_list),
     )
 
 def trial_time_limit(spec: ExperimentSpec) -> tuple[float, str] | None:

@@ -118,8 +118,26 @@ class Trial:
         v = self.metrics.get(objective.metric)
         return v if v is not None and math.isfinite(v) else None
 
-    def observation(self, objective: Objective) -> Observation:
-        """This (finished) trial as the suggestion engine sees it."""
+    def objective_values(self, objectives: Sequence[Objective]) -> tuple[float, ...] | None:
+        """The values of every objective, or None when one is missing or not finite."""
+        values = tuple(self.objective_value(o) for o in objectives)
+        return None if any(v is None for v in values) else values  # type: ignore[return-value]
+
+    def losses(self, objectives: Sequence[Objective]) -> tuple[float, ...] | None:
+        """:meth:`objective_values` oriented for minimization (a Succeeded trial only; else None)."""
+        values = self.objective_values(objectives) if self.state is TrialState.SUCCEEDED else None
+        return None if values is None else tuple(o.loss(v) for o, v in zip(objectives, values))
+
+    def observation(self, objective: Objective | Sequence[Objective]) -> Observation:
+        """This (finished) trial as the suggestion engine sees it. Given several objectives (a list of two or
+        more), a Succeeded trial that reported every one is complete with ``losses``; one that did not is failed,
+        and pruning does not apply (the spec refuses early stopping with several objectives)."""
+        if not isinstance(objective, Objective):
+            if len(objective) > 1:
+                losses = self.losses(objective)
+                state = ObservationState.COMPLETE if losses is not None else ObservationState.FAILED
+                return Observation(self.params, state, None, (), losses=losses)
+            objective = objective[0]
         inter = tuple((s, objective.loss(v)) for s, v in self.curve)
         if self.state is TrialState.SUCCEEDED:
             value = self.objective_value(objective)

@@ -177,7 +177,8 @@ def test_no_default_null_anywhere_in_the_text() -> None:
 
 def test_required_fields_and_bounds(schema: dict[str, Any]) -> None:
     spec = schema["properties"]["spec"]
-    assert set(spec["required"]) == {"objective", "parameters", "maxTrials", "trialTemplate"}
+    # objective or objectives: exactly one, by a CEL rule (tests/unit/test_validation.py)
+    assert set(spec["required"]) == {"parameters", "maxTrials", "trialTemplate"}
     assert schema["required"] == ["spec"]
     props = spec["properties"]
     assert (props["maxTrials"]["minimum"], props["maxTrials"]["maximum"]) == (1, s.MAX_TRIALS_LIMIT)
@@ -195,6 +196,12 @@ def test_required_fields_and_bounds(schema: dict[str, Any]) -> None:
     assert props["algorithm"]["properties"]["name"]["enum"] == sorted(s.SAMPLERS)
     assert props["additionalMetrics"]["items"]["pattern"] == s.METRIC_PATTERN
     assert props["objective"]["properties"]["metric"]["pattern"] == s.METRIC_PATTERN
+    several = props["objectives"]
+    assert (several["minItems"], several["maxItems"]) == (s.MIN_OBJECTIVES, s.MAX_OBJECTIVES) == (2, 4)
+    assert several["items"]["properties"]["goal"]["enum"] == ["maximize", "minimize"]
+    front = schema["properties"]["status"]["properties"]["paretoFront"]["properties"]
+    assert front["trials"]["maxItems"] == s.MAX_FRONT_IN_STATUS == 20
+    assert front["trials"]["items"]["properties"]["values"]["maxItems"] == 4
 
 
 def test_every_field_has_a_description(schema: dict[str, Any]) -> None:

@@ -16,7 +16,13 @@ import pytest
 import yaml
 
 from kubetune.engine import DEFAULT_ALGORITHM, SAMPLERS
-from kubetune.spec import CONDITION_ALGORITHMS, MAX_NAME_LENGTH, SETTING_OWNERS, TuningExperiment
+from kubetune.spec import (
+    CONDITION_ALGORITHMS,
+    MAX_NAME_LENGTH,
+    MULTI_OBJECTIVE_ALGORITHMS,
+    SETTING_OWNERS,
+    TuningExperiment,
+)
 from kubetune.validation import InvalidExperiment, Problem, load_experiment, parse_experiment, validate_document
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,6 +117,24 @@ def _conditional(when: dict[str, Any]) -> Callable[[dict], None]:
                                                      "when": when})
 
 
+TWO_OBJECTIVES = [{"metric": "acc", "goal": "maximize"}, {"metric": "size", "goal": "minimize"}]
+SINGLE_OBJECTIVE_ALGORITHMS = sorted(n for n, c in SAMPLERS.items() if not c.supports_multi_objective)
+
+
+def _refusal(name: str) -> str:
+    default = " (the default algorithm)" if name == DEFAULT_ALGORITHM else ""
+    return (f"the {name} algorithm{default} does not support several objectives "
+            f"({SAMPLERS[name].multi_objective_refusal}): use {', '.join(MULTI_OBJECTIVE_ALGORITHMS)} with objectives")
+
+
+def _several(objectives: list[dict[str, Any]]) -> Callable[[dict], None]:
+    """Replace the objective with ``objectives``."""
+    def mutate(d: dict) -> None:
+        d["spec"].pop("objective")
+        d["spec"]["objectives"] = copy.deepcopy(objectives)
+    return mutate
+
+
 UNCONDITIONAL = sorted(n for n, c in SAMPLERS.items() if not c.supports_conditions and n != "hyperband")
 
 # (id, mutation of the base, expected problems as (path, message))
@@ -123,7 +147,8 @@ CASES: list[tuple[str, Callable[[dict], None], list[tuple[str, str]]]] = [
     ("unknown-objective-field", _set(objective, direction="up"),
      [("spec.objective.direction", "field not declared in schema")]),
     # missing required fields
-    ("missing-objective", _pop(spec, "objective"), [("spec.objective", "Required value")]),
+    ("missing-objective", _pop(spec, "objective"),
+     [("spec", "give exactly one of objective (one metric) and objectives (2 to 4 metrics, a Pareto front)")]),
     ("missing-goal", _pop(objective, "goal"), [("spec.objective.goal", "Required value")]),
     ("missing-metric", _pop(objective, "metric"), [("spec.objective.metric", "Required value")]),
     ("missing-parameters", _pop(spec, "parameters"), [("spec.parameters", "Required value")]),
@@ -331,12 +356,61 @@ CASES: list[tuple[str, Callable[[dict], None], list[tuple[str, str]]]] = [
      [(f"{TC}.containers[0].command[6]",
        "conditional parameter 'momentum' is in an argument with whitespace (a script?): the whole argument is left "
        "out when momentum is inactive; pass it through an env var (not set when inactive) instead")]),
+    # several objectives (objectives); the base has objective acc (maximize) and algorithm random
+    ("objective-and-objectives", _set(spec, objectives=TWO_OBJECTIVES),
+     [("spec", "give exactly one of objective (one metric) and objectives (2 to 4 metrics, a Pareto front)")]),
+    ("objectives-one", _several([{"metric": "acc", "goal": "maximize"}]),
+     [("spec.objectives", "Invalid value: List should have at least 2 items after validation, not 1")]),
+    ("objectives-five", _several([{"metric": f"m{i}", "goal": "minimize"} for i in range(5)]),
+     [("spec.objectives", "Invalid value: List should have at most 4 items after validation, not 5")]),
+    ("objectives-same-metric", _several([{"metric": "acc", "goal": "maximize"}, {"metric": "acc", "goal": "minimize"}]),
+     [("spec.objectives", "objectives must name distinct metrics")]),
+    ("objectives-target", _several([{"metric": "acc", "goal": "maximize", "target": 0.9},
+                                    {"metric": "size", "goal": "minimize"}]),
+     [("spec.objectives", "target is not defined for several objectives: the result is a Pareto front, not one best "
+                          "value (end the experiment with maxTrials or stopping.maxDurationSeconds)")]),
+    ("objectives-bad-goal", _several([{"metric": "acc", "goal": "max"}, {"metric": "size", "goal": "minimize"}]),
+     [("spec.objectives[0].goal", "Unsupported value: \"max\": supported values: 'maximize' or 'minimize'")]),
+    ("objectives-early-stopping", lambda d: (_several(TWO_OBJECTIVES)(d), _set(spec, earlyStopping={"rule": "median"})(d)),
+     [("spec.earlyStopping",
+       "earlyStopping is not available with several objectives (it compares trials by one objective's curve)")]),
+    ("objectives-no-improvement",
+     lambda d: (_several(TWO_OBJECTIVES)(d), _set(spec, stopping={"noImprovement": {"trials": 5}})(d)),
+     [("spec.stopping", "stopping.noImprovement is not available with several objectives (it follows one best "
+                        "value)")]),
+    ("objectives-warm-start",
+     lambda d: (_several(TWO_OBJECTIVES)(d), _set(spec, warmStart={"experiments": ["older"]})(d),
+                _set(algo, name="tpe")(d)),
+     [("spec.warmStart", "warmStart is not available with several objectives (it ranks earlier trials by one "
+                         "objective)")]),
+    *[(f"objectives-algorithm-{name}",
+       (lambda name: lambda d: (_several(TWO_OBJECTIVES)(d), _set(algo, name=name)(d),
+                                d["spec"]["parameters"].pop(2)))(name),  # no categorical (cmaes)
+       [("spec.algorithm", _refusal(name))])
+      for name in ("bayesian", "cmaes")],
     # resource identity
     ("wrong-apiVersion", _set(top, apiVersion="kubetune.io/v1"),
      [("apiVersion", "Unsupported value: \"kubetune.io/v1\": supported values: 'kubetune.io/v1alpha1'")]),
     ("wrong-kind", _set(top, kind="Experiment"),
      [("kind", "Unsupported value: \"Experiment\": supported values: 'TuningExperiment'")]),
 ]
+
+
+@pytest.mark.parametrize("name", SINGLE_OBJECTIVE_ALGORITHMS)
+def test_every_single_objective_algorithm_refuses_several(name: str) -> None:
+    """Every registered algorithm that does not support several objectives is refused them with its reason (among
+    whatever else its own settings need), and the rest accept them."""
+    doc = copy.deepcopy(BASE)
+    _several(TWO_OBJECTIVES)(doc)
+    doc["spec"]["algorithm"] = {"name": name}
+    _exp, problems = validate_document(doc)
+    assert ("spec.algorithm", _refusal(name)) in [(p.path, p.message) for p in problems]
+    for ok in MULTI_OBJECTIVE_ALGORITHMS:
+        doc["spec"]["algorithm"] = {"name": ok}
+        if ok == "grid":
+            doc["spec"]["parameters"][0]["scale"] = "linear"
+            doc["spec"]["parameters"][0]["step"] = 0.1
+        assert validate_document(doc)[1] == [], ok
 
 
 @pytest.mark.parametrize("mutate, expected", [pytest.param(m, e, id=i) for i, m, e in CASES])

@@ -27,6 +27,7 @@ from pydantic import Field
 from scipy.stats import qmc
 
 from .base import Observation, ObservationState, Sampler, SamplerSettings, SuggestContext
+from .pareto import nondominated_ranks
 from .space import CategoricalDistribution, FloatDistribution, ParamValue, SearchSpace, _choice_key
 
 
@@ -50,6 +51,9 @@ class UnitHistory:
     X: np.ndarray  # (n, d)
     y: np.ndarray  # (n,)
     n_complete: int
+    losses: np.ndarray | None = None
+    """With several objectives: ``(n, m)`` finite losses of the (complete) trials; ``y`` is then each trial's
+    non-domination rank."""
 
 
 def to_unit_matrix(space: SearchSpace, params: Sequence[Mapping[str, ParamValue]]) -> np.ndarray:
@@ -121,6 +125,8 @@ def unit_history(space: SearchSpace, history: Sequence[Observation]) -> UnitHist
     the lower last intermediate loss ranks first. Pruned trials get synthetic losses above the worst complete loss
     so that every rank-based or value-based model sees them as worse than any complete trial.
     """
+    if any(o.losses is not None for o in history):
+        return _multi_objective_history(space, history)
     complete = [o for o in history if o.state is ObservationState.COMPLETE and _finite(o.loss)]
     pruned = [o for o in history if o.state is ObservationState.PRUNED]
     y_c = np.array([float(o.loss or 0.0) for o in complete], dtype=float)  # all finite (filtered above)
@@ -141,6 +147,18 @@ def unit_history(space: SearchSpace, history: Sequence[Observation]) -> UnitHist
             params.append(o.params)
             ys.append(top + spread * (0.1 + 0.1 * i / max(len(ranked), 1)))
     return UnitHistory(X=to_unit_matrix(space, params), y=np.array(ys, dtype=float), n_complete=len(complete))
+
+
+def _multi_objective_history(space: SearchSpace, history: Sequence[Observation]) -> UnitHistory:
+    """Complete trials that reported every objective (pruning is not available with several objectives)."""
+    complete = [o for o in history if o.state is ObservationState.COMPLETE and o.losses is not None
+                and all(_finite(v) for v in o.losses)]
+    m = max((len(o.losses or ()) for o in complete), default=0)
+    complete = [o for o in complete if len(o.losses or ()) == m]
+    Y = np.array([list(o.losses or ()) for o in complete], dtype=float).reshape(len(complete), m)
+    y = nondominated_ranks(Y).astype(float) if len(complete) else np.zeros(0)
+    return UnitHistory(X=to_unit_matrix(space, [o.params for o in complete]), y=y, n_complete=len(complete),
+                       losses=Y)
 
 
 def _finite(v: object) -> bool:

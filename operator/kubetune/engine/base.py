@@ -17,7 +17,9 @@ Writing a new algorithm:
 4. it must pass ``tests/unit/test_sampler_contract.py``, which runs the same contract on every registered sampler;
 5. set ``supports_conditions = True`` once it handles conditional spaces (:attr:`SearchSpace.conditions`): it then
    suggests active parameters only and its model ignores inactive ones. A sampler that does not is refused a
-   conditional space at construction (so at admission of the experiment) with a clear message.
+   conditional space at construction (so at admission of the experiment) with a clear message;
+6. set ``supports_multi_objective = True`` once it handles several objectives (``Observation.losses``); a sampler
+   that does not is refused ``objectives > 1`` at construction with a clear message.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ class Observation:
     """The objective oriented for minimization; ``None`` when the trial failed before reporting."""
     intermediate: tuple[tuple[int, float], ...] = ()
     """``(step, loss)`` pairs reported while the trial ran (oriented like ``loss``)."""
+    losses: tuple[float, ...] | None = None
+    """With several objectives (``spec.objectives``): every objective oriented for minimization, in the spec's
+    order, on a complete trial that reported them all (``loss`` is then None); None otherwise."""
 
     @property
     def last_step(self) -> int | None:
@@ -92,6 +97,10 @@ class Sampler(ABC):
     a warm start only for algorithms that set it."""
     supports_conditions: ClassVar[bool] = False
     """Whether the sampler handles conditional parameters (``when``); see the module docstring."""
+    supports_multi_objective: ClassVar[bool] = False
+    """Whether the sampler handles several objectives (``Observation.losses``); see the module docstring."""
+    multi_objective_refusal: ClassVar[str] = "it models a single objective"
+    """Why a sampler that does not support several objectives refuses them (part of its admission message)."""
 
     def __init__(
         self,
@@ -99,12 +108,17 @@ class Sampler(ABC):
         *,
         seed: int | None = None,
         settings: SamplerSettings | Mapping[str, object] | None = None,
+        objectives: int = 1,
     ) -> None:
         if space.conditional and not type(self).supports_conditions:
             raise ValueError(f"the {self.name} algorithm does not support conditional parameters (parameters with "
                              "when); remove the conditions or choose another algorithm")
+        if objectives > 1 and not type(self).supports_multi_objective:
+            raise ValueError(f"the {self.name} algorithm does not support several objectives "
+                             f"({self.multi_objective_refusal}); use tpe, random, sobol or grid with objectives")
         self.space = space
         self.seed = seed
+        self.objectives = objectives
         if settings is None:
             settings = {}
         self.settings = settings if isinstance(settings, SamplerSettings) else self.Settings.model_validate(settings)

@@ -130,6 +130,7 @@ class BayesianSampler(Sampler):
     name = "bayesian"
     warm_start = True
     Settings = BayesianSettings
+    multi_objective_refusal = "its Gaussian process and expected improvement model one objective"
     summary = "Gaussian-process Bayesian optimization (expected improvement): best results for small budgets."
     supports_conditions = True
 

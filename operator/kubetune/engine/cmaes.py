@@ -106,6 +106,7 @@ class _State:
 class CmaEsSampler(Sampler):
     name = "cmaes"
     Settings = CmaEsSettings
+    multi_objective_refusal = "its evolution strategy ranks candidates by one objective"
     summary = ("CMA-ES: evolution strategy adapting a full covariance, for numeric (float/int) parameters only; "
                "good with hundreds of trials and correlated parameters.")
 

@@ -35,6 +35,7 @@ class GridSettings(SamplerSettings):
 class GridSampler(Sampler):
     name = "grid"
     Settings = GridSettings
+    supports_multi_objective = True
     summary = "Every combination of values (floats need a step), lexicographic or shuffled."
     supports_conditions = True
 

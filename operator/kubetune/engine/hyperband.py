@@ -94,6 +94,7 @@ class _Lineage:
 class HyperbandSampler(Sampler):
     name = "hyperband"
     Settings = HyperbandSettings
+    multi_objective_refusal = "successive halving promotes trials by one objective"
     summary = ("Hyperband: brackets of asynchronous successive halving over an int resource parameter "
                "(settings.resourceParameter, e.g. epochs), so most configurations get a small budget.")
     supports_conditions = True

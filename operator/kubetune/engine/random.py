@@ -13,6 +13,7 @@ from .space import ParamValue
 
 class RandomSampler(Sampler):
     name = "random"
+    supports_multi_objective = True
     summary = "Independent uniform draws (log-uniform on log scales). A strong baseline for up to ~20 trials."
     supports_conditions = True
 

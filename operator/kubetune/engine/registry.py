@@ -35,5 +35,6 @@ def make_sampler(
     *,
     seed: int | None = None,
     settings: SamplerSettings | Mapping[str, object] | None = None,
+    objectives: int = 1,
 ) -> Sampler:
-    return sampler_class(name)(space, seed=seed, settings=settings)
+    return sampler_class(name)(space, seed=seed, settings=settings, objectives=objectives)

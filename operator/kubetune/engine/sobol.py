@@ -15,6 +15,7 @@ from .space import ParamValue
 
 class SobolSampler(Sampler):
     name = "sobol"
+    supports_multi_objective = True
     summary = "Scrambled Sobol' low-discrepancy sequence: even coverage for small budgets."
     supports_conditions = True
 

@@ -20,6 +20,10 @@ good density, and its score sums ``log l(x) - log g(x)`` over the groups active 
 on a trial never shape a density and inactive draws never count. Without conditions there is one group, the whole
 space.
 
+Several objectives (``spec.objectives``, Optuna's MOTPE): the good group is taken by non-domination rank, and within
+the rank the split cuts through by each trial's exclusive hypervolume contribution (see
+:func:`kubetune.engine.pareto.motpe_order`); the densities and the candidate score are the same as with one.
+
 Parallel trials: pending trials, and the suggestions already made in the same batch, join the bad group (the
 "constant liar"), so a batch of suggestions spreads out instead of piling onto one spot. Failed trials are left out
 of the model; pruned trials rank behind every complete trial (see :mod:`kubetune.engine._unit`). Only ``ctx.rng``
@@ -37,6 +41,7 @@ from scipy.special import logsumexp, ndtr, ndtri
 
 from ._unit import ModelSettings, active_mask, categorical_sizes, startup, to_unit_matrix
 from .base import Sampler, SuggestContext
+from .pareto import motpe_order
 from .space import ParamValue, SearchSpace
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
@@ -182,6 +187,7 @@ class TPESampler(Sampler):
     Settings = TPESettings
     summary = "Tree-structured Parzen Estimator: fast model-based search, scales to thousands of trials."
     supports_conditions = True
+    supports_multi_objective = True
 
     def __init__(self, space: SearchSpace, **kwargs: object) -> None:
         super().__init__(space, **kwargs)  # type: ignore[arg-type]
@@ -198,8 +204,11 @@ class TPESampler(Sampler):
         out, hist = startup(self, ctx, n, s.n_startup_trials)
         if hist is None:
             return out
-        order = np.argsort(hist.y, kind="stable")
-        n_good = min(max(int(math.ceil(s.gamma * len(order))), 1), _MAX_GOOD)
+        n_good = min(max(int(math.ceil(s.gamma * len(hist.y))), 1), _MAX_GOOD)
+        if hist.losses is not None:  # several objectives: rank, then hypervolume contribution (MOTPE)
+            order = np.argsort(motpe_order(hist.losses, n_good), kind="stable")
+        else:
+            order = np.argsort(hist.y, kind="stable")
         good, bad = hist.X[order[:n_good]], hist.X[order[n_good:]]
         bad_rank = order[n_good:]
         liars = to_unit_matrix(self.space, list(ctx.pending)) if s.constant_liar else np.zeros((0, len(self.space)))

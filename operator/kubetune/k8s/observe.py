@@ -282,14 +282,15 @@ def observe_trial(spec: ExperimentSpec, job: JobSummary, pods: list[PodSummary],
             return _final(spec, trial, notes)
         problem = _final_metrics(metric, trial, report, report_error, terminated, notes)
         trial.completion_time = job.completion_time or last.finished_at
-        if metric in trial.metrics:
+        missing = [o.metric for o in spec.objective_list if o.metric not in trial.metrics]
+        if not missing:
             trial.state, trial.reason = TrialState.SUCCEEDED, Reason.COMPLETED
-        elif problem:  # the message says why; what else the report lacked is moot
+        elif problem and metric in missing:  # the message says why; what else the report lacked is moot
             trial.state, trial.reason, trial.message = TrialState.FAILED, Reason.INVALID_METRICS, problem
             notes.clear()
         else:
             trial.state, trial.reason = TrialState.FAILED, Reason.METRICS_MISSING
-            trial.message = f"the trial finished without reporting the objective metric {metric!r}"
+            trial.message = f"the trial finished without reporting the objective metric {missing[0]!r}"
         return _final(spec, trial, notes)
     if job.failed:
         trial.state = TrialState.FAILED

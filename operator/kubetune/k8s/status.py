@@ -1,14 +1,15 @@
-"""The experiment's status: conditions in the metav1.Condition shape, counts, best trial (pure)."""
+"""The experiment's status: conditions in the metav1.Condition shape, counts, best trial or Pareto front (pure)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from ..plan import Plan
+from ..plan import Plan, front_in_status
 from ..spec import ExperimentSpec, render_value
 from ..template import trial_name
+from ..trials import Trial
 
 
 def now() -> str:
@@ -87,6 +88,8 @@ def running_status(
             "parameters": {k: render_value(v) for k, v in best.params.items()},
             "metrics": dict(best.metrics),
         }
+    if spec.multi_objective:
+        status["paretoFront"] = pareto_front_status(spec, name, plan.front)
     if c.created and not old_status.get("startTime"):
         status["startTime"] = now()
     if outcome is not None:
@@ -94,6 +97,19 @@ def running_status(
     elif old_status.get("completionTime"):
         status["completionTime"] = None
     return status
+
+
+def pareto_front_status(spec: ExperimentSpec, name: str, front: Sequence[Trial]) -> dict[str, Any]:
+    """``status.paretoFront``: the front's size and at most MAX_FRONT_IN_STATUS members (see
+    :func:`~kubetune.plan.front_in_status`), each with its objective values in the order of ``objectives``."""
+    objectives = spec.objective_list
+    return {
+        "metrics": [o.metric for o in objectives],
+        "size": len(front),
+        "trials": [{"name": trial_name(name, t.number), "number": t.number,
+                    "values": list(t.objective_values(objectives) or ())}
+                   for t in front_in_status(spec, front)],
+    }
 
 
 def stalled_status(experiment: Mapping[str, Any], reason: str, message: str) -> dict[str, Any]:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, TextIO
 
-from ..plan import best_trial
-from ..progress import RunView, Snapshot, describe
+from ..plan import best_trial, pareto_front
+from ..progress import RunView, Snapshot, describe, describe_front
 
 if TYPE_CHECKING:
     from .runner import LocalRunner
 
-__all__ = ["Progress", "describe"]
+__all__ = ["Progress", "describe", "describe_front"]
 
 
 class Progress:
@@ -51,7 +51,8 @@ class Progress:
         redraw = event != "tick" or time.monotonic() - self.last_draw > self.REDRAW
         if redraw:
             self.last_draw = time.monotonic()
-        snapshot = Snapshot(spec.objective.metric, spec.max_trials, trials, best_trial(spec, trials), self.started)
+        snapshot = Snapshot(spec.objective.metric, spec.max_trials, trials, best_trial(spec, trials), self.started,
+                            len(pareto_front(spec, trials)) if spec.multi_objective else None)
         self.view.update(snapshot, redraw=redraw)
         if event == "interrupted":
             self.view.note("interrupted: stopping running trials and keeping the results recorded so far")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..plan import Outcome, best_trial
+from ..plan import Outcome, best_trial, pareto_front
 from ..spec import ExperimentSpec, render_value
 from ..template import trial_name
 from ..trials import Trial, TrialState
@@ -110,6 +110,8 @@ class ResultsWriter:
             "outcome": None if outcome is None else {
                 "succeeded": outcome.succeeded, "reason": outcome.reason, "message": outcome.message},
             "best_trial": None if best is None else best.to_record(),
+            **({"pareto_front": [t.number for t in pareto_front(self.spec, trials)]} if self.spec.multi_objective
+               else {}),
             "trials": len(trials),
         }
         _atomic_write(self.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")

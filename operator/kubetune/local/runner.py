@@ -731,9 +731,10 @@ class LocalRunner:
                 self._finish(lt, TrialState.FAILED, Reason.INVALID_METRICS,
                              f"the termination message could not be read ({type(e).__name__})")
                 return
-        if metric not in lt.trial.metrics:
+        missing = [o.metric for o in self.spec.objective_list if o.metric not in lt.trial.metrics]
+        if missing:
             self._finish(lt, TrialState.FAILED, Reason.METRICS_MISSING,
-                         f"the trial exited without reporting the objective metric {metric!r}")
+                         f"the trial exited without reporting the objective metric {missing[0]!r}")
             return
         self._finish(lt, TrialState.SUCCEEDED, Reason.COMPLETED, "")
 

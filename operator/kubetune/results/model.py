@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..engine import ParamValue
-from ..plan import best_trial
+from ..plan import best_trial, pareto_front
 from ..spec import ExperimentSpec
 from ..trials import Trial, TrialState
 
@@ -52,6 +52,13 @@ class ExperimentResults:
         """The best succeeded trial by the objective (the same rule the operator and ``kubetune run`` apply)."""
         t = best_trial(self.spec, [r.trial for r in self.trials])
         return None if t is None else next(r for r in self.trials if r.trial is t)
+
+    @property
+    def front(self) -> list[TrialRecord]:
+        """With several objectives, the Pareto front of the succeeded trials, by number (the rule the operator and
+        ``kubetune run`` apply; empty with one objective)."""
+        members = {id(t) for t in pareto_front(self.spec, [r.trial for r in self.trials])}
+        return [r for r in self.trials if id(r.trial) in members]
 
     @property
     def finished(self) -> bool:

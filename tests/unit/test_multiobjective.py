@@ -1,0 +1,312 @@
+"""Several objectives: Pareto dominance, hypervolume and crowding (checked against brute force over another
+formulation and known answers), the contract of every algorithm that accepts ``objectives`` and the refusal of every
+one that does not, the front a plan keeps (incremental and from scratch agree), and its bounded form in status."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kubetune.engine import (
+    SAMPLERS,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+    Observation,
+    ObservationState,
+    SearchSpace,
+    make_sampler,
+)
+from kubetune.engine.pareto import (
+    crowding_distance,
+    dominates,
+    front_indices,
+    hypervolume,
+    hypervolume_contributions,
+    motpe_order,
+    nondominated_ranks,
+    select_spread,
+)
+from kubetune.k8s.status import pareto_front_status
+from kubetune.plan import History, front_in_status, make_plan, pareto_front
+from kubetune.spec import MAX_FRONT_IN_STATUS, MULTI_OBJECTIVE_ALGORITHMS, ExperimentSpec
+from kubetune.trials import Trial, TrialState
+
+# -- brute force over other formulations ----------------------------------------------------------------------------
+
+
+def brute_dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
+
+
+def hv_inclusion_exclusion(points: list[tuple[float, ...]], ref: tuple[float, ...]) -> float:
+    """The union of the boxes [p, ref] by inclusion-exclusion over every subset (exact, exponential)."""
+    pts = [p for p in points if all(x < r for x, r in zip(p, ref))]
+    total = 0.0
+    for k in range(1, len(pts) + 1):
+        for subset in itertools.combinations(pts, k):
+            corner = [max(p[j] for p in subset) for j in range(len(ref))]
+            total += (-1) ** (k + 1) * math.prod(r - c for r, c in zip(ref, corner))
+    return total
+
+
+small_int = st.integers(min_value=0, max_value=6)
+
+
+def point_sets(m: int, max_size: int = 7) -> st.SearchStrategy[list[tuple[int, ...]]]:
+    return st.lists(st.tuples(*[small_int] * m), min_size=0, max_size=max_size)
+
+
+# -- known answers -----------------------------------------------------------------------------------------------
+
+
+def test_hypervolume_known_answers() -> None:
+    # three steps of a staircase under (5, 5): widths 1, 1, 2 at heights 2, 3, 4
+    assert hypervolume([[1, 3], [2, 2], [3, 1]], [5, 5]) == 13.0
+    # one point: the box to the reference
+    assert hypervolume([[1, 2, 3, 0.5]], [2, 4, 7, 1]) == pytest.approx(1 * 2 * 4 * 0.5)
+    # unit axes under (2, 2, 2): three boxes of 4, pairwise overlaps of 2, a common cube of 1: 12 - 6 + 1
+    assert hypervolume(np.eye(3), [2, 2, 2]) == pytest.approx(7.0)
+    # a point on or beyond the reference counts nothing; a dominated point adds nothing
+    assert hypervolume([[5, 1], [1, 5]], [5, 5]) == 0.0
+    assert hypervolume([[1, 1], [2, 2]], [3, 3]) == 4.0
+    assert hypervolume(np.zeros((0, 2)), [1, 1]) == 0.0
+
+
+def test_ranks_known_answer() -> None:
+    y = [[1, 3], [2, 2], [3, 1], [2, 3], [4, 4], [1, 3]]
+    assert nondominated_ranks(y).tolist() == [0, 0, 0, 1, 2, 0]  # equal rows share a rank
+    assert front_indices(y).tolist() == [0, 1, 2, 5]
+
+
+# -- properties against brute force ----------------------------------------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(min_value=2, max_value=4).flatmap(lambda m: st.tuples(st.just(m), point_sets(m))))
+def test_hypervolume_equals_inclusion_exclusion(case: tuple[int, list[tuple[int, ...]]]) -> None:
+    m, points = case
+    ref = (7.0,) * m
+    expected = hv_inclusion_exclusion([tuple(float(x) for x in p) for p in points], ref)
+    got = hypervolume(np.array(points, dtype=float).reshape(len(points), m), ref)
+    assert got == pytest.approx(expected, abs=1e-9)
+
+
+def test_hypervolume_agrees_with_monte_carlo() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.random((25, 3))
+    samples = rng.random((200_000, 3))
+    inside = np.zeros(len(samples), dtype=bool)
+    for p in y:
+        inside |= (samples >= p).all(axis=1)
+    estimate = inside.mean()
+    stderr = math.sqrt(estimate * (1 - estimate) / len(samples))
+    assert abs(hypervolume(y, [1, 1, 1]) - estimate) < 5 * stderr
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(min_value=2, max_value=4).flatmap(lambda m: st.tuples(st.just(m), point_sets(m, 12))))
+def test_ranks_and_front_match_the_definition(case: tuple[int, list[tuple[int, ...]]]) -> None:
+    """Ranks are the unique assignment where no row is dominated by one of its own or a later rank and every row
+    of rank r > 0 is dominated by one of rank r - 1; the front is rank 0, and no member dominates another."""
+    m, points = case
+    y = np.array(points, dtype=float).reshape(len(points), m)
+    ranks = nondominated_ranks(y)
+    for i, a in enumerate(points):
+        for j, b in enumerate(points):
+            if brute_dominates(b, a):
+                assert ranks[j] < ranks[i]
+        if ranks[i] > 0:
+            assert any(ranks[j] == ranks[i] - 1 and brute_dominates(points[j], a) for j in range(len(points)))
+    front = [i for i, a in enumerate(points) if not any(brute_dominates(b, a) for b in points)]
+    assert front_indices(y).tolist() == front == [i for i in range(len(points)) if ranks[i] == 0]
+
+
+@settings(max_examples=100, deadline=None)
+@given(point_sets(2, 10), st.integers(min_value=1, max_value=10))
+def test_contributions_and_spread(points: list[tuple[int, int]], k: int) -> None:
+    y = np.array(points, dtype=float).reshape(len(points), 2)
+    ref = [7.0, 7.0]
+    full = hypervolume(y, ref)
+    for i, c in enumerate(hypervolume_contributions(y, ref)):
+        rest = [p for j, p in enumerate(points) if j != i]
+        assert c == pytest.approx(full - hv_inclusion_exclusion([tuple(map(float, p)) for p in rest], (7.0, 7.0)))
+    if len(points):
+        front = y[front_indices(y)]
+        keep = select_spread(front, k)
+        assert len(keep) == min(k, len(front)) and list(keep) == sorted(set(keep.tolist()))
+        if k >= 2 and len(np.unique(front, axis=0)) == len(front):
+            # the extremes of each objective stay (they have infinite crowding distance)
+            for j in range(2):
+                assert int(np.argmin(front[:, j])) in keep or k < 2
+
+
+def test_crowding_distance_known_answer() -> None:
+    y = np.array([[0.0, 4.0], [1.0, 2.0], [3.0, 1.0], [4.0, 0.0]])
+    d = crowding_distance(y)
+    assert math.isinf(d[0]) and math.isinf(d[3])
+    assert d[1] == pytest.approx((3 - 0) / 4 + (4 - 1) / 4)
+    assert d[2] == pytest.approx((4 - 1) / 4 + (2 - 0) / 4)
+
+
+def test_motpe_order_puts_the_front_first_and_splits_it_by_contribution() -> None:
+    y = np.array([[4.0, 4.0], [1.0, 3.0], [2.0, 2.0], [3.0, 1.0], [2.0, 3.0]])
+    pos = motpe_order(y, n_good=2)
+    # the front is rows 1..3; the middle one contributes least under the reference (4.3, 4.3)
+    assert sorted(np.argsort(pos)[:3].tolist()) == [1, 2, 3]
+    assert set(np.argsort(pos)[:2].tolist()) == {1, 3}
+    assert np.argsort(pos)[-1] == 0
+
+
+# -- algorithms ----------------------------------------------------------------------------------------------------
+
+SPACE = SearchSpace.of({  # finite, so that grid runs on it too
+    "x": FloatDistribution(0.0, 1.0, step=0.005),
+    "y": FloatDistribution(0.0, 1.0, step=0.125),
+    "n": IntDistribution(1, 5),
+    "c": CategoricalDistribution(("a", "b")),
+})
+
+
+def zdt1(p: dict) -> tuple[float, float]:
+    f1 = float(p["x"])
+    g = 1 + 9 * (float(p["y"]) + (int(p["n"]) - 1) / 4 + (p["c"] == "b")) / 3
+    return f1, g * (1 - math.sqrt(f1 / g))
+
+
+def run_multi(name: str, n_trials: int, seed: int, batch: int = 2, fail_every: int = 0) -> list[Observation]:
+    sampler = make_sampler(name, SPACE, seed=seed, objectives=2,
+                           settings={"nStartupTrials": 5} if name == "tpe" else None)
+    history: list[Observation] = []
+    while len(history) < n_trials:
+        out = sampler.suggest(history, [], n=min(batch, n_trials - len(history)))
+        if not out:
+            break
+        for p in out:
+            if fail_every and len(history) % fail_every == fail_every - 1:
+                history.append(Observation(p, ObservationState.FAILED))
+            else:
+                history.append(Observation(p, ObservationState.COMPLETE, None, losses=zdt1(p)))
+    return history
+
+
+@pytest.mark.parametrize("name", MULTI_OBJECTIVE_ALGORITHMS)
+def test_multi_objective_contract(name: str) -> None:
+    """Values in the space, never repeated (with failures in the history), deterministic under a seed, and a fresh
+    sampler replaying the history suggests the same."""
+    history = run_multi(name, 24, seed=3, fail_every=5)
+    assert len(history) == 24
+    assert len({SPACE.key(o.params) for o in history}) == 24
+    assert all(SPACE.contains(dict(o.params)) for o in history)
+    assert [dict(o.params) for o in run_multi(name, 24, seed=3, fail_every=5)] == [dict(o.params) for o in history]
+    again = [make_sampler(name, SPACE, seed=3, objectives=2).suggest(history, [], n=3) for _ in range(2)]
+    assert again[0] == again[1] and len(again[0]) == 3
+    assert not {SPACE.key(p) for p in again[0]} & {SPACE.key(o.params) for o in history}
+
+
+def test_objectives_are_accepted_exactly_by_the_declared_algorithms() -> None:
+    assert set(MULTI_OBJECTIVE_ALGORITHMS) == {"grid", "random", "sobol", "tpe"} <= set(SAMPLERS)
+    for name, cls in SAMPLERS.items():
+        if cls.supports_multi_objective:
+            continue
+        with pytest.raises(ValueError, match=f"the {name} algorithm does not support several objectives"):
+            make_sampler(name, SearchSpace.of({"x": FloatDistribution(0, 1), "e": IntDistribution(1, 9)}),
+                         objectives=2, settings={"resourceParameter": "e"} if name == "hyperband" else None)
+
+
+def test_motpe_beats_random_on_zdt1() -> None:
+    """After the same budget, MOTPE's front dominates more of the objective space than random search's (summed over
+    three seeds; a wrong split, e.g. ranking by the first objective alone, loses this)."""
+    ref = (1.1, 11.0)
+
+    def hv(name: str, seed: int) -> float:
+        done = [o.losses for o in run_multi(name, 60, seed=seed) if o.losses is not None]
+        return hypervolume(np.array(done), ref)
+
+    assert sum(hv("tpe", s) for s in range(3)) > sum(hv("random", s) for s in range(3))
+
+
+# -- the plan's front ---------------------------------------------------------------------------------------------
+
+
+def spec_of(goals: tuple[str, ...] = ("minimize", "maximize"), algorithm: str = "random") -> ExperimentSpec:
+    return ExperimentSpec.model_validate({
+        "objectives": [{"metric": f"m{i}", "goal": g} for i, g in enumerate(goals)],
+        "parameters": [{"name": "x", "type": "float", "min": 0, "max": 1}],
+        "algorithm": {"name": algorithm, "seed": 1},
+        "maxTrials": 1000,
+        "parallelTrials": 2,
+        "trialTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "t", "command": ["true"]}]}}}},
+    })
+
+
+def trial(number: int, values: list[float | None], state: TrialState = TrialState.SUCCEEDED) -> Trial:
+    metrics = {f"m{i}": v for i, v in enumerate(values) if v is not None}
+    return Trial(number, {"x": number / 1000}, state, metrics)
+
+
+trial_values = st.lists(st.tuples(st.sampled_from([TrialState.SUCCEEDED] * 4 + [TrialState.FAILED]),
+                                  st.lists(st.one_of(st.none(), st.integers(0, 5).map(float)), min_size=3,
+                                           max_size=3)), max_size=30)
+
+
+@settings(max_examples=120, deadline=None)
+@given(trial_values, st.randoms(use_true_random=False))
+def test_front_incremental_equals_from_scratch_equals_brute_force(rows: list, rnd: random.Random) -> None:
+    spec = spec_of(("minimize", "maximize", "minimize"))
+    trials = [trial(i, values, state) for i, (state, values) in enumerate(rows)]
+    candidates = {t.number: (v[0], -v[1], v[2]) for t in trials
+                  if t.state is TrialState.SUCCEEDED and None not in (v := [t.metrics.get(f"m{i}") for i in range(3)])}
+    expected = sorted(n for n, a in candidates.items() if not any(brute_dominates(b, a) for b in candidates.values()))
+    assert [t.number for t in pareto_front(spec, trials)] == expected
+    shuffled = list(trials)
+    rnd.shuffle(shuffled)
+    history = History(spec, "exp", shuffled)
+    assert sorted(t.number for t in history.front) == expected
+    plan = make_plan(spec, [], experiment="exp", history=history, suggest=False)
+    assert [t.number for t in plan.front] == expected and plan.best is None
+    assert [t.number for t in make_plan(spec, trials, experiment="exp", suggest=False).front] == expected
+
+
+def test_front_in_status_is_bounded_and_keeps_the_extremes() -> None:
+    spec = spec_of(("minimize", "minimize"))
+    n = 200
+    front = [trial(i, [i / n, 1 - i / n + 0.001 * math.sin(i)]) for i in range(n)]
+    assert len(pareto_front(spec, front)) == n  # every one is on the front
+    shown = front_in_status(spec, front)
+    assert len(shown) == MAX_FRONT_IN_STATUS
+    numbers = [t.number for t in shown]
+    assert numbers == sorted(numbers) and 0 in numbers and n - 1 in numbers
+    status = pareto_front_status(spec, "exp", front)
+    assert status["size"] == n and status["metrics"] == ["m0", "m1"]
+    assert len(status["trials"]) == MAX_FRONT_IN_STATUS
+    assert status["trials"][0] == {"name": "exp-0000", "number": 0, "values": [0.0, front[0].metrics["m1"]]}
+    # spread: no two shown members are neighbours on the front while larger gaps exist elsewhere
+    gaps = np.diff(numbers)
+    assert gaps.max() <= 3 * gaps.mean()
+
+
+def test_outcome_names_the_front() -> None:
+    spec = spec_of(("minimize", "minimize"))
+    spec = spec.model_copy(update={"max_trials": 3, "parallel_trials": 1})
+    trials = [trial(0, [1, 2]), trial(1, [2, 1]), trial(2, [3, 3])]
+    plan = make_plan(spec, trials, experiment="exp")
+    assert plan.outcome is not None and plan.outcome.reason == "MaxTrialsReached"
+    assert plan.outcome.message == "ran 3 of maxTrials=3; a Pareto front of 2 trials"
+
+
+def test_trial_missing_an_objective_is_not_on_the_front_and_is_failed_for_the_sampler() -> None:
+    spec = spec_of(("minimize", "minimize"))
+    t = trial(0, [1.0, None])
+    assert pareto_front(spec, [t]) == []
+    obs = t.observation(spec.objective_list)
+    assert obs.state is ObservationState.FAILED and obs.losses is None and obs.loss is None
+    ok = trial(1, [1.0, 2.0]).observation(spec.objective_list)
+    assert ok.state is ObservationState.COMPLETE and ok.losses == (1.0, 2.0) and ok.loss is None
+    assert dominates(np.array([1.0, 2.0]), np.array([1.0, 3.0]))
