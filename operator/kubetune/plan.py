@@ -32,6 +32,7 @@ class Outcomes:
     TOO_MANY_FAILED_TRIALS = "TooManyFailedTrials"
     NO_SUCCESSFUL_TRIALS = "NoSuccessfulTrials"
     NO_IMPROVEMENT = "NoImprovement"
+    NO_FEASIBLE_TRIALS = "NoFeasibleTrials"
     TIME_LIMIT_REACHED = "TimeLimitReached"
 
 
@@ -65,10 +66,16 @@ class Counts:
     failed: int = 0
     pruned: int = 0
     canceled: int = 0
+    infeasible: int = 0
+    """Succeeded trials on which an outcome constraint does not hold (also counted in ``succeeded``)."""
 
-    def as_status(self) -> dict[str, int]:
-        return {"created": self.created, "running": self.running, "succeeded": self.succeeded,
-                "failed": self.failed, "pruned": self.pruned}
+    def as_status(self, constrained: bool = False) -> dict[str, int]:
+        """The counts of ``status.trials``; ``infeasible`` only for an experiment with constraints."""
+        out = {"created": self.created, "running": self.running, "succeeded": self.succeeded,
+               "failed": self.failed, "pruned": self.pruned}
+        if constrained:
+            out["infeasible"] = self.infeasible
+        return out
 
 
 @dataclass
@@ -100,11 +107,22 @@ def default_seed(experiment: str) -> int:
     return zlib.crc32(experiment.encode())
 
 
-def count(trials: Sequence[Trial]) -> Counts:
+def count(trials: Sequence[Trial], spec: ExperimentSpec | None = None) -> Counts:
     c = Counts(created=len(trials))
     for t in trials:
-        _tally(c, t)
+        _tally(c, t, spec)
     return c
+
+
+def feasible(spec: ExperimentSpec, trial: Trial) -> bool:
+    """Whether ``trial`` may be the best trial or on the Pareto front: Succeeded, and every outcome constraint of
+    ``spec`` holds on its final metrics (a constraint's metric not reported: infeasible)."""
+    return trial.state is TrialState.SUCCEEDED and (not spec.constraints or trial.feasible(spec.constraints))
+
+
+def observe(spec: ExperimentSpec, trial: Trial) -> Observation:
+    """A finished trial as ``spec``'s sampler sees it."""
+    return trial.observation(spec.objective_list, spec.constraints or ())
 
 
 def pareto_front(spec: ExperimentSpec, trials: Iterable[Trial]) -> list[Trial]:
@@ -113,7 +131,8 @@ def pareto_front(spec: ExperimentSpec, trials: Iterable[Trial]) -> list[Trial]:
     if not spec.multi_objective:
         return []
     objectives = spec.objective_list
-    members = sorted(((losses, t.number, t) for t in trials if (losses := t.losses(objectives)) is not None),
+    members = sorted(((losses, t.number, t) for t in trials
+                      if feasible(spec, t) and (losses := t.losses(objectives)) is not None),
                      key=lambda m: (m[0], m[1]))
     # In lexicographic order of the losses no row dominates one before it, so one sweep against the front found
     # so far decides each row (work in proportion to the rows times the front).
@@ -141,12 +160,14 @@ def front_in_status(spec: ExperimentSpec, front: Sequence[Trial], limit: int = M
 
 
 def best_trial(spec: ExperimentSpec, trials: Sequence[Trial]) -> Trial | None:
+    """The Succeeded, feasible trial with the best objective value (the lowest number among equal values); None
+    with several objectives."""
     if spec.multi_objective:
         return None
     best: Trial | None = None
     best_value: float | None = None
     for t in trials:
-        if t.state is not TrialState.SUCCEEDED:
+        if not feasible(spec, t):
             continue
         v = t.objective_value(spec.objective)
         if v is None:
@@ -163,7 +184,7 @@ def _stall_step(spec: ExperimentSpec, trial: Trial, reference: float | None, run
     assert rule is not None
     if trial.state is TrialState.CANCELED:
         return reference, run
-    if trial.state is TrialState.SUCCEEDED:
+    if feasible(spec, trial):
         value = trial.objective_value(spec.objective)
         if value is not None and rule.improves(spec.objective.goal, value, reference):
             return value, 0
@@ -222,12 +243,16 @@ def _outcome(spec: ExperimentSpec, c: Counts, best: Trial | None, exhausted: boo
         spent = f"the time limit ran out (maxDurationSeconds={limit}) with {c.created} trials created"
         if c.succeeded == 0:
             return Outcome(False, Outcomes.NO_SUCCESSFUL_TRIALS, f"{spent}; none succeeded")
+        if spec.constraints and c.infeasible >= c.succeeded:
+            return Outcome(False, Outcomes.NO_FEASIBLE_TRIALS, f"{spent}; {_none_feasible(c)}")
         return Outcome(True, Outcomes.TIME_LIMIT_REACHED, f"{spent}{tail}")
     budget_spent = c.created >= spec.max_trials
     stalled = _stalled(spec, since)
     if (budget_spent or exhausted or stalled) and c.running == 0:
         if c.succeeded == 0:
             return Outcome(False, Outcomes.NO_SUCCESSFUL_TRIALS, f"none of {c.created} trials succeeded")
+        if spec.constraints and c.infeasible >= c.succeeded:
+            return Outcome(False, Outcomes.NO_FEASIBLE_TRIALS, f"{_none_feasible(c)} ({c.created} trials created)")
         if budget_spent:
             return Outcome(True, Outcomes.MAX_TRIALS_REACHED, f"ran {c.created} of maxTrials={spec.max_trials}{tail}")
         if stalled:
@@ -241,6 +266,11 @@ def _outcome(spec: ExperimentSpec, c: Counts, best: Trial | None, exhausted: boo
         return Outcome(True, Outcomes.SEARCH_SPACE_EXHAUSTED,
                        f"every configuration of the search space was tried ({c.created} trials){tail}")
     return None
+
+
+def _none_feasible(c: Counts) -> str:
+    return (f"none of the {c.succeeded} succeeded trials was feasible (each violated a constraint or did not report "
+            "its metric)")
 
 
 class History:
@@ -324,16 +354,16 @@ class History:
             return
         self.numbers.insert(i, trial.number)
         self.trials.insert(i, trial)
-        self.observations.insert(i, trial.observation(self.spec.objective_list))
+        self.observations.insert(i, observe(self.spec, trial))
         self.keys.add(self.sampler.space.key(trial.params))
-        _tally(self.counts, trial)
+        _tally(self.counts, trial, self.spec)
         if self.spec.stopping is not None and self.spec.stopping.no_improvement is not None:
             self._restall(i)
         if self.pruner is not None:
             self.curves.add(trial)
         if self.spec.multi_objective:
             self._add_to_front(trial)
-        elif trial.state is TrialState.SUCCEEDED and (v := trial.objective_value(self.spec.objective)) is not None:
+        elif feasible(self.spec, trial) and (v := trial.objective_value(self.spec.objective)) is not None:
             # best_trial's rule: the best value, and among equal values the lowest number
             if (self._best_value is None or self.spec.objective.better(v, self._best_value)
                     or (v == self._best_value and self.best is not None and trial.number < self.best.number)):
@@ -343,7 +373,7 @@ class History:
     def _add_to_front(self, trial: Trial) -> None:
         """Keep :attr:`front` the Pareto front: a trial that a member dominates stays out; one that joins removes
         the members it dominates (work in proportion to the front, not to every trial)."""
-        losses = trial.losses(self.spec.objective_list)
+        losses = trial.losses(self.spec.objective_list) if feasible(self.spec, trial) else None
         if losses is None:
             return
         y = np.array(losses)
@@ -354,11 +384,13 @@ class History:
         self._front_losses = [self._front_losses[i] for i in kept] + [losses]
 
 
-def _tally(c: Counts, t: Trial) -> None:
+def _tally(c: Counts, t: Trial, spec: ExperimentSpec | None = None) -> None:
     if t.active:
         c.running += 1
     elif t.state is TrialState.SUCCEEDED:
         c.succeeded += 1
+        if spec is not None and spec.constraints and t.infeasible(spec.constraints):
+            c.infeasible += 1
     elif t.state is TrialState.FAILED:
         c.failed += 1
     elif t.state is TrialState.PRUNED:
@@ -404,17 +436,17 @@ def make_plan(
     pruner_ = pruner if pruner is not None else make_pruner(spec)
     finished = [t for t in trials if not t.active]
     active = [t for t in trials if t.active]
-    observations = [t.observation(spec.objective_list) for t in finished]
+    observations = [observe(spec, t) for t in finished]
     remaining = sampler_.remaining(observations, [t.params for t in active])
 
     def suggest_(pending: list[dict[str, ParamValue]], stopped: list[Trial], n: int) -> list[dict[str, ParamValue]]:
         if warm:
             keys = {sampler_.space.key(t.params) for t in finished}
-            return sampler_.suggest([*warm, *observations, *(t.observation(spec.objective_list) for t in stopped)],
+            return sampler_.suggest([*warm, *observations, *(observe(spec, t) for t in stopped)],
                                     pending, n=n, known=keys | {sampler_.space.key(t.params) for t in stopped})
-        return sampler_.suggest(observations + [t.observation(spec.objective_list) for t in stopped], pending, n=n)
+        return sampler_.suggest(observations + [observe(spec, t) for t in stopped], pending, n=n)
 
-    return _conclude(spec, count(trials), best_trial(spec, trials), active, exhausted=remaining == 0,
+    return _conclude(spec, count(trials, spec), best_trial(spec, trials), active, exhausted=remaining == 0,
                      front=pareto_front(spec, finished),
                      decide=(lambda: pruner_.decide(spec, trials)) if pruner_ is not None else None,
                      suggest=suggest_ if suggest else None,
@@ -445,7 +477,7 @@ def _plan(spec: ExperimentSpec, trials: Sequence[Trial], history: History, sampl
         observations: Sequence[Observation] = history.observations
         known: AbstractSet[tuple[object, ...]] = history.keys
         if stopped:
-            observations = [*observations, *(t.observation(spec.objective_list) for t in stopped)]
+            observations = [*observations, *(observe(spec, t) for t in stopped)]
             known = known | {sampler.space.key(t.params) for t in stopped}
         return sampler.suggest([*warm, *observations], pending, n=n, known=known)
 

@@ -84,6 +84,46 @@ class Objective(KubeModel):
         return -value if self.goal == "maximize" else value
 
 
+# --------------------------------------------------------------------------------------------------- constraints
+
+MAX_CONSTRAINTS = 16
+
+
+class Constraint(KubeModel):
+    """An outcome constraint: a trial is feasible when its final value of ``metric`` lies within ``[min, max]``."""
+
+    metric: str = Field(
+        min_length=1,
+        max_length=63,
+        pattern=METRIC_PATTERN,
+        description="A metric trials report (not the objective's): its final value must lie within min and max.",
+    )
+    min: float | None = Field(None, description="Lower bound (inclusive) of the metric's final value.")
+    max: float | None = Field(None, description="Upper bound (inclusive) of the metric's final value.")
+
+    __rules__ = [
+        Rule(
+            "has(self.min) || has(self.max)",
+            "a constraint needs min or max (or both)",
+            lambda c: c.min is not None or c.max is not None,
+        ),
+        Rule(
+            "!has(self.min) || !has(self.max) || self.min <= self.max",
+            "a constraint's min must not exceed its max",
+            lambda c: c.min is None or c.max is None or c.min <= c.max,
+            field="min",
+        ),
+    ]
+
+    def violation(self, value: float | None) -> float:
+        """How far ``value`` lies outside ``[min, max]`` (Optuna's convention: ``<= 0`` when it holds, the distance
+        to the nearer bound, negative, inside); ``inf`` when the metric was not reported."""
+        if value is None or not math.isfinite(value):
+            return math.inf
+        sides = [b - value for b in (self.min,) if b is not None] + [value - b for b in (self.max,) if b is not None]
+        return max(sides)
+
+
 # --------------------------------------------------------------------------------------------------- parameters
 
 MAX_CATEGORICAL_LENGTH = 64
@@ -641,6 +681,29 @@ INITIAL_AND_WARM_RULES = [
 ]
 
 
+CONSTRAINT_ALGORITHMS = tuple(sorted(n for n, c in SAMPLERS.items() if c.supports_constraints))
+"""Algorithms that accept outcome constraints (the others are refused a spec with ``constraints``)."""
+
+CONSTRAINT_RULES = [
+    Rule(
+        "!has(self.constraints) || self.constraints.all(c, (!has(self.objective) || c.metric != self.objective.metric)"
+        " && (!has(self.objectives) || self.objectives.all(o, o.metric != c.metric)))",
+        "a constraint cannot bound an objective's metric: objectives are optimized, not constrained "
+        "(objective.target ends the experiment at a value); constrain another metric the trials report",
+        lambda s: not s.constraints or all(c.metric not in [o.metric for o in s.objective_list] for c in s.constraints),
+        field="constraints",
+    ),
+    Rule(
+        "!has(self.constraints) || size(self.constraints) == 0 || self.algorithm.name in ["
+        + ", ".join(f"'{a}'" for a in CONSTRAINT_ALGORITHMS) + "]",
+        f"constraints need an algorithm that supports them: {', '.join(CONSTRAINT_ALGORITHMS)} (the others rank "
+        "or promote trials by the objective alone, before or without the final metrics)",
+        lambda s: not s.constraints or s.algorithm.name in CONSTRAINT_ALGORITHMS,
+        field="constraints",
+    ),
+]
+
+
 # --------------------------------------------------------------------------------------------------- spec
 
 
@@ -727,6 +790,16 @@ class ExperimentSpec(KubeModel):
         description="Other metrics trials report: recorded and shown, not optimized.",
         json_schema_extra={"x-kubetune-item-max-length": 63},
     )
+    constraints: list[Constraint] | None = Field(
+        None,
+        max_length=MAX_CONSTRAINTS,
+        description="Optional outcome constraints, keyed by metric: a Succeeded trial is feasible when every "
+        "constraint holds on its final metrics, and infeasible when one does not or its metric was not reported "
+        "(failed and pruned trials are neither). The best trial is the best feasible one, objective.target and "
+        "stopping.noImprovement count feasible trials only, and tpe and bayesian learn where trials are feasible. "
+        "Not with cmaes or hyperband.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["metric"]},
+    )
     parameters: list[Parameter] = Field(
         min_length=1,
         max_length=64,
@@ -797,6 +870,7 @@ class ExperimentSpec(KubeModel):
         ),
         *HYPERBAND_RULES,
         *INITIAL_AND_WARM_RULES,
+        *CONSTRAINT_RULES,
         Rule(
             "!has(self.trialTimeoutSeconds) || !has(self.stopping) || !has(self.stopping.maxDurationSeconds)"
             " || self.trialTimeoutSeconds <= self.stopping.maxDurationSeconds",
@@ -855,7 +929,8 @@ class ExperimentSpec(KubeModel):
     @property
     def metric_names(self) -> list[str]:
         first = [o.metric for o in self.objective_list]
-        return first + [m for m in self.additional_metrics if m not in first]
+        names = first + [m for m in self.additional_metrics if m not in first]
+        return names + [c.metric for c in self.constraints or () if c.metric not in names]
 
 
 # --------------------------------------------------------------------------------------------------- status
@@ -877,6 +952,10 @@ class TrialCounts(KubeModel):
     succeeded: int = Field(0, description="Trials that reported the objective.")
     failed: int = Field(0, description="Trials that failed.")
     pruned: int = Field(0, description="Trials stopped early.")
+    infeasible: int | None = Field(
+        None, description="With spec.constraints: Succeeded trials on which a constraint does not hold or whose "
+        "metric was not reported (also counted in succeeded)."
+    )
 
 
 class BestTrial(KubeModel):

@@ -12,7 +12,7 @@ from itertools import accumulate
 from typing import Any
 
 from .engine import Observation, ObservationState, ParamValue
-from .spec import Objective
+from .spec import Constraint, Objective
 
 # -- record bounds ------------------------------------------------------------------------------------------------
 #
@@ -128,20 +128,41 @@ class Trial:
         values = self.objective_values(objectives) if self.state is TrialState.SUCCEEDED else None
         return None if values is None else tuple(o.loss(v) for o, v in zip(objectives, values))
 
-    def observation(self, objective: Objective | Sequence[Objective]) -> Observation:
+    def constraint_values(self, constraints: Sequence[Constraint]) -> tuple[float, ...]:
+        """One value per constraint, Optuna's convention: ``<= 0`` when it holds on the final metrics, ``inf`` when
+        the metric was not reported (see :meth:`Constraint.violation`)."""
+        return tuple(c.violation(self.metrics.get(c.metric)) for c in constraints)
+
+    def feasible(self, constraints: Sequence[Constraint]) -> bool:
+        """Whether this is a Succeeded trial on which every constraint holds. A Succeeded trial that did not report
+        a constraint's metric is infeasible; failed, pruned and canceled trials have no feasibility (False here, and
+        never counted as infeasible)."""
+        return self.state is TrialState.SUCCEEDED and all(v <= 0 for v in self.constraint_values(constraints))
+
+    def infeasible(self, constraints: Sequence[Constraint]) -> bool:
+        """Whether this is a Succeeded trial on which a constraint does not hold (see :meth:`feasible`)."""
+        return bool(constraints) and self.state is TrialState.SUCCEEDED and not self.feasible(constraints)
+
+    def observation(self, objective: Objective | Sequence[Objective],
+                    constraints: Sequence[Constraint] = ()) -> Observation:
         """This (finished) trial as the suggestion engine sees it. Given several objectives (a list of two or
         more), a Succeeded trial that reported every one is complete with ``losses``; one that did not is failed,
-        and pruning does not apply (the spec refuses early stopping with several objectives)."""
+        and pruning does not apply (the spec refuses early stopping with several objectives). With outcome
+        ``constraints``, a complete observation carries :meth:`constraint_values`."""
         if not isinstance(objective, Objective):
             if len(objective) > 1:
                 losses = self.losses(objective)
                 state = ObservationState.COMPLETE if losses is not None else ObservationState.FAILED
-                return Observation(self.params, state, None, (), losses=losses)
+                values = self.constraint_values(constraints) if state is ObservationState.COMPLETE else ()
+                return Observation(self.params, state, None, (), losses=losses, constraints=values)
             objective = objective[0]
         inter = tuple((s, objective.loss(v)) for s, v in self.curve)
         if self.state is TrialState.SUCCEEDED:
             value = self.objective_value(objective)
             loss = objective.loss(value) if value is not None else None
+            if constraints:
+                return Observation(self.params, ObservationState.COMPLETE, loss, inter,
+                                   constraints=self.constraint_values(constraints))
             return Observation(self.params, ObservationState.COMPLETE, loss, inter)
         if self.state is TrialState.PRUNED:
             loss = inter[-1][1] if inter else None

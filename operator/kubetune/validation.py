@@ -136,6 +136,13 @@ def _duplicates(doc: dict[str, Any]) -> list[Problem]:
                         if len(out) >= 100:
                             return out
                     seen_values.add(key)
+    constraints = (doc.get("spec") or {}).get("constraints")
+    metrics: set[str] = set()
+    for i, c in enumerate(constraints if isinstance(constraints, list) else []):
+        if isinstance(c, dict) and isinstance(c.get("metric"), str):
+            if c["metric"] in metrics:
+                out.append(Problem(f"spec.constraints[{i}]", f'Duplicate value: {{"metric":"{c["metric"]}"}}'))
+            metrics.add(c["metric"])
     return out
 
 

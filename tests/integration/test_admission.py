@@ -145,6 +145,25 @@ CASES: list[tuple[str, Mutation, str]] = [
      "spec.warmStart.experiments cannot name the experiment itself"),
     ("warm-start-max-trials", _spec(warmStart={"experiments": ["older"], "maxTrials": 1001}),
      "less than or equal to 1000"),
+    # spec.constraints
+    ("constraint-without-bounds", _spec(constraints=[{"metric": "fit_seconds"}]),
+     "a constraint needs min or max (or both)"),
+    ("constraint-min-above-max", _spec(constraints=[{"metric": "fit_seconds", "min": 5, "max": 1}]),
+     "a constraint's min must not exceed its max"),
+    ("constraint-on-the-objective", _spec(constraints=[{"metric": "accuracy", "min": 0.9}]),
+     "a constraint cannot bound an objective's metric"),
+    ("constraint-metric-twice", _spec(constraints=[{"metric": "fit_seconds", "max": 5},
+                                                   {"metric": "fit_seconds", "min": 1}]),
+     'Duplicate value: {"metric":"fit_seconds"}'),
+    ("constraints-at-most-16", _spec(constraints=[{"metric": f"m{i}", "max": 1} for i in range(17)]),
+     "at most 16 items"),
+    *[(f"constraints-with-{name}",
+       _spec(constraints=[{"metric": "fit_seconds", "max": 5}],
+             algorithm={"name": name, **({"settings": {"resourceParameter": "degree"}} if name == "hyperband"
+                                         else {})}),
+       "constraints need an algorithm that supports them: "
+       + ", ".join(sorted(n for n, c in SAMPLERS.items() if c.supports_constraints)))
+      for name in sorted(n for n, c in SAMPLERS.items() if not c.supports_constraints)],
 ]
 
 

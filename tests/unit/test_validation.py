@@ -18,6 +18,7 @@ import yaml
 from kubetune.engine import DEFAULT_ALGORITHM, SAMPLERS
 from kubetune.spec import (
     CONDITION_ALGORITHMS,
+    CONSTRAINT_ALGORITHMS,
     MAX_NAME_LENGTH,
     MULTI_OBJECTIVE_ALGORITHMS,
     SETTING_OWNERS,
@@ -388,6 +389,35 @@ CASES: list[tuple[str, Callable[[dict], None], list[tuple[str, str]]]] = [
                                 d["spec"]["parameters"].pop(2)))(name),  # no categorical (cmaes)
        [("spec.algorithm", _refusal(name))])
       for name in ("bayesian", "cmaes")],
+    # outcome constraints
+    ("constraint-without-bounds", _set(spec, constraints=[{"metric": "latency"}]),
+     [("spec.constraints[0]", "a constraint needs min or max (or both)")]),
+    ("constraint-min-above-max", _set(spec, constraints=[{"metric": "latency", "min": 5, "max": 1}]),
+     [("spec.constraints[0].min", "a constraint's min must not exceed its max")]),
+    ("constraint-on-the-objective", _set(spec, constraints=[{"metric": "acc", "min": 0.5}]),
+     [("spec.constraints", "a constraint cannot bound an objective's metric: objectives are optimized, not "
+       "constrained (objective.target ends the experiment at a value); constrain another metric the trials report")]),
+    ("constraint-on-one-of-the-objectives", lambda d: (
+        d["spec"].pop("objective"),
+        _set(spec, objectives=TWO_OBJECTIVES, constraints=[{"metric": "size", "max": 10}])(d)),
+     [("spec.constraints", "a constraint cannot bound an objective's metric: objectives are optimized, not "
+       "constrained (objective.target ends the experiment at a value); constrain another metric the trials report")]),
+    ("constraint-metric-twice", _set(spec, constraints=[{"metric": "latency", "max": 5}, {"metric": "latency",
+                                                                                        "min": 1}]),
+     [("spec.constraints[1]", 'Duplicate value: {"metric":"latency"}')]),
+    ("constraints-at-most-16", _set(spec, constraints=[{"metric": f"m{i}", "max": 1} for i in range(17)]),
+     [("spec.constraints", "Invalid value: List should have at most 16 items after validation, not 17")]),
+    ("constraint-metric-pattern", _set(spec, constraints=[{"metric": "9lives", "max": 1}]),
+     [("spec.constraints[0].metric", "Invalid value: \"9lives\": should match '^[A-Za-z_][A-Za-z0-9_.\\-/]*$'")]),
+    *[(f"constraints-with-{name}", (lambda name: lambda d: (
+        _set(spec, constraints=[{"metric": "latency", "max": 5}])(d),
+        d["spec"].update(parameters=[p for p in d["spec"]["parameters"] if p["type"] != "categorical"]),
+        _set(algo, name=name, **({"settings": {"resourceParameter": "layers"}} if name == "hyperband" else {}))(d),
+        container(d).update(command=["true"]), container(d).pop("env")))(name),
+       [("spec.constraints", "constraints need an algorithm that supports them: "
+         + ", ".join(CONSTRAINT_ALGORITHMS) + " (the others rank or promote trials by the objective alone, before or "
+         "without the final metrics)")])
+      for name in ("cmaes", "hyperband")],
     # resource identity
     ("wrong-apiVersion", _set(top, apiVersion="kubetune.io/v1"),
      [("apiVersion", "Unsupported value: \"kubetune.io/v1\": supported values: 'kubetune.io/v1alpha1'")]),

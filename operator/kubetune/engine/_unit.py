@@ -54,6 +54,17 @@ class UnitHistory:
     losses: np.ndarray | None = None
     """With several objectives: ``(n, m)`` finite losses of the (complete) trials; ``y`` is then each trial's
     non-domination rank."""
+    constraints: np.ndarray | None = None
+    """With outcome constraints: ``(n_complete, k)`` constraint values of the complete trials (the first
+    ``n_complete`` rows), Optuna's convention (``<= 0`` holds), ``inf`` where a metric was not reported; else None."""
+
+    @property
+    def infeasible(self) -> np.ndarray:
+        """``(n,)`` booleans: complete trials that violate a constraint (pruned trials never do)."""
+        out = np.zeros(len(self.y), dtype=bool)
+        if self.constraints is not None and len(self.constraints):
+            out[: self.n_complete] = (self.constraints > 0).any(axis=1)
+        return out
 
 
 def to_unit_matrix(space: SearchSpace, params: Sequence[Mapping[str, ParamValue]]) -> np.ndarray:
@@ -146,7 +157,17 @@ def unit_history(space: SearchSpace, history: Sequence[Observation]) -> UnitHist
         for i, o in enumerate(ranked):
             params.append(o.params)
             ys.append(top + spread * (0.1 + 0.1 * i / max(len(ranked), 1)))
-    return UnitHistory(X=to_unit_matrix(space, params), y=np.array(ys, dtype=float), n_complete=len(complete))
+    return UnitHistory(X=to_unit_matrix(space, params), y=np.array(ys, dtype=float), n_complete=len(complete),
+                       constraints=_constraint_matrix(complete))
+
+
+def _constraint_matrix(complete: Sequence[Observation]) -> np.ndarray | None:
+    """The complete trials' constraint values as :attr:`UnitHistory.constraints` (None without constraints)."""
+    k = max((len(o.constraints) for o in complete), default=0)
+    if not k:
+        return None
+    return np.array([list(o.constraints) if len(o.constraints) == k else [math.inf] * k for o in complete],
+                    dtype=float).reshape(len(complete), k)
 
 
 def _multi_objective_history(space: SearchSpace, history: Sequence[Observation]) -> UnitHistory:
@@ -158,7 +179,7 @@ def _multi_objective_history(space: SearchSpace, history: Sequence[Observation])
     Y = np.array([list(o.losses or ()) for o in complete], dtype=float).reshape(len(complete), m)
     y = nondominated_ranks(Y).astype(float) if len(complete) else np.zeros(0)
     return UnitHistory(X=to_unit_matrix(space, [o.params for o in complete]), y=y, n_complete=len(complete),
-                       losses=Y)
+                       losses=Y, constraints=_constraint_matrix(complete))
 
 
 def _finite(v: object) -> bool:

@@ -57,6 +57,16 @@ class Observation:
     losses: tuple[float, ...] | None = None
     """With several objectives (``spec.objectives``): every objective oriented for minimization, in the spec's
     order, on a complete trial that reported them all (``loss`` is then None); None otherwise."""
+    constraints: tuple[float, ...] = ()
+    """With outcome constraints (``spec.constraints``), on a complete trial: one value per constraint in the spec's
+    order, Optuna's convention (``<= 0`` when it holds, the amount above 0 is the violation; ``inf`` when the trial
+    did not report the metric). Empty on failed and pruned trials (they have no feasibility) and without
+    constraints."""
+
+    @property
+    def feasible(self) -> bool:
+        """Whether every constraint holds (True without constraints)."""
+        return all(c <= 0 for c in self.constraints)
 
     @property
     def last_step(self) -> int | None:
@@ -101,6 +111,9 @@ class Sampler(ABC):
     """Whether the sampler handles several objectives (``Observation.losses``); see the module docstring."""
     multi_objective_refusal: ClassVar[str] = "it models a single objective"
     """Why a sampler that does not support several objectives refuses them (part of its admission message)."""
+    supports_constraints: ClassVar[bool] = False
+    """Whether the sampler accepts outcome constraints (``Observation.constraints``): the spec admits
+    ``constraints`` only for algorithms that set it (see :data:`kubetune.spec.CONSTRAINT_ALGORITHMS`)."""
 
     def __init__(
         self,

@@ -12,6 +12,14 @@ same point: an inactive numeric parameter is the constant -0.5 (half a unit belo
 categorical parameter's one-hot columns are all 0. The mismatch between a trial where a parameter is active and one
 where it is not then costs about as much distance as a change of category.
 
+Outcome constraints (``spec.constraints``), as Optuna's GPSampler does: one more Gaussian process per constraint
+models its value (standardized; fitted on the complete trials that reported the metric, so one that did not is left
+out of that model: it is infeasible, never the incumbent, but says nothing about the value), and the acquisition is
+log expected improvement over the best *feasible* trial plus the log probability that every constraint holds
+(constraints independent), so expected improvement is multiplied by the probability of feasibility. Until a trial is
+feasible, the probability of feasibility alone is maximized. The objective's process still learns from infeasible
+trials.
+
 Parallel trials use the *kriging believer*: pending trials, and earlier suggestions of the same batch, join the
 model with the posterior mean as their outcome (and may become the incumbent), which removes their uncertainty and
 so their expected improvement, and the batch spreads out. Failed trials are left out of the model (never
@@ -33,9 +41,10 @@ from typing import Any
 
 import numpy as np
 from pydantic import Field
+from scipy.special import log_ndtr
 
 from ._gp import GaussianProcess, log_expected_improvement, warp_targets
-from ._unit import ModelSettings, active_mask, categorical_sizes, startup, to_unit_matrix
+from ._unit import ModelSettings, UnitHistory, active_mask, categorical_sizes, startup, to_unit_matrix
 from .base import Sampler, SuggestContext
 from .space import CategoricalDistribution, Distribution, FloatDistribution, IntDistribution, ParamValue, SearchSpace
 
@@ -106,6 +115,28 @@ def _snap_by_arithmetic(dist: Distribution, u: np.ndarray) -> np.ndarray:
     return np.clip((v - lo) / (hi - lo), 0.0, 1.0)
 
 
+class _Feasibility:
+    """Gaussian processes of the constraint values (standardized) and the threshold each must stay at or below."""
+
+    def __init__(self, models: list[tuple[GaussianProcess, float]]) -> None:
+        self.models = models
+
+    def log_pof(self, E: np.ndarray) -> np.ndarray:
+        """Log probability that every constraint holds at the encoded points ``E`` (independent constraints)."""
+        out = np.zeros(len(E))
+        for gp, threshold in self.models:
+            mu, sd = gp.predict(E)
+            out += log_ndtr((threshold - mu) / np.maximum(sd, 1e-12))
+        return out
+
+    def likely(self, E: np.ndarray) -> np.ndarray:
+        """Points whose predicted constraint values all hold (posterior means at or below the thresholds)."""
+        ok = np.ones(len(E), dtype=bool)
+        for gp, threshold in self.models:
+            ok &= gp.predict(E)[0] <= threshold
+        return ok
+
+
 class BayesianSettings(ModelSettings):
     max_model_trials: int = Field(
         300,
@@ -133,6 +164,7 @@ class BayesianSampler(Sampler):
     multi_objective_refusal = "its Gaussian process and expected improvement model one objective"
     summary = "Gaussian-process Bayesian optimization (expected improvement): best results for small budgets."
     supports_conditions = True
+    supports_constraints = True
 
     def __init__(self, space: SearchSpace, **kwargs: object) -> None:
         super().__init__(space, **kwargs)  # type: ignore[arg-type]
@@ -216,7 +248,12 @@ class BayesianSampler(Sampler):
         out, hist = startup(self, ctx, n, s.n_startup_trials)
         if hist is None:
             return out
-        X, y = self._model_subset(ctx, hist.X, hist.y)
+        rows: np.ndarray | None = None
+        if hist.constraints is not None:  # keep track of which trials feed the model
+            Xi, y = self._model_subset(ctx, np.column_stack([hist.X, np.arange(len(hist.y))]), hist.y)
+            X, rows = Xi[:, :-1], Xi[:, -1].astype(int)
+        else:
+            X, y = self._model_subset(ctx, hist.X, hist.y)
         z = warp_targets(y)
         E = self._encode(X)
         gp = GaussianProcess(self._col_dim, len(self.space))
@@ -226,8 +263,17 @@ class BayesianSampler(Sampler):
             gp.condition(E, z)
         else:
             gp.fit(E, z, ctx.rng, restarts=1 if len(z) > 64 else 2)
-        best = float(np.min(gp.predict(E)[0]))
-        top = X[np.argsort(z, kind="stable")[:5]]
+        feasibility: _Feasibility | None = None
+        if rows is None:
+            best: float | None = float(np.min(gp.predict(E)[0]))
+            top = X[np.argsort(z, kind="stable")[:5]]
+        else:
+            feasibility = self._feasibility(ctx, hist, rows)
+            ok = ~hist.infeasible[rows] & (rows < hist.n_complete)
+            # The incumbent is the best feasible trial; without one, the acquisition is the probability of
+            # feasibility alone. Local search starts from the best feasible trials, then the least violating.
+            best = float(np.min(gp.predict(E[ok])[0])) if ok.any() else None
+            top = X[np.lexsort((z, ~ok))[:5]]
         if self.space.conditional:
             # Inactive coordinates of the incumbents: the centre, used only where a perturbation activates them.
             top = np.where(np.isnan(top), 0.5, top)
@@ -241,8 +287,11 @@ class BayesianSampler(Sampler):
                 gp.condition(np.vstack([E, Ef]), np.concatenate([z, believed]), exact=len(Ef))
                 # The believed outcomes are observations now, so they can be the incumbent too; otherwise a
                 # predicted minimum below the best trial keeps positive EI and the batch piles up there.
-                best = min(best, float(np.min(believed)))
-            pick = self._maximize(ctx, gp, best, top)
+                if feasibility is None:
+                    best = min(best, float(np.min(believed)))  # type: ignore[type-var]
+                elif best is not None and (likely := feasibility.likely(Ef)).any():
+                    best = min(best, float(np.min(believed[likely])))
+            pick = self._maximize(ctx, gp, best, top, feasibility)
             if pick is None:
                 more = self._random_unique(ctx, 1)
                 if not more:
@@ -278,8 +327,25 @@ class BayesianSampler(Sampler):
             U[flip, i] = rng.random(int(flip.sum()))
         return self._snap(U)
 
-    def _maximize(self, ctx: SuggestContext, gp: GaussianProcess, best: float,
-                  top: np.ndarray) -> dict[str, ParamValue] | None:
+    def _feasibility(self, ctx: SuggestContext, hist: UnitHistory, rows: np.ndarray) -> _Feasibility:
+        """One Gaussian process per constraint on its values at the complete trials among ``rows``."""
+        assert hist.constraints is not None
+        complete = rows[rows < hist.n_complete]
+        E = self._encode(hist.X[complete])
+        models = []
+        for j in range(hist.constraints.shape[1]):
+            c = hist.constraints[complete, j]
+            known = np.isfinite(c)  # a trial that did not report the metric says nothing about its value
+            if known.sum() < 2:
+                continue
+            mean, sd = float(np.mean(c[known])), float(np.std(c[known])) or 1.0
+            gp = GaussianProcess(self._col_dim, len(self.space))
+            gp.fit(E[known], (c[known] - mean) / sd, ctx.rng, restarts=1)
+            models.append((gp, -mean / sd))
+        return _Feasibility(models)
+
+    def _maximize(self, ctx: SuggestContext, gp: GaussianProcess, best: float | None,
+                  top: np.ndarray, feasibility: _Feasibility | None = None) -> dict[str, ParamValue] | None:
         rng = ctx.rng
         d = len(self.space)
 
@@ -288,8 +354,17 @@ class BayesianSampler(Sampler):
             rows = max(1, _SCORE_CHUNK // max(len(gp.X), 1))
             parts = []
             for i in range(0, len(U), rows):
-                mu, sd = gp.predict(self._encode(U[i : i + rows]))
-                parts.append(log_expected_improvement(mu, sd, best))
+                Ec = self._encode(U[i : i + rows])
+                if feasibility is None:
+                    assert best is not None
+                    mu, sd = gp.predict(Ec)
+                    parts.append(log_expected_improvement(mu, sd, best))
+                    continue
+                a = feasibility.log_pof(Ec)
+                if best is not None:
+                    mu, sd = gp.predict(Ec)
+                    a = a + log_expected_improvement(mu, sd, best)
+                parts.append(a)
             return np.concatenate(parts)
 
         U = np.vstack([self._snap(rng.random((self._s.n_candidates, d))), self._perturb(rng, top, 32, 0.1)])

@@ -38,6 +38,7 @@ class GridSampler(Sampler):
     supports_multi_objective = True
     summary = "Every combination of values (floats need a step), lexicographic or shuffled."
     supports_conditions = True
+    supports_constraints = True
 
     def __init__(self, space: SearchSpace, **kwargs: object) -> None:
         super().__init__(space, **kwargs)  # type: ignore[arg-type]

@@ -16,6 +16,7 @@ class RandomSampler(Sampler):
     supports_multi_objective = True
     summary = "Independent uniform draws (log-uniform on log scales). A strong baseline for up to ~20 trials."
     supports_conditions = True
+    supports_constraints = True
 
     def _suggest(self, ctx: SuggestContext, n: int) -> list[dict[str, ParamValue]]:
         return self._random_unique(ctx, n)

@@ -18,6 +18,7 @@ class SobolSampler(Sampler):
     supports_multi_objective = True
     summary = "Scrambled Sobol' low-discrepancy sequence: even coverage for small budgets."
     supports_conditions = True
+    supports_constraints = True
 
     def _suggest(self, ctx: SuggestContext, n: int) -> list[dict[str, ParamValue]]:
         return sobol_unique(self, ctx, n)

@@ -24,6 +24,14 @@ Several objectives (``spec.objectives``, Optuna's MOTPE): the good group is take
 the rank the split cuts through by each trial's exclusive hypervolume contribution (see
 :func:`kubetune.engine.pareto.motpe_order`); the densities and the candidate score are the same as with one.
 
+Outcome constraints (``spec.constraints``), as Optuna's TPESampler with ``constraints_func`` (its ``_split_trials``:
+complete, then pruned, then infeasible trials fill the good group): the trials are ranked feasible complete ones by
+loss first, then pruned ones, then infeasible ones by their summed violation (the sum of the positive constraint
+values, ``inf`` for a missing metric), and the good group is the first ``ceil(gamma * n)`` of that order (with
+several objectives, the feasible trials are ranked as MOTPE ranks them). While few trials are feasible the good
+group holds the least violating ones, so the search moves toward the feasible region; once enough are, infeasible
+trials only shape the bad density.
+
 Parallel trials: pending trials, and the suggestions already made in the same batch, join the bad group (the
 "constant liar"), so a batch of suggestions spreads out instead of piling onto one spot. Failed trials are left out
 of the model; pruned trials rank behind every complete trial (see :mod:`kubetune.engine._unit`). Only ``ctx.rng``
@@ -39,7 +47,7 @@ import numpy as np
 from pydantic import Field
 from scipy.special import logsumexp, ndtr, ndtri
 
-from ._unit import ModelSettings, active_mask, categorical_sizes, startup, to_unit_matrix
+from ._unit import ModelSettings, UnitHistory, active_mask, categorical_sizes, startup, to_unit_matrix
 from .base import Sampler, SuggestContext
 from .pareto import motpe_order
 from .space import ParamValue, SearchSpace
@@ -187,6 +195,7 @@ class TPESampler(Sampler):
     Settings = TPESettings
     summary = "Tree-structured Parzen Estimator: fast model-based search, scales to thousands of trials."
     supports_conditions = True
+    supports_constraints = True
     supports_multi_objective = True
 
     def __init__(self, space: SearchSpace, **kwargs: object) -> None:
@@ -205,8 +214,12 @@ class TPESampler(Sampler):
         if hist is None:
             return out
         n_good = min(max(int(math.ceil(s.gamma * len(hist.y))), 1), _MAX_GOOD)
-        if hist.losses is not None:  # several objectives: rank, then hypervolume contribution (MOTPE)
+        if hist.losses is not None and hist.infeasible.any():  # several objectives and outcome constraints
+            order = _constrained_order(hist, n_good)
+        elif hist.losses is not None:  # several objectives: rank, then hypervolume contribution (MOTPE)
             order = np.argsort(motpe_order(hist.losses, n_good), kind="stable")
+        elif hist.constraints is not None:  # outcome constraints: Optuna's constrained split
+            order = _constrained_order(hist)
         else:
             order = np.argsort(hist.y, kind="stable")
         good, bad = hist.X[order[:n_good]], hist.X[order[n_good:]]
@@ -292,6 +305,23 @@ class TPESampler(Sampler):
             table[-1] = 1.0
             cat_logp.append(np.log(table / table.sum(axis=1, keepdims=True)))
         return _Parzen(log_w, mu, sigma, log_norm, cat_logp, s.multivariate)
+
+
+def _constrained_order(hist: UnitHistory, n_good: int = 0) -> np.ndarray:
+    """Positions of ``hist``'s trials, best first, as Optuna's constrained split ranks them: feasible complete trials
+    by loss (with several objectives by :func:`motpe_order` among the feasible ones, for a good group of
+    ``n_good``), then pruned trials (by their ranking loss), then infeasible trials by summed violation; ties in
+    history order."""
+    infeasible = hist.infeasible
+    group = np.where(infeasible, 2, np.where(np.arange(len(hist.y)) < hist.n_complete, 0, 1))
+    score = hist.y.copy()
+    if hist.losses is not None:
+        ok = np.flatnonzero(~infeasible)
+        score[ok] = motpe_order(hist.losses[ok], min(n_good, len(ok)))
+    if hist.constraints is not None and infeasible.any():
+        violation = np.where(hist.constraints > 0, hist.constraints, 0.0).sum(axis=1)
+        score[: hist.n_complete] = np.where(infeasible[: hist.n_complete], violation, score[: hist.n_complete])
+    return np.lexsort((np.arange(len(score)), score, group))
 
 
 def _rows(g: _Group, X: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

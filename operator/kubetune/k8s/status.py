@@ -75,7 +75,7 @@ def running_status(
     status: dict[str, Any] = {
         "observedGeneration": gen,
         "conditions": conds,
-        "trials": c.as_status(),
+        "trials": c.as_status(constrained=bool(spec.constraints)),
         "results": f"{name}-results-",
     }
     if plan.best is not None:

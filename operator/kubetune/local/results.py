@@ -94,12 +94,17 @@ class ResultsWriter:
                     metrics.append(m)
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(["number", "name", "state", "reason", *[f"param_{p}" for p in params], *metrics,
+        cs = self.spec.constraints or []
+        w.writerow(["number", "name", "state", "reason", *(["feasible"] if cs else []),
+                    *[f"param_{p}" for p in params], *metrics,
                     "start_time", "completion_time", "duration_seconds", "message"])
         for t in trials:
+            # with constraints: true/false for Succeeded trials, empty for the others (they have no feasibility)
+            feasible = [("true" if t.feasible(cs) else "false") if t.state is TrialState.SUCCEEDED else ""] if cs \
+                else []
             w.writerow([
                 t.number, trial_name(self.experiment, t.number) if self.experiment else t.number, t.state.value,
-                t.reason, *[render_value(t.params[p]) if p in t.params else "" for p in params],
+                t.reason, *feasible, *[render_value(t.params[p]) if p in t.params else "" for p in params],
                 *[repr(t.metrics[m]) if m in t.metrics else "" for m in metrics],
                 t.start_time or "", t.completion_time or "", _seconds(t), t.recorded_message(),
             ])

@@ -46,6 +46,10 @@ class ReportData:
     def value(self, r: TrialRecord) -> float | None:
         return r.trial.objective_value(self.results.spec.objective)
 
+    def infeasible(self, r: TrialRecord) -> bool:
+        """A Succeeded trial on which an outcome constraint (``spec.constraints``) does not hold."""
+        return r.trial.infeasible(self.results.spec.constraints or ())
+
     def sample(self, records: list[TrialRecord], limit: int, what: str) -> list[TrialRecord]:
         """At most ``limit`` of ``records`` (seeded, the best trial kept, in trial order), noting any cut."""
         if len(records) <= limit:

@@ -45,6 +45,9 @@ def history(data: ReportData) -> go.Figure:
     best_x: list[int] = []
     best_y: list[float] = []
     current: float | None = None
+    infeasible = [r for r in scored if data.infeasible(r)]
+    if infeasible:  # the best so far is over feasible trials; infeasible ones are drawn apart
+        scored = [r for r in scored if not data.infeasible(r)]
     for r in scored:  # best so far over every trial, drawn only where it changes
         v = data.value(r)
         assert v is not None
@@ -62,6 +65,12 @@ def history(data: ReportData) -> go.Figure:
     fig.add_trace(go.Scatter(x=[r.number for r in shown], y=[data.value(r) for r in shown], mode="markers",
                              name="succeeded", marker=dict(color=POINT, size=6, opacity=0.7),
                              text=_hover(data, shown), hoverinfo="text+y"))
+    if infeasible:
+        infeasible = data.sample(infeasible, MAX_POINTS, "optimization history (infeasible)")
+        fig.add_trace(go.Scatter(x=[r.number for r in infeasible], y=[data.value(r) for r in infeasible],
+                                 mode="markers", name="infeasible (a constraint does not hold)",
+                                 marker=dict(color=PRUNED, symbol="circle-open", size=7),
+                                 text=_hover(data, infeasible), hoverinfo="text+y"))
     pruned = [r for r in data.results.trials if r.state is TrialState.PRUNED and r.trial.curve]
     pruned = data.sample(pruned, MAX_POINTS, "optimization history (pruned)")
     if pruned:

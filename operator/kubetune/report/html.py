@@ -10,7 +10,8 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from ..results import ExperimentResults
-from ..spec import render_value
+from ..spec import Constraint, render_value
+from ..trials import TrialState
 from . import figures
 from .data import MAX_TABLE_ROWS, ReportData, prepare
 
@@ -29,7 +30,7 @@ th,td{border-bottom:1px solid #e5e5e5;padding:3px 8px;text-align:left;white-spac
 td.msg{white-space:normal;max-width:380px;color:#555}
 th{cursor:pointer;background:#f5f7fa;position:sticky;top:0;user-select:none}
 th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
-tr.best{background:#fdecea}.Failed{color:#b00020}.Pruned{color:#777}.Canceled{color:#777}
+tr.best{background:#fdecea}.Failed{color:#b00020}.Pruned{color:#777}.Canceled{color:#777}.Infeasible{color:#b06000}
 """
 
 SORT_JS = """
@@ -86,13 +87,17 @@ def _table(data: ReportData) -> str:
                           "(results.csv has every trial)")
     best = res.best
     e = html.escape
-    head = ["#", "state", "reason", *metrics, *params, "seconds", "message"]
+    constrained = bool(spec.constraints)
+    head = ["#", "state", *(["feasible"] if constrained else []), "reason", *metrics, *params, "seconds", "message"]
     out = ['<table class="sortable" id="trials"><thead><tr>', *(f"<th>{e(h)}</th>" for h in head),
            "</tr></thead><tbody>"]
     for r in rows:
         t = r.trial
-        cells = [f'<td data-v="{r.number}">{r.number}</td>', f'<td class="{e(t.state.value)}">{e(t.state.value)}</td>',
-                 f"<td>{e(t.reason)}</td>"]
+        cells = [f'<td data-v="{r.number}">{r.number}</td>', f'<td class="{e(t.state.value)}">{e(t.state.value)}</td>']
+        if constrained:  # yes / no for Succeeded trials; the others have no feasibility
+            word = ("no" if data.infeasible(r) else "yes") if t.state is TrialState.SUCCEEDED else ""
+            cells.append(f'<td class="{"Infeasible" if word == "no" else ""}">{word}</td>')
+        cells.append(f"<td>{e(t.reason)}</td>")
         for m in metrics:
             v = t.metrics.get(m)
             cells.append(f'<td data-v="{"" if v is None else repr(v)}">{_fmt(v)}</td>')
@@ -108,6 +113,12 @@ def _table(data: ReportData) -> str:
     return "".join(out)
 
 
+def _bounds(c: Constraint) -> str:
+    lo = f"{c.min:g} <= " if c.min is not None else ""
+    hi = f" <= {c.max:g}" if c.max is not None else ""
+    return f"{lo}{c.metric}{hi}"
+
+
 def _summary(data: ReportData) -> str:
     res = data.results
     spec = res.spec
@@ -119,6 +130,9 @@ def _summary(data: ReportData) -> str:
              ("algorithm", spec.algorithm.name),
              ("trials", f"{len(res.trials)} of {spec.max_trials}: "
                         + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))),
+             *([("constraints", ", ".join(_bounds(c) for c in spec.constraints) + f"; "
+                 f"{sum(data.infeasible(r) for r in res.trials)} succeeded trials infeasible")]
+               if spec.constraints else []),
              ("status", "running or interrupted" if res.outcome is None else
               f"{'succeeded' if res.outcome['succeeded'] else 'failed'}: {res.outcome['reason']}")]
     if best is not None:
