@@ -17,10 +17,11 @@ import numpy as np
 
 from .engine import Observation, ParamValue, Sampler, make_sampler
 from .engine.pareto import dominates, select_spread
+from .engine.pbt import NextSegment, PBTSampler, Segment
 from .pruning import Pruner, make_pruner
 from .pruning._curve import FinishedCurves
 from .spec import MAX_FRONT_IN_STATUS, ExperimentSpec
-from .trials import Reason, Trial, TrialState
+from .trials import Lineage, Reason, Trial, TrialState
 
 
 class Outcomes:
@@ -47,6 +48,8 @@ class Outcome:
 class NewTrial:
     number: int
     params: dict[str, ParamValue]
+    lineage: Lineage | None = None
+    """With ``algorithm: pbt``: the member this trial is a segment of and the checkpoint it restores."""
 
 
 @dataclass(frozen=True)
@@ -310,6 +313,9 @@ class History:
         """With several objectives: :func:`pareto_front` of these trials (in the order they were added)."""
         self._front_losses: list[tuple[float, ...]] = []
         self.curves = FinishedCurves()
+        self.members: dict[int, Trial] = {}
+        """With ``algorithm: pbt``: each member's latest finished segment (see :func:`latest_segments`); at most
+        ``populationSize`` entries."""
         """The finished curves the early-stopping rule compares with (see :meth:`Pruner.decide_active`)."""
         self._stall: list[tuple[float | None, int]] = []
         """With ``stopping.noImprovement``: after each trial (in ``trials`` order), the value of the last trial that
@@ -361,6 +367,8 @@ class History:
             self._restall(i)
         if self.pruner is not None:
             self.curves.add(trial)
+        if trial.lineage is not None:
+            _take_segment(self.members, trial)
         if self.spec.multi_objective:
             self._add_to_front(trial)
         elif feasible(self.spec, trial) and (v := trial.objective_value(self.spec.objective)) is not None:
@@ -428,6 +436,9 @@ def make_plan(
     (with ``history``, the history's are used). They do not count as configurations tried here: a suggestion may
     repeat one, and they never exhaust a finite space.
     """
+    if suggest and spec.algorithm.name == PBTSampler.name:
+        return _pbt_plan(spec, trials, experiment=experiment, sampler=sampler, pruner=pruner, history=history,
+                         elapsed=elapsed)
     if history is not None:
         return _plan(spec, trials, history, sampler or history.sampler,
                      pruner if pruner is not None else history.pruner, suggest, elapsed)
@@ -486,6 +497,73 @@ def _plan(spec: ExperimentSpec, trials: Sequence[Trial], history: History, sampl
     return _conclude(spec, c, history.best, active, exhausted=remaining == 0, front=history.front,
                      decide=decide if pruner is not None else None, suggest=suggest_ if suggest else None,
                      next_number=last + 1, since=history.without_improvement, elapsed=elapsed)
+
+
+# -- population-based training ------------------------------------------------------------------------------------
+
+
+def _later_segment(a: Trial, b: Trial) -> bool:
+    """Whether segment ``a`` is later in its member's training than ``b`` (a higher end step, then number)."""
+    assert a.lineage is not None and b.lineage is not None
+    return (a.lineage.end, a.number) > (b.lineage.end, b.number)
+
+
+def _take_segment(members: dict[int, Trial], trial: Trial) -> None:
+    assert trial.lineage is not None
+    held = members.get(trial.lineage.member)
+    if held is None or _later_segment(trial, held):
+        members[trial.lineage.member] = trial
+
+
+def latest_segments(trials: Iterable[Trial]) -> dict[int, Trial]:
+    """Each member's latest finished segment (the highest end step, then the highest number), from trials with a
+    lineage."""
+    members: dict[int, Trial] = {}
+    for t in trials:
+        if t.lineage is not None and not t.active:
+            _take_segment(members, t)
+    return members
+
+
+def _as_segment(spec: ExperimentSpec, t: Trial) -> Segment:
+    assert t.lineage is not None
+    value = t.objective_value(spec.objective) if t.state is TrialState.SUCCEEDED else None
+    return Segment(t.number, t.params, t.lineage.member, t.lineage.start, t.lineage.end, not t.active,
+                   spec.objective.loss(value) if value is not None else None)
+
+
+def _pbt_plan(spec: ExperimentSpec, trials: Sequence[Trial], *, experiment: str, sampler: Sampler | None,
+              pruner: Pruner | None, history: History | None, elapsed: float | None) -> Plan:
+    """:func:`make_plan` for ``algorithm: pbt``: the summary, outcome and stops as for every algorithm, and the
+    new trials the population's next segments (see :mod:`kubetune.engine.pbt`), each with its lineage. Work in
+    proportion to the active trials and the population (``History.members``), not to every trial."""
+    plan = make_plan(spec, trials, experiment=experiment, sampler=sampler, pruner=pruner, suggest=False,
+                     history=history, elapsed=elapsed)
+    pbt = sampler or (history.sampler if history is not None else build_sampler(spec, experiment))
+    assert isinstance(pbt, PBTSampler)
+    if history is not None:
+        active = list(trials)
+        latest = history.members
+        since = history.without_improvement
+        last = max([history.last_number if history.last_number is not None else -1] + [t.number for t in active])
+    else:
+        active = [t for t in trials if t.active]
+        latest = latest_segments(trials)
+        since = without_improvement(spec, [t for t in trials if not t.active])
+        last = max((t.number for t in trials), default=-1)
+    if plan.outcome is not None or _stalled(spec, since):
+        return plan
+    stopped = {s.number for s in plan.stop}
+    running = [t for t in active if t.number not in stopped]
+    n_new = min(spec.parallel_trials - len(running), spec.max_trials - plan.counts.created)
+    if n_new <= 0:
+        return plan
+    busy = [t.lineage.member for t in running if t.lineage is not None]
+    nexts: list[NextSegment] = pbt.next_segments({m: _as_segment(spec, t) for m, t in latest.items()}, busy, n_new,
+                                                 last + 1)
+    plan.create = [NewTrial(last + 1 + i, s.params, Lineage(s.member, s.parent, s.start, s.end))
+                   for i, s in enumerate(nexts)]
+    return plan
 
 
 Suggest = Callable[[list[dict[str, ParamValue]], list[Trial], int], list[dict[str, ParamValue]]]

@@ -313,7 +313,9 @@ def _settings_model() -> type[BaseModel]:
         for fname, finfo in cls.Settings.model_fields.items():
             alias = finfo.alias or to_camel(fname)
             owners.setdefault(alias, []).append(name)
-            if alias in fields:
+            if alias in fields:  # shared by several algorithms (populationSize): one field, both descriptions
+                shared, first = fields[alias]
+                fields[alias] = (shared, Field(None, description=f"{first.description} {finfo.description}"))
                 continue
             inner: Any = finfo.annotation
             if finfo.metadata:
@@ -704,6 +706,72 @@ CONSTRAINT_RULES = [
 ]
 
 
+# --------------------------------------------------------------------------------------------------- checkpoints
+# and population-based training
+
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+PBT_DEFAULT_POPULATION = 8
+
+
+class Checkpoints(KubeModel):
+    persistent_volume_claim: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description="The PersistentVolumeClaim (in the experiment's namespace) mounted into every trial Job at "
+        "mountPath; each trial writes its checkpoint to <mountPath>/<experiment>/<trial>. For pbt every trial "
+        "must be able to read the others' directories: ReadWriteMany, or all trials on one node. kubetune run "
+        "ignores it and uses <results directory>/checkpoints.",
+    )
+    mount_path: str = Field(
+        "/checkpoints",
+        min_length=2,
+        max_length=256,
+        pattern=r"^/[^:]*$",
+        description="Where the claim is mounted in every container of a trial (an absolute path). Default "
+        "/checkpoints.",
+    )
+
+
+def _pbt_settings(s: Any, name: str) -> Any:
+    return getattr(s.algorithm.settings, name, None) if s.algorithm.settings is not None else None
+
+
+PBT_RULES = [
+    Rule(
+        "self.algorithm.name != 'pbt' || has(self.checkpoints)",
+        "the pbt algorithm needs spec.checkpoints: each segment of a member restores a checkpoint another trial "
+        "wrote, from a volume every trial mounts",
+        lambda s: s.algorithm.name != "pbt" or s.checkpoints is not None,
+        field="algorithm",
+    ),
+    Rule(
+        "self.algorithm.name != 'pbt' || !has(self.earlyStopping)",
+        "earlyStopping cannot be combined with the pbt algorithm: pbt ends each segment itself and replaces the "
+        "bottom of its population",
+        lambda s: s.algorithm.name != "pbt" or s.early_stopping is None,
+        field="earlyStopping",
+    ),
+    Rule(
+        "self.algorithm.name != 'pbt' || !has(self.initialTrials)",
+        "initialTrials cannot be combined with the pbt algorithm: its population decides each segment's "
+        "configuration and checkpoint",
+        lambda s: s.algorithm.name != "pbt" or not s.initial_trials,
+        field="initialTrials",
+    ),
+    Rule(
+        "self.algorithm.name != 'pbt' || self.maxTrials >= (has(self.algorithm.settings) && "
+        f"has(self.algorithm.settings.populationSize) ? self.algorithm.settings.populationSize : "
+        f"{PBT_DEFAULT_POPULATION})",
+        f"with the pbt algorithm maxTrials counts segments and must be at least settings.populationSize (default "
+        f"{PBT_DEFAULT_POPULATION})",
+        lambda s: s.algorithm.name != "pbt"
+        or s.max_trials >= (_pbt_settings(s, "populationSize") or PBT_DEFAULT_POPULATION),
+        field="maxTrials",
+    ),
+]
+
+
 # --------------------------------------------------------------------------------------------------- spec
 
 
@@ -846,6 +914,12 @@ class ExperimentSpec(KubeModel):
         "smaller of this and the template's); a trial running longer is stopped and recorded Failed with reason "
         "DeadlineExceeded (it counts toward maxFailedTrials).",
     )
+    checkpoints: Checkpoints | None = Field(
+        None,
+        description="Optional: where trials keep checkpoints (a PersistentVolumeClaim mounted into every trial); "
+        "needed by pbt. A trial finds its own directory and the one to restore from with the SDK "
+        "(checkpoint_dir(), restore_dir()) or the env vars KUBETUNE_CHECKPOINT_DIR and KUBETUNE_RESTORE_DIR.",
+    )
     trial_template: TrialTemplate = Field(description="A batch/v1 Job template for one trial.")
 
     __rules__ = [
@@ -880,6 +954,7 @@ class ExperimentSpec(KubeModel):
             field="trialTimeoutSeconds",
         ),
         *CONDITION_RULES,
+        *PBT_RULES,
         *MULTI_OBJECTIVE_RULES,
         Rule(
             "self.parameters == oldSelf.parameters",

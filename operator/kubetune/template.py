@@ -75,14 +75,15 @@ def _inactive_in(text: str, params: Mapping[str, ParamValue], conditional: Colle
 
 def render_pod_spec(
     pod_spec: Mapping[str, Any], experiment: str, number: int, params: Mapping[str, ParamValue],
-    conditional: Collection[str] = (),
+    conditional: Collection[str] = (), extra_env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """A copy of ``pod_spec`` with placeholders substituted and the kubetune env vars added to every container.
 
     ``conditional`` names the parameters with a condition: an argument holding the placeholder of one that
-    ``params`` lacks (inactive in this trial) is left out, and so is an env var whose value holds one."""
+    ``params`` lacks (inactive in this trial) is left out, and so is an env var whose value holds one.
+    ``extra_env`` are more kubetune env vars (the checkpoint contract, :mod:`kubetune.checkpoints`)."""
     out = copy.deepcopy(dict(pod_spec))
-    env = trial_env(experiment, number, params)
+    env = {**trial_env(experiment, number, params), **(extra_env or {})}
     for _key, _i, c in _containers(out):
         for field in ("command", "args"):
             if isinstance(c.get(field), list):

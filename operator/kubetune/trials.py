@@ -50,6 +50,12 @@ its metrics (the last kept first), then its message, until it fits (see :meth:`T
 cut: they are what the trial tried, and the spec bounds them.
 """
 
+MAX_CHECKPOINT_PATH = 512
+"""A trial's checkpoint location as recorded: at most this many bytes (``mountPath`` of at most 256 characters,
+the experiment's name of at most 52 and the trial's of at most 57, with separators, stay below it)."""
+MAX_LINEAGE_BYTES = 112
+"""The serialized ``lineage`` of a record: four integers below 2^53 under short keys, at most this many bytes."""
+
 _ELLIPSIS = "\u2026"
 
 
@@ -81,6 +87,35 @@ class Reason:
     INTERRUPTED = "Interrupted"
 
 
+@dataclass(frozen=True)
+class Lineage:
+    """Where a trial of a population (``algorithm: pbt``) comes from: its member, the trial whose checkpoint it
+    restored (None for a fresh start) and the steps its segment starts from and trains to. Recorded with the trial
+    (at most :data:`MAX_LINEAGE_BYTES`), so the population can be rebuilt from the records alone."""
+
+    member: int
+    parent: int | None
+    start: int
+    end: int
+
+    def to_record(self) -> dict[str, int]:
+        rec = {"member": self.member, "start": self.start, "end": self.end}
+        if self.parent is not None:
+            rec["parent"] = self.parent
+        return rec
+
+    @classmethod
+    def from_record(cls, rec: Any) -> Lineage | None:
+        """The lineage of a stored record, or None when it is not a valid one."""
+        if not isinstance(rec, Mapping):
+            return None
+        member, start, end = (valid_step(rec.get(k)) for k in ("member", "start", "end"))
+        parent = valid_step(rec["parent"]) if "parent" in rec else None
+        if member is None or start is None or end is None or ("parent" in rec and parent is None):
+            return None
+        return cls(member, parent, start, end)
+
+
 @dataclass
 class Trial:
     number: int
@@ -95,6 +130,11 @@ class Trial:
     start_time: str | None = None
     completion_time: str | None = None
     truncation: str = field(default="", compare=False)
+    lineage: Lineage | None = None
+    """With ``algorithm: pbt``: the trial's member and the checkpoint it restored (see :class:`Lineage`)."""
+    checkpoint: str = ""
+    """With ``spec.checkpoints``: where the trial's checkpoint is, as the trial sees it (at most
+    :data:`MAX_CHECKPOINT_PATH` bytes; empty without checkpoints)."""
     """What was dropped or cut from the trial's output (empty when nothing); added to the recorded message and not
     stored on its own."""
 
@@ -247,13 +287,18 @@ class Trial:
                            ("completion_time", self.completion_time)):
             if value:
                 rec[key] = value
+        if self.lineage is not None:
+            rec["lineage"] = self.lineage.to_record()
+        if self.checkpoint:
+            rec["checkpoint"] = clip_text(self.checkpoint, MAX_CHECKPOINT_PATH)
         return rec
 
     def to_record(self) -> dict[str, Any]:
         """The trial as stored: every bound applied (see :data:`MAX_RECORD_BYTES`), so at most that many bytes
         serialized unless the parameters alone are larger."""
         bounded = Trial(self.number, self.params, self.state, dict(self.metrics), list(self.curve), self.reason,
-                        self.message, self.start_time, self.completion_time, self.truncation)
+                        self.message, self.start_time, self.completion_time, self.truncation, self.lineage,
+                        self.checkpoint)
         bounded.fit()
         return bounded._record()
 
@@ -269,6 +314,8 @@ class Trial:
             message=rec.get("message", ""),
             start_time=rec.get("start_time"),
             completion_time=rec.get("completion_time"),
+            lineage=Lineage.from_record(rec.get("lineage")),
+            checkpoint=rec["checkpoint"] if isinstance(rec.get("checkpoint"), str) else "",
         )
 
 

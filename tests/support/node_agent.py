@@ -30,7 +30,14 @@ Every process started is recorded in the launch log (:meth:`NodeAgent.launches`,
 ``launches.jsonl`` in the work directory): pod uid and name, the owning Job's uid, the
 ``kubetune.io/trial`` label, pid and time -- so tests count what really ran.
 
-Not emulated: images (the command runs on the host), volumes, init and other
+Volumes: a ``persistentVolumeClaim`` volume is a host directory shared by every pod
+of the node that mounts the same claim, ``<workdir>/pvc/<namespace>/<claimName>``
+(:meth:`NodeAgent.claim_dir`); since the process runs on the host, a container's
+``volumeMounts`` of it are honoured by rewriting the mount path to that directory
+at the start of the container's env values and arguments (``subPath`` and
+read-only mounts are not emulated).
+
+Not emulated: images (the command runs on the host), other volumes, init and other
 containers (reported as not run), probes, resource limits, networking (every pod
 is 127.0.0.1), scheduling constraints (every pod is bound here), ``kubectl logs``/
 ``exec`` (read :meth:`NodeAgent.log_path` instead).
@@ -146,6 +153,13 @@ class PodGone(Exception):
 
 class AgentStopping(Exception):
     """The agent is stopping: a retried API call gives up."""
+
+
+def _remount(value: str, mount_path: str, host: str) -> str:
+    """``value`` with a leading ``mount_path`` (the whole value, or followed by ``/``) replaced by ``host``."""
+    if value == mount_path or value.startswith(mount_path.rstrip("/") + "/"):
+        return host + value[len(mount_path.rstrip("/")):]
+    return value
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -279,6 +293,8 @@ class PodWorker(threading.Thread):
         env = self._environment(container)
         raw = (container.get("command") or []) + (container.get("args") or [])
         argv = [expand(a, env) for a in raw]
+        for mount_path, host in self._claim_mounts(container):
+            argv = [_remount(a, mount_path, host) for a in argv]
         if not container.get("command"):
             raise ValueError("the test node agent needs an explicit container `command` "
                              "(image entrypoints are not available)")
@@ -374,10 +390,24 @@ class PodWorker(threading.Thread):
             value = self._env_value(var, env)
             if value is not None:
                 env[var["name"]] = value
+        for mount_path, host in self._claim_mounts(container):
+            for k, v in list(env.items()):
+                env[k] = _remount(v, mount_path, host)
         self._write_service_account()
         env["KUBETUNE_SERVICEACCOUNT_DIR"] = str(self.sa_dir)
         env["KUBETUNE_TERMINATION_LOG"] = str(self.termination_log)
         return env
+
+    def _claim_mounts(self, container: Obj) -> list[tuple[str, str]]:
+        """(mount path, host directory) of the container's mounts of persistentVolumeClaim volumes."""
+        claims = {v.get("name"): v["persistentVolumeClaim"].get("claimName")
+                  for v in self.pod["spec"].get("volumes") or [] if v.get("persistentVolumeClaim")}
+        out = []
+        for m in container.get("volumeMounts") or []:
+            claim = claims.get(m.get("name"))
+            if claim and m.get("mountPath"):
+                out.append((m["mountPath"].rstrip("/") or "/", str(self.agent.claim_dir(self.namespace, claim))))
+        return out
 
     def _env_value(self, var: Obj, env: dict[str, str]) -> str | None:
         if "valueFrom" not in var:
@@ -700,6 +730,12 @@ class NodeAgent:
             found = [w for w in self._workers.values()
                      if w.namespace == namespace and w.pod_name == name]
         return found[-1] if found else None
+
+    def claim_dir(self, namespace: str, claim: str) -> Path:
+        """The host directory standing in for PersistentVolumeClaim ``claim`` (shared by all pods mounting it)."""
+        path = self.workdir / "pvc" / namespace / claim
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     def log_path(self, namespace: str, name: str) -> Path | None:
         """File with the pod's combined stdout/stderr (None if it never ran here)."""

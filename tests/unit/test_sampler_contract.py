@@ -34,6 +34,9 @@ NEEDS_RESOURCE = {"hyperband"}
 # rejection where the contract's premise is a categorical space.
 NUMERIC_ONLY = {"cmaes"}
 
+# PBT's segments repeat configurations by design: it never exhausts a space (see the exhaustion test below).
+REPEATS = {"pbt"}
+
 
 def make_sampler(name: str, space: SearchSpace, *, seed: int | None = None, settings: dict | None = None):
     if settings is None and name in NEEDS_RESOURCE:
@@ -165,8 +168,10 @@ def test_no_duplicates_with_pending_and_in_batch(name: str) -> None:
     assert not (set(keys) & taken)
 
 
-# Hyperband needs an int resource parameter: its exhaustion is tested in test_hyperband.py.
-@pytest.mark.parametrize("name", [n for n in ALL if n not in NEEDS_RESOURCE | NUMERIC_ONLY])
+# Hyperband needs an int resource parameter: its exhaustion is tested in test_hyperband.py. PBT repeats
+# configurations by design (a member's segments keep or perturb its hyperparameters), so no space is ever used up
+# for it (remaining() is None; test_pbt.py::test_pbt_ends_with_max_trials_not_with_an_exhausted_space).
+@pytest.mark.parametrize("name", [n for n in ALL if n not in NEEDS_RESOURCE | NUMERIC_ONLY | REPEATS])
 def test_categorical_only_space_is_exhausted_exactly(name: str) -> None:
     space = SearchSpace.of(
         {"a": CategoricalDistribution(("x", "y", "z")), "b": CategoricalDistribution((1, 2.5, True))}

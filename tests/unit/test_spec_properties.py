@@ -202,7 +202,10 @@ def experiment(draw: st.DrawFn) -> dict[str, Any]:
         settings_["constantLiar"] = draw(st.booleans())
     if algo == "bayesian":
         settings_["nCandidates"] = draw(st.sampled_from([16, 512]))
-    max_trials = draw(st.integers(1, 40))
+    if algo == "pbt":
+        settings_["populationSize"] = draw(st.integers(4, 8))
+        settings_["perturbationInterval"] = draw(st.integers(1, 3))
+    max_trials = draw(st.integers(settings_.get("populationSize", 1) if algo == "pbt" else 1, 40))
     spec: dict[str, Any] = {
         "objective": {"metric": "loss", "goal": draw(st.sampled_from(["minimize", "maximize"]))},
         "parameters": params,
@@ -212,7 +215,9 @@ def experiment(draw: st.DrawFn) -> dict[str, Any]:
         "maxFailedTrials": 1000,
         "trialTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "t", "command": ["true"]}]}}}},
     }
-    rule = draw(st.sampled_from([None, "median", "asha"]))
+    if algo == "pbt":  # pbt needs checkpoints and takes no early stopping (CEL rules)
+        spec["checkpoints"] = {"persistentVolumeClaim": "ck"}
+    rule = draw(st.sampled_from([None] if algo == "pbt" else [None, "median", "asha"]))
     if rule == "median":
         spec["earlyStopping"] = {"rule": "median", "minTrials": draw(st.integers(1, 3)),
                                  "startStep": draw(st.integers(0, 3))}
@@ -293,6 +298,9 @@ def check_suggestions(spec: ExperimentSpec, raw: dict[str, Any], trials: list[Tr
         for v in p.values():
             assert not (isinstance(v, float) and math.isnan(v)), p
         keys.append(space.key(p))
+    if raw["spec"]["algorithm"]["name"] == "pbt":  # segments repeat a member's configuration by design
+        assert len(new) == asked
+        return
     assert len(set(keys)) == len(keys), "a batch repeats a configuration"
     assert not (set(keys) & taken), "a suggestion repeats a finished or pending trial"
     size = space_size(raw["spec"]["parameters"])
@@ -348,7 +356,7 @@ def run_example(raw: dict[str, Any], rounds: int = ROUNDS) -> str:
                 check_suggestions(spec, raw, trials, [n.params for n in plan.create], asked)
             for n in plan.create:
                 trials.append(Trial(n.number, dict(n.params), TrialState.RUNNING,
-                                    curve=[(1, fake_loss(n.params, n.number) + 5.0)]))
+                                    curve=[(1, fake_loss(n.params, n.number) + 5.0)], lineage=n.lineage))
             for i, t in enumerate(t for t in trials if t.active):
                 if (i + r) % 3 != 2:  # most running trials finish each round, some keep running
                     finish(t, (t.number + r) % 3)
@@ -374,8 +382,9 @@ def test_every_admitted_spec_plans_and_suggests_safely(raw: dict[str, Any]) -> N
 def spec_doc(params: list[dict[str, Any]], algo: str, **settings_: Any) -> dict[str, Any]:
     if algo in NUMERIC_ONLY:
         params = numeric_only(params)
+    extra = {"checkpoints": {"persistentVolumeClaim": "ck"}} if algo == "pbt" else {}
     return {"apiVersion": "kubetune.io/v1alpha1", "kind": "TuningExperiment", "metadata": {"name": "reg"},
-            "spec": {"objective": {"metric": "loss", "goal": "minimize"}, "parameters": params,
+            "spec": {**extra, "objective": {"metric": "loss", "goal": "minimize"}, "parameters": params,
                      "algorithm": {"name": algo, "seed": 5, "settings": settings_}, "maxTrials": 20,
                      "parallelTrials": 4, "maxFailedTrials": 100,
                      "trialTemplate": {"spec": {"template": {"spec": {"containers": [
@@ -447,6 +456,9 @@ def test_small_finite_space_is_used_up_exactly(algo: str) -> None:
     assert run_example(raw, rounds=20) == f"planned: {algo}"
     space = ExperimentSpec.model_validate(raw["spec"]).search_space()
     configs = {space.key(t.params) for t in TRIALS}
+    if algo == "pbt":  # a member's segments repeat its configuration by design: it runs to maxTrials
+        assert len(TRIALS) == 40
+        return
     assert len(configs) == len(TRIALS)
     if algo != "hyperband":  # hyperband re-runs configurations on larger resources: its own test file
         assert len(configs) == 3 * 2 * 3  # (b is an int of 2 values for cmaes)

@@ -9,6 +9,7 @@ from .bayesian import BayesianSampler
 from .cmaes import CmaEsSampler
 from .grid import GridSampler
 from .hyperband import HyperbandSampler
+from .pbt import PBTSampler
 from .random import RandomSampler
 from .sobol import SobolSampler
 from .space import SearchSpace
@@ -16,7 +17,7 @@ from .tpe import TPESampler
 
 SAMPLERS: dict[str, type[Sampler]] = {
     cls.name: cls for cls in (RandomSampler, GridSampler, SobolSampler, TPESampler, BayesianSampler,
-                             HyperbandSampler, CmaEsSampler)
+                             HyperbandSampler, CmaEsSampler, PBTSampler)
 }
 
 DEFAULT_ALGORITHM = "bayesian"

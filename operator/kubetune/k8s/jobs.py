@@ -6,9 +6,11 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+from ..checkpoints import VOLUME_NAME, checkpoint_env, cluster_root
 from ..engine import ParamValue
 from ..spec import API_VERSION, KIND, ExperimentSpec, trial_time_limit
 from ..template import params_json, render_pod_spec, trial_name
+from ..trials import Lineage
 from . import labels as L
 
 POD_ENV = [
@@ -41,9 +43,12 @@ def trial_labels(experiment: str, number: int) -> dict[str, str]:
 
 
 def build_job(
-    experiment: Mapping[str, Any], spec: ExperimentSpec, number: int, params: Mapping[str, ParamValue]
+    experiment: Mapping[str, Any], spec: ExperimentSpec, number: int, params: Mapping[str, ParamValue],
+    lineage: Lineage | None = None,
 ) -> dict[str, Any]:
-    """The Job for trial ``number``: the user's template, parameters injected, kubetune labels and owner."""
+    """The Job for trial ``number``: the user's template, parameters injected, kubetune labels and owner. With
+    ``spec.checkpoints`` the claim is mounted into every container and the checkpoint env vars are set
+    (:mod:`kubetune.checkpoints`; ``lineage`` says what a pbt segment restores)."""
     meta = experiment["metadata"]
     name = meta["name"]
     template = spec.trial_template
@@ -52,7 +57,16 @@ def build_job(
     pod_meta = pod_template.setdefault("metadata", {})
     own = trial_labels(name, number)
     pod_meta["labels"] = {**(pod_meta.get("labels") or {}), **own}
-    pod_spec = render_pod_spec(pod_template.get("spec") or {}, name, number, params, spec.conditional_names)
+    ckpt = spec.checkpoints
+    extra = checkpoint_env(cluster_root(ckpt.mount_path, name), name, number, lineage) if ckpt is not None else None
+    pod_spec = render_pod_spec(pod_template.get("spec") or {}, name, number, params, spec.conditional_names, extra)
+    if ckpt is not None:
+        pod_spec["volumes"] = [v for v in pod_spec.get("volumes") or [] if v.get("name") != VOLUME_NAME] + [
+            {"name": VOLUME_NAME, "persistentVolumeClaim": {"claimName": ckpt.persistent_volume_claim}}]
+        for key in ("containers", "initContainers"):
+            for c in pod_spec.get(key) or []:
+                c["volumeMounts"] = [m for m in c.get("volumeMounts") or [] if m.get("name") != VOLUME_NAME] + [
+                    {"name": VOLUME_NAME, "mountPath": ckpt.mount_path}]
     for key in ("containers", "initContainers"):
         for c in pod_spec.get(key) or []:
             names = {e.get("name") for e in c.get("env") or []}

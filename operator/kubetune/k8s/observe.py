@@ -259,6 +259,8 @@ def observe_trial(spec: ExperimentSpec, job: JobSummary, pods: list[PodSummary],
         params=dict(base.params if base else job.params),
         state=TrialState.PENDING,
         start_time=job.start_time or (base.start_time if base else None),
+        lineage=base.lineage if base else None,
+        checkpoint=base.checkpoint if base else "",
     )
     report, report_error = _report(pods, tuple(spec.metric_names))
     notes: list[str] = []
@@ -349,7 +351,8 @@ def lost_trial(base: Trial) -> Observed:
     """A trial whose Job disappeared before its result was recorded."""
     trial = Trial(number=base.number, params=dict(base.params), state=TrialState.FAILED, metrics=dict(base.metrics),
                   curve=list(base.curve), reason=Reason.JOB_DELETED,
-                  message="the trial's Job was deleted before it finished", start_time=base.start_time)
+                  message="the trial's Job was deleted before it finished", start_time=base.start_time,
+                  lineage=base.lineage, checkpoint=base.checkpoint)
     return Observed(trial, final=True)
 
 

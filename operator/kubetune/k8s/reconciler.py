@@ -45,6 +45,7 @@ from ..warmstart import WarmStartResult
 from . import events, prometheus
 from . import labels as L
 from .api import Api, ApiException, ForeignObject, api, blocking
+from ..checkpoints import trial_checkpoint
 from .jobs import build_job
 from .observe import (
     ClusterView,
@@ -286,7 +287,8 @@ class ExperimentWorker:
                 trials[order.number] = t
                 stopped.append(t)
                 keep(t)
-            created = [Trial(n.number, n.params, TrialState.PENDING) for n in plan.create]
+            created = [Trial(n.number, n.params, TrialState.PENDING, lineage=n.lineage,
+                             checkpoint=trial_checkpoint(spec, name, n.number)) for n in plan.create]
             for t in created:
                 keep(t)
             if previous:
@@ -319,7 +321,7 @@ class ExperimentWorker:
         self.stops_unchecked = False
         gone = {t.number for t in stopped}
         launch = created + [records[n] for n in missing_jobs if n not in gone]
-        jobs = [build_job(body, spec, t.number, t.params) for t in launch]
+        jobs = [build_job(body, spec, t.number, t.params, t.lineage) for t in launch]
         outcomes = await gather_calls([functools.partial(self.api.create_job, namespace, job) for job in jobs])
         invalid: ApiException | None = None
         launched: list[Trial] = []

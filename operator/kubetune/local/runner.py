@@ -44,6 +44,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from ..checkpoints import checkpoint_env, deletable
 from ..engine import Sampler
 from ..metrics import (
     MAX_REPORT_BYTES,
@@ -52,7 +53,7 @@ from ..metrics import (
     parse_report_line,
     parse_termination_message,
 )
-from ..plan import NewTrial, Outcome, Plan, StopOrder, build_sampler, make_plan
+from ..plan import NewTrial, Outcome, Plan, StopOrder, build_sampler, latest_segments, make_plan
 from ..pruning import make_pruner
 from ..spec import ExperimentSpec, TuningExperiment, trial_time_limit
 from ..template import render_pod_spec, trial_name
@@ -366,6 +367,8 @@ class LocalRunner:
         self._dirty = False
         self._written = 0.0
         self._lock_fd: int | None = None
+        self.checkpoints_deleted: set[int] = set()
+        """With pbt: the trials whose checkpoint directory this run deleted (see :mod:`kubetune.checkpoints`)."""
 
     # -- the loop -----------------------------------------------------------------------------------------------
 
@@ -424,11 +427,29 @@ class LocalRunner:
                 if signals.received:
                     break
                 self._launch(new)
+            self._delete_checkpoints()
             if plan.finished:
                 return
             self.on_event("tick", self)
             self._tick()
             signals.sleep(POLL_SECONDS)
+
+    @property
+    def checkpoint_root(self) -> Path:
+        """Where ``kubetune run`` keeps the trials' checkpoints (with ``spec.checkpoints``)."""
+        return self.out_dir / "checkpoints"
+
+    def _delete_checkpoints(self) -> None:
+        """With pbt, delete the checkpoints nothing can restore from any more (:func:`kubetune.checkpoints.deletable`)
+        once, so at most ``populationSize + parallelTrials`` exist at a time."""
+        if self.spec.checkpoints is None or self.spec.algorithm.name != "pbt":
+            return
+        trials = self.all_trials()
+        candidates = [t.number for t in trials if t.lineage is not None and not t.active
+                      and t.number not in self.checkpoints_deleted]
+        for number in sorted(deletable(latest_segments(trials), candidates, [t for t in trials if t.active])):
+            shutil.rmtree(self.checkpoint_root / trial_name(self.name, number), ignore_errors=True)
+            self.checkpoints_deleted.add(number)
 
     def _compute_plan(self) -> Callable[[], Plan]:
         # The worker gets its own copies: the loop keeps updating the live trials while it works.
@@ -493,6 +514,7 @@ class LocalRunner:
         if self.fresh:
             self.journal.path.unlink(missing_ok=True)
             shutil.rmtree(self.out_dir / "trials", ignore_errors=True)
+            shutil.rmtree(self.checkpoint_root, ignore_errors=True)
             for stale in ("results.csv", "trials.jsonl", "summary.json"):
                 (self.out_dir / stale).unlink(missing_ok=True)
         try:
@@ -526,14 +548,19 @@ class LocalRunner:
         name = trial_name(self.name, new.number)
         directory = self.out_dir / "trials" / name
         directory.mkdir(parents=True, exist_ok=True)
-        trial = Trial(number=new.number, params=new.params, state=TrialState.RUNNING, start_time=_now())
+        extra = None
+        if self.spec.checkpoints is not None:
+            extra = checkpoint_env(str(self.checkpoint_root), self.name, new.number, new.lineage)
+            Path(extra["KUBETUNE_CHECKPOINT_DIR"]).mkdir(parents=True, exist_ok=True)
+        trial = Trial(number=new.number, params=new.params, state=TrialState.RUNNING, start_time=_now(),
+                      lineage=new.lineage, checkpoint=extra["KUBETUNE_CHECKPOINT_DIR"] if extra else "")
         lt = LocalTrial(trial=trial, name=name, directory=directory)
         self.trials[new.number] = lt
         if self.clock is None:
             self.clock = lt.started
         self.journal.launch(trial)  # before the process exists: a kill from here on never runs this trial twice
         pod_spec = render_pod_spec(self.spec.trial_template.spec["template"]["spec"], self.name, new.number,
-                                   new.params, self.spec.conditional_names)
+                                   new.params, self.spec.conditional_names, extra)
         grace = pod_spec.get("terminationGracePeriodSeconds")
         if isinstance(grace, (int, float)) and not isinstance(grace, bool) and 0 <= grace <= MAX_GRACE_SECONDS:
             lt.grace = float(grace)
