@@ -139,6 +139,29 @@ CASES: list[tuple[str, Mutation, str]] = [
      _spec(initialTrials=[{"C": 1.0, "gamma": 0.001, "kernel": "rbf", "degree": 3}],
            algorithm={"name": "hyperband", "settings": {"resourceParameter": "degree"}}),
      "initialTrials cannot be combined with the hyperband algorithm"),
+    # spec.checkpoints and the pbt algorithm
+    ("pbt-needs-checkpoints", _spec(algorithm={"name": "pbt"}), "the pbt algorithm needs spec.checkpoints"),
+    ("pbt-no-early-stopping", _spec(algorithm={"name": "pbt"}, checkpoints={"persistentVolumeClaim": "ck"},
+                                    earlyStopping={"rule": "median"}),
+     "earlyStopping cannot be combined with the pbt algorithm"),
+    ("pbt-no-initial-trials", _spec(algorithm={"name": "pbt"}, checkpoints={"persistentVolumeClaim": "ck"},
+                                    initialTrials=[{"C": 1.0, "gamma": 0.001, "kernel": "rbf", "degree": 3}]),
+     "initialTrials cannot be combined with the pbt algorithm"),
+    ("pbt-max-trials-below-population", _spec(algorithm={"name": "pbt", "settings": {"populationSize": 40}},
+                                              checkpoints={"persistentVolumeClaim": "ck"}),
+     "with the pbt algorithm maxTrials counts segments and must be at least settings.populationSize"),
+    ("pbt-default-population", _spec(algorithm={"name": "pbt"}, checkpoints={"persistentVolumeClaim": "ck"},
+                                     maxTrials=7, parallelTrials=2),
+     "must be at least settings.populationSize (default 8)"),
+    ("pbt-quantile-fraction", _spec(algorithm={"name": "pbt", "settings": {"quantileFraction": 0.6}},
+                                    checkpoints={"persistentVolumeClaim": "ck"}), "less than or equal to 0.5"),
+    ("pbt-factors-positive", _spec(algorithm={"name": "pbt", "settings": {"perturbationFactors": [1.2, 0]}},
+                                   checkpoints={"persistentVolumeClaim": "ck"}), "greater than 0"),
+    ("pbt-settings-only-pbt", _spec(algorithm={"name": "random", "settings": {"perturbationInterval": 3}}),
+     "settings.perturbationInterval applies only to algorithm pbt"),
+    ("checkpoints-mount-path-absolute", _spec(checkpoints={"persistentVolumeClaim": "ck", "mountPath": "ck"}),
+     "should match '^/[^:]*$'"),
+    ("checkpoints-claim-name", _spec(checkpoints={"persistentVolumeClaim": "Not_A_Name"}), "should match"),
     ("warm-start-with-random", _spec(algorithm={"name": "random"}, warmStart={"experiments": ["older"]}),
      "warmStart applies only to algorithm bayesian, tpe"),
     ("warm-start-not-itself", _spec(warmStart={"experiments": ["digits-svm"]}),
@@ -201,6 +224,15 @@ def test_conditional_example_is_admitted(crd_ready: None, kube_api: client.ApiCl
         for i in range(32)]
     doc["spec"]["trialTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"] = ["true"]
     assert validate_document(doc)[1] == []
+    assert _server_error(kube_api, namespace, doc) is None
+
+
+def test_pbt_example_is_admitted(crd_ready: None, kube_api: client.ApiClient, namespace: str) -> None:
+    doc = yaml.safe_load((ROOT / "examples" / "pbt-toy.yaml").read_text())
+    assert validate_document(doc)[1] == []
+    assert _server_error(kube_api, namespace, doc) is None
+    # checkpoints are admitted with every algorithm (pbt needs them, the others may use them)
+    doc["spec"]["algorithm"] = {"name": "random"}
     assert _server_error(kube_api, namespace, doc) is None
 
 
