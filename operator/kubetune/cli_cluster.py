@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from .spec import GROUP, SINGULAR, render_value
 from .template import trial_name
+from .trials import TrialState
 from .validation import InvalidExperiment, load_experiment
 
 if TYPE_CHECKING:
@@ -286,7 +287,8 @@ def _experiment_row(obj: dict[str, Any], wide: bool, with_namespace: bool) -> li
     row += [shown, _fmt(trials.get("succeeded")),
             _fmt(trials.get("created")), _fmt(spec.get("maxTrials"))]
     if wide:
-        row += [_fmt(trials.get("running")), _fmt(trials.get("pruned")), _fmt(trials.get("failed"))]
+        row += [_fmt(trials.get("running")), _fmt(trials.get("pruned")), _fmt(trials.get("failed")),
+                _fmt(trials.get("infeasible"))]
     row += [_fmt(succeeded.get("status")), _fmt(succeeded.get("reason")), _age(meta.get("creationTimestamp"))]
     return row
 
@@ -321,7 +323,8 @@ def _cmd_get(args: argparse.Namespace) -> int:
         return 0
     wide = args.output == "wide"
     header = (["NAMESPACE"] if args.all_namespaces else []) + ["NAME"] + (["METRIC"] if wide else []) + [
-        "BEST", "SUCCEEDED-TRIALS", "TRIALS", "MAX"] + (["RUNNING", "PRUNED", "FAILED"] if wide else []) + [
+        "BEST", "SUCCEEDED-TRIALS", "TRIALS", "MAX"] + (["RUNNING", "PRUNED", "FAILED", "INFEASIBLE"] if wide
+                                                        else []) + [
         "SUCCEEDED", "REASON", "AGE"]
     _table(header, [_experiment_row(o, wide, args.all_namespaces) for o in items])
     return 0
@@ -361,12 +364,18 @@ def _cmd_trials(args: argparse.Namespace) -> int:
     params = [p.name for p in spec.parameters]
     wide = args.output == "wide"
     extra = list(spec.additional_metrics) if wide else []
-    header = ["NAME", "STATE", "REASON", metric.upper(), *[m.upper() for m in extra], "DURATION",
-              *[p.upper() for p in params]] + (["STARTED", "MESSAGE"] if wide else [])
+    constraints = spec.constraints or []
+    header = ["NAME", "STATE", *(["FEASIBLE"] if constraints else []), "REASON", metric.upper(),
+              *[m.upper() for m in extra], "DURATION", *[p.upper() for p in params]] + (
+                  ["STARTED", "MESSAGE"] if wide else [])
     body = []
     for r in results.trials:
         t = r.trial
-        row = [trial_name(results.name, t.number), t.state.value, _fmt(t.reason), _fmt(t.metrics.get(metric)),
+        # with constraints: yes/no for Succeeded trials, <none> for the others (they have no feasibility)
+        feasible = [("yes" if t.feasible(constraints) else "no") if t.state is TrialState.SUCCEEDED else "<none>"] \
+            if constraints else []
+        row = [trial_name(results.name, t.number), t.state.value, *feasible, _fmt(t.reason),
+               _fmt(t.metrics.get(metric)),
                *[_fmt(t.metrics.get(m)) for m in extra],
                "<none>" if r.duration_seconds is None else f"{r.duration_seconds:.1f}s",
                *[render_value(t.params[p]) if p in t.params else "<none>" for p in params]]
@@ -393,6 +402,9 @@ def _cmd_best(args: argparse.Namespace) -> int:
         return 0
     best = results.best
     if best is None:
+        if results.spec.constraints and any(r.state is TrialState.SUCCEEDED for r in results.trials):
+            return _error(f"{results.source} has no feasible trial yet (every succeeded trial violates a "
+                          "constraint or did not report its metric)")
         return _error(f"{results.source} has no succeeded trial yet")
     if args.output == "json":
         sys.stdout.write(json.dumps(record_json(results, best), indent=2) + "\n")

@@ -34,6 +34,7 @@ from .results.local import LocalDirectory
 from .results.model import ExperimentResults, ResultsError, TrialRecord
 from .spec import TuningExperiment, render_value
 from .template import trial_name
+from .trials import TrialState
 from .validation import InvalidExperiment, load_experiment, validate_document
 from .validation import parse_experiment as parse_manifest
 
@@ -183,7 +184,8 @@ class Client:
 
 def rows(results: ExperimentResults) -> tuple[list[str], list[list[Any]]]:
     """The trial table: ``number, name, state, reason, param_<p>..., <metrics>..., start_time, completion_time,
-    duration_seconds, message`` (the columns of ``results.csv``); metric columns are the spec's, then others by
+    duration_seconds, message`` (the columns of ``results.csv``; with ``spec.constraints``, ``feasible`` after
+    ``reason``: True, False, or None for a trial that did not succeed); metric columns are the spec's, then others by
     first appearance, at most 100 more."""
     spec = results.spec
     params = [p.name for p in spec.parameters]
@@ -194,12 +196,14 @@ def rows(results: ExperimentResults) -> tuple[list[str], list[list[Any]]]:
             if m not in known and len(known) < len(spec.metric_names) + 100:
                 known.add(m)
                 metrics.append(m)
-    header = ["number", "name", "state", "reason", *[f"param_{p}" for p in params], *metrics,
-              "start_time", "completion_time", "duration_seconds", "message"]
+    cs = spec.constraints or []
+    header = ["number", "name", "state", "reason", *(["feasible"] if cs else []), *[f"param_{p}" for p in params],
+              *metrics, "start_time", "completion_time", "duration_seconds", "message"]
     out = []
     for r in results.trials:
         t = r.trial
-        out.append([t.number, trial_name(results.name, t.number), t.state.value, t.reason,
+        feasible = [t.feasible(cs) if t.state is TrialState.SUCCEEDED else None] if cs else []
+        out.append([t.number, trial_name(results.name, t.number), t.state.value, t.reason, *feasible,
                     *[t.params.get(p) for p in params], *[t.metrics.get(m) for m in metrics],
                     t.start_time, t.completion_time, r.duration_seconds, t.recorded_message()])
     return header, out

@@ -160,6 +160,8 @@ def crd() -> dict[str, Any]:
                         {"name": "Running", "type": "integer", "jsonPath": ".status.trials.running", "priority": 1},
                         {"name": "Pruned", "type": "integer", "jsonPath": ".status.trials.pruned", "priority": 1},
                         {"name": "Failed", "type": "integer", "jsonPath": ".status.trials.failed", "priority": 1},
+                        {"name": "Infeasible", "type": "integer", "jsonPath": ".status.trials.infeasible",
+                         "priority": 1},
                         _condition_column("Succeeded", "Succeeded"),
                         _condition_column("Succeeded", "Reason", "reason"),
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

@@ -76,13 +76,22 @@ def _infeasible(record: dict[str, Any]) -> bool:
     return record["state"] == "Succeeded" and (cost is None or cost > 1.0)
 
 
-def test_infeasible_trials_are_recorded_and_the_best_trial_is_feasible(
-        op: OperatorProcess, ns: str, kube_api: client.ApiClient, node_agent: Any, trial_script: Path) -> None:
+@pytest.fixture(scope="module")
+def finished(op: OperatorProcess, ns: str, kube_api: client.ApiClient, node_agent: Any,
+             trial_script: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The experiment "cons" run to its end: its spec and its Succeeded condition."""
     ex = Experiments(kube_api, ns)
     body = experiment("cons", trial_script)
     ex.create(body)
     done = wait_for("the experiment to finish", lambda: ex.finished("cons"), timeout=240,
                     on_timeout=lambda: _debug(ex, op, "cons"))
+    return body, done
+
+
+def test_infeasible_trials_are_recorded_and_the_best_trial_is_feasible(
+        finished: tuple[dict[str, Any], dict[str, Any]], ns: str, kube_api: client.ApiClient, node_agent: Any) -> None:
+    ex = Experiments(kube_api, ns)
+    body, done = finished
     # infeasible trials reached the target (checked below), yet the experiment ran its whole budget
     assert (done["status"], done["reason"]) == ("True", "MaxTrialsReached"), done
     records = ex.records("cons")
@@ -130,3 +139,33 @@ def test_api_server_refuses_constraints_for_cmaes(op: OperatorProcess, ns: str, 
     # the same experiment with bayesian is admitted (dry run: nothing is created)
     bad["spec"]["algorithm"] = {"name": "bayesian"}
     custom.create_namespaced_custom_object("kubetune.io", "v1alpha1", ns, "tuningexperiments", bad, dry_run="All")
+
+
+def test_cli_shows_feasibility(finished: tuple[dict[str, Any], dict[str, Any]], ns: str, kube_api: client.ApiClient,
+                               control_plane: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """kubetune get -o wide and kubectl get -o wide show the infeasible count; kubetune trials a FEASIBLE column,
+    and its csv the feasible column of results.csv."""
+    from kubetune.cli import main
+
+    records = Experiments(kube_api, ns).records("cons")
+    infeasible = {n for n, r in records.items() if _infeasible(r)}
+    kc = ["--kubeconfig", str(control_plane.kubeconfig)]
+
+    def kubetune(*args: str) -> str:
+        capsys.readouterr()
+        assert main([*args, *kc]) == 0
+        out, err = capsys.readouterr()
+        assert "Traceback" not in err
+        return out
+
+    header, row = kubetune("get", "cons", "-n", ns, "-o", "wide").splitlines()
+    assert dict(zip(header.split(), row.split()))["INFEASIBLE"] == str(len(infeasible))
+    kubectl = control_plane.kubectl("get", "tex", "cons", "-n", ns, "-o", "wide").stdout.splitlines()
+    assert dict(zip(kubectl[0].split(), kubectl[1].split()))["INFEASIBLE"] == str(len(infeasible))
+    header, *rows = kubetune("trials", "cons", "-n", ns).splitlines()
+    assert header.split()[:3] == ["NAME", "STATE", "FEASIBLE"]
+    assert {int(r.split()[0].rsplit("-", 1)[1]) for r in rows if r.split()[2] == "no"} == infeasible
+    assert all(r.split()[2] == "yes" for r in rows if int(r.split()[0].rsplit("-", 1)[1]) not in infeasible)
+    lines = kubetune("trials", "cons", "-n", ns, "-o", "csv").splitlines()
+    assert lines[0].split(",")[:5] == ["number", "name", "state", "reason", "feasible"]
+    assert {int(r.split(",")[0]) for r in lines[1:] if r.split(",")[4] == "false"} == infeasible

@@ -468,3 +468,14 @@ def test_tpe_with_several_objectives_ranks_feasible_trials_first() -> None:
     plan_a = make_plan(spec, trials, experiment=EXP)
     plan_b = make_plan(spec, trials, experiment=EXP)
     assert plan_a.create and plan_a.create[0].params == plan_b.create[0].params
+
+
+def test_client_rows_have_the_columns_of_results_csv(example_run: Path) -> None:
+    from kubetune.client import rows
+    from kubetune.results import load
+
+    header, data = rows(load(str(example_run)))
+    csv_rows = _rows(example_run)
+    assert header == list(csv_rows[0])
+    i = header.index("feasible")
+    assert ["true" if row[i] else "false" for row in data] == [r["feasible"] for r in csv_rows]
