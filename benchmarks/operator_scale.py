@@ -27,6 +27,7 @@ import dataclasses
 import datetime
 import hashlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -44,8 +45,9 @@ from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parents[1]
 SUPPORT = ROOT / "tests" / "support"
-if str(SUPPORT) not in sys.path:
-    sys.path.insert(0, str(SUPPORT))
+for _path in (SUPPORT, ROOT / "trial_image"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 from controlplane import ControlPlane, die_with_parent, ensure_binaries, free_port  # noqa: E402
 from fast_kubelet import FastKubelet  # noqa: E402
@@ -53,6 +55,8 @@ from kubernetes import client, config, watch  # noqa: E402
 from kubernetes.client.exceptions import ApiException  # noqa: E402
 from operator_process import GROUP, PLURAL, VERSION, Experiments, wait_for  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+from kubetune_trial import DEFAULT_REPORT_INTERVAL  # noqa: E402
 
 CRD = ROOT / "crds" / "tuningexperiments.kubetune.io.yaml"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -89,10 +93,11 @@ class Sizes:
     long_trial_seconds: float = 0.2
     long_steps: int = 50
     long_step_trial_seconds: float = 5.0
-    """Trials that report ``long_steps`` intermediate steps last this long (one annotation patch per step, as the
-    SDK sends them: 20 parallel trials of 50 steps in 5 s are 200 patches a second)."""
+    """Trials that report ``long_steps`` intermediate steps last this long."""
     long_writes: int | None = None
-    """Annotation patches per trial for the intermediate steps; None: one per step, as the SDK does."""
+    """Annotation patches per trial for the intermediate steps; None: as many as the SDK sends with its default
+    ``KUBETUNE_REPORT_INTERVAL`` (one a second: 5 for 50 steps in 5 s, so 20 parallel trials make 20 patches a
+    second, plus their final reports)."""
     long_timeout: float = 3600.0
     long_variants: tuple[str, ...] = ("random", "tpe", "bayesian", "random+median")
     """``ALGORITHM[+median][@SECONDS]``: the algorithm, median early stopping with ``long_steps`` intermediate
@@ -111,6 +116,14 @@ class Sizes:
         return dataclasses.replace(self, first_job=n(self.first_job), background=n(self.background),
                                    turnaround=tuple((n(e), p) for e, p in self.turnaround),
                                    long_trials=n(self.long_trials))
+
+
+def sdk_writes(sizes: Sizes) -> int:
+    """Intermediate annotation patches of one long ``+median`` trial: ``long_writes``, or what the SDK sends (the
+    first report at once, then at most one per ``KUBETUNE_REPORT_INTERVAL``)."""
+    if sizes.long_writes is not None:
+        return sizes.long_writes
+    return min(sizes.long_steps, max(1, math.ceil(sizes.long_step_trial_seconds / DEFAULT_REPORT_INTERVAL)))
 
 
 @dataclass(frozen=True)
@@ -703,7 +716,7 @@ def scenario_long(bench: Bench, sizes: Sizes, checkpoint: Any = None) -> dict[st
         version = operator_version()
         bench.kubelet.delay = sizes.long_step_trial_seconds if variant.median else sizes.long_trial_seconds
         bench.kubelet.steps = sizes.long_steps if variant.median else 0
-        bench.kubelet.writes = sizes.long_writes if variant.median else None
+        bench.kubelet.writes = sdk_writes(sizes) if variant.median else None
         early = {"rule": "median"} if variant.median else None
         ns = bench.namespace("long")
         name = f"long-{variant.algorithm}"

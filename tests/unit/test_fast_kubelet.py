@@ -33,7 +33,8 @@ from fast_kubelet import (  # noqa: E402
 
 
 def sdk_documents(final: float, steps: int) -> list[dict[str, Any]]:
-    """Documents the real SDK sends for ``steps`` intermediate reports then the final one."""
+    """Documents the real SDK sends for ``steps`` intermediate reports then the final one (every report written:
+    ``KUBETUNE_REPORT_INTERVAL=0``)."""
     code = textwrap.dedent(f"""
         import json, sys
         import kubetune_trial as kt
@@ -47,7 +48,7 @@ def sdk_documents(final: float, steps: int) -> list[dict[str, Any]]:
     """)
     env = {"PATH": os.environ.get("PATH", ""), "KUBETUNE_POD_NAME": "p", "KUBETUNE_TRIAL": "t-0000",
            "PYTHONPATH": os.pathsep.join([str(ROOT / "trial_image"), str(ROOT / "tests" / "support")]),
-           "KUBETUNE_TERMINATION_LOG": os.devnull}
+           "KUBETUNE_TERMINATION_LOG": os.devnull, "KUBETUNE_REPORT_INTERVAL": "0"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60,
                          check=True).stdout
     return list(json.loads(out))

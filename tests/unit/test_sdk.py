@@ -377,7 +377,7 @@ REPORTS = """
 
 
 def test_kubernetes_path_patches_the_pod_annotation(tmp_path: Path, api: FakeAPIServer, tls: dict[str, Path]) -> None:
-    r = run_sdk(REPORTS, **k8s_env(tmp_path, api.port, tls["good_cert"]))
+    r = run_sdk(REPORTS, **k8s_env(tmp_path, api.port, tls["good_cert"], KUBETUNE_REPORT_INTERVAL="0"))
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["True", "True", "True"]
     assert r.stderr == ""
@@ -406,6 +406,86 @@ def test_kubernetes_path_patches_the_pod_annotation(tmp_path: Path, api: FakeAPI
         "accuracy": 0.72, "fit_seconds": 3.0}
 
 
+def _annotations(api: FakeAPIServer) -> list[dict[str, Any]]:
+    return [json.loads(json.loads(req["body"])["metadata"]["annotations"]["kubetune.io/metrics"])
+            for req in api.requests]
+
+
+def test_intermediate_reports_within_the_interval_fold_into_the_final_write(
+        tmp_path: Path, api: FakeAPIServer, tls: dict[str, Path]) -> None:
+    # The default interval is 1 s: step 0 is written at once, step 1 waits, and the final report carries it.
+    r = run_sdk(REPORTS, **k8s_env(tmp_path, api.port, tls["good_cert"]))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["True", "True", "True"] and r.stderr == ""
+    docs = _annotations(api)
+    assert [(d["seq"], d["step"]) for d in docs] == [(1, 0), (3, None)]
+    last = parse_annotation(json.dumps(docs[-1]))
+    assert last.objective_curve("accuracy") == [(0, 0.5), (1, 0.7)]  # nothing of the folded report is lost
+    assert last.metrics == {"accuracy": 0.72, "fit_seconds": 3.0}
+
+
+def test_a_fast_reporting_loop_writes_about_once_per_interval_and_the_rest_at_exit(
+        tmp_path: Path, api: FakeAPIServer, tls: dict[str, Path]) -> None:
+    r = run_sdk("""
+        import time
+        import kubetune_trial as kt
+        start = time.monotonic()
+        for step in range(400):
+            kt.report(step=step, loss=1.0 / (step + 1))
+            time.sleep(0.005)
+        print(time.monotonic() - start)
+    """, timeout=120, **k8s_env(tmp_path, api.port, tls["good_cert"], KUBETUNE_REPORT_INTERVAL="0.25"))
+    assert r.returncode == 0, r.stderr
+    elapsed = float(r.stdout.split()[-1])
+    docs = _annotations(api)
+    # One write when the loop starts, at most one per 0.25 s while it runs, and the pending one at exit.
+    assert 2 <= len(docs) <= elapsed / 0.25 + 2, (len(docs), elapsed)
+    assert [d["seq"] for d in docs] == sorted(d["seq"] for d in docs)
+    assert docs[-1]["seq"] == 400 and docs[-1]["step"] == 399  # written at exit: no report after the loop
+    curve = parse_annotation(json.dumps(docs[-1])).objective_curve("loss")
+    assert curve[-1] == (399, 1.0 / 400) and len(curve) == 100  # the SDK's curve bound, thinned oldest first
+
+
+def test_a_waiting_report_is_sent_by_the_background_writer_without_another_call(
+        tmp_path: Path, api: FakeAPIServer, tls: dict[str, Path]) -> None:
+    # os._exit skips the exit hook: only the background writer can have sent step 1.
+    r = run_sdk("""
+        import os, time
+        import kubetune_trial as kt
+        kt.report(step=0, loss=0.9)
+        kt.report(step=1, loss=0.8)
+        time.sleep(1.0)
+        os._exit(0)
+    """, **k8s_env(tmp_path, api.port, tls["good_cert"], KUBETUNE_REPORT_INTERVAL="0.3"))
+    assert r.returncode == 0, r.stderr
+    assert [(d["seq"], d["step"]) for d in _annotations(api)] == [(1, 0), (2, 1)]
+
+
+def test_without_the_exit_hook_and_writer_a_waiting_report_is_lost_to_the_annotation_only(
+        tmp_path: Path, api: FakeAPIServer, tls: dict[str, Path]) -> None:
+    # The counterpart of the two tests above: a process killed before the interval keeps step 1 in the
+    # termination message, which kubetune reads when the annotation lacks a final report.
+    r = run_sdk("""
+        import os
+        import kubetune_trial as kt
+        kt.report(step=0, loss=0.9)
+        kt.report(step=1, loss=0.8)
+        os._exit(0)
+    """, **k8s_env(tmp_path, api.port, tls["good_cert"], KUBETUNE_REPORT_INTERVAL="30"))
+    assert r.returncode == 0, r.stderr
+    assert [(d["seq"], d["step"]) for d in _annotations(api)] == [(1, 0)]
+    assert parse_termination_message((tmp_path / "termination-log").read_text()) == {"loss": 0.8}
+
+
+def test_a_bad_report_interval_is_one_warning_and_the_default(tmp_path: Path, api: FakeAPIServer,
+                                                              tls: dict[str, Path]) -> None:
+    r = run_sdk(REPORTS, **k8s_env(tmp_path, api.port, tls["good_cert"], KUBETUNE_REPORT_INTERVAL="soon"))
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.startswith("kubetune_trial: KUBETUNE_REPORT_INTERVAL must be a number of seconds >= 0, got "
+                               "'soon'; using 1.0") and len(r.stderr.splitlines()) == 1
+    assert [(d["seq"], d["step"]) for d in _annotations(api)] == [(1, 0), (3, None)]
+
+
 def test_kubernetes_path_pod_namespace_env_wins(tmp_path: Path, api: FakeAPIServer, tls: dict[str, Path]) -> None:
     r = run_sdk("import kubetune_trial as kt; kt.report(acc=1)",
                 **k8s_env(tmp_path, api.port, tls["good_cert"], KUBETUNE_POD_NAMESPACE="ml"))
@@ -417,7 +497,7 @@ def test_kubernetes_403_falls_back_quietly_to_the_termination_log(tmp_path: Path
                                                                  tls: dict[str, Path]) -> None:
     api.status = 403
     started = time.monotonic()
-    r = run_sdk(REPORTS, **k8s_env(tmp_path, api.port, tls["good_cert"]))
+    r = run_sdk(REPORTS, **k8s_env(tmp_path, api.port, tls["good_cert"], KUBETUNE_REPORT_INTERVAL="0"))
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["True", "True", "True"]  # the trial goes on
     assert time.monotonic() - started < 20  # no retry loop on a permanent error
@@ -520,7 +600,7 @@ def test_kubernetes_annotation_stays_bounded(tmp_path: Path, api: FakeAPIServer,
         names = [f"metric_{i:02d}_" + "x" * 50 for i in range(63)]
         for step in range(150):
             kt.report(step=step, accuracy=step / 1000, **{n: step / 7 for n in names})
-    """, timeout=120, **k8s_env(tmp_path, api.port, tls["good_cert"]))
+    """, timeout=120, **k8s_env(tmp_path, api.port, tls["good_cert"], KUBETUNE_REPORT_INTERVAL="0"))
     assert r.returncode == 0, r.stderr
     assert r.stderr == ""
     texts = [json.loads(req["body"])["metadata"]["annotations"]["kubetune.io/metrics"] for req in api.requests]

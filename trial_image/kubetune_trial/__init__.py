@@ -17,6 +17,13 @@ Where the metrics go:
 * in both cases, the latest metrics also go to the termination-message file (``KUBETUNE_TERMINATION_LOG`` or
   ``/dev/termination-log``) as one JSON line, the fallback kubetune reads when the annotation cannot be written.
 
+How often the pod is patched: a report without ``step`` (the final one) is written at once. Intermediate reports
+are written at most once per ``KUBETUNE_REPORT_INTERVAL`` seconds (default 1; ``0`` writes every report): the first
+at once, and the ones in between are folded into the next write, which a background thread sends when the interval
+has passed, and which the process sends at exit at the latest. Nothing is lost by folding: every write carries the
+latest metrics and the whole (bounded) curve. A loop that reports every batch thus costs the API server one request
+a second, not one per batch, and a folded report does not wait for the API server.
+
 Limits (what kubetune would drop anyway is refused here, with :class:`MetricsError`): metric names are 1..128
 printable characters, values are finite numbers, steps are integers in ``[0, 2**53)``, and a trial reports at most
 64 distinct metrics. The annotation is kept under 128 KiB (older curve points are thinned further when needed) and
@@ -30,6 +37,7 @@ Stopping: kubetune stops a trial by sending it SIGTERM (Kubernetes does so when 
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import os
@@ -42,10 +50,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-__all__ = ["params", "report", "should_stop", "MetricsError"]
+__all__ = ["params", "report", "should_stop", "flush", "MetricsError"]
 __version__ = "0.1.0"
-
-from .checkpoint import checkpoint_dir, end_step, restore_dir, restore_step  # noqa: E402,F401  (checkpoints)
 
 METRICS_ANNOTATION = "kubetune.io/metrics"
 MAX_CURVE_POINTS = 100
@@ -57,6 +63,8 @@ MAX_ANNOTATION_BYTES = 128 * 1024
 MAX_TERMINATION_BYTES = 4000
 """Kubernetes keeps the last 4096 bytes of the termination message."""
 DEFAULT_SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+DEFAULT_REPORT_INTERVAL = 1.0
+"""Seconds between two annotation writes for intermediate reports (``KUBETUNE_REPORT_INTERVAL`` overrides it)."""
 
 
 class MetricsError(ValueError):
@@ -65,7 +73,9 @@ class MetricsError(ValueError):
 
 _lock = threading.Lock()
 _stop = threading.Event()
-_state: dict[str, Any] = {"latest": {}, "curve": [], "handler": False, "warned": False, "seq": 0}
+_wake = threading.Condition(_lock)
+_state: dict[str, Any] = {"latest": {}, "curve": [], "handler": False, "warned": False, "seq": 0,
+                          "pending": None, "sent_at": None, "flusher": None}
 
 
 def params() -> dict[str, Any]:
@@ -120,7 +130,8 @@ def report(step: int | None = None, **metrics: float) -> bool:
         }
         try:
             _write_termination_log(_termination_line(known, clean))
-            _send(doc, clean, step)
+            if not _append_report_file(doc, clean, step):
+                _write_pod(doc, final=step is None)
         except Exception as e:  # reporting never ends the trial
             _warn(f"cannot report metrics ({type(e).__name__}: {e})")
     return not _stop.is_set()
@@ -217,19 +228,86 @@ def _write_termination_log(line: str) -> None:
         pass
 
 
-def _send(doc: dict[str, Any], metrics: dict[str, float], step: int | None) -> None:
+def _append_report_file(doc: dict[str, Any], metrics: dict[str, float], step: int | None) -> bool:
+    """Under ``kubetune run``: append this report as a JSON line. False when there is no report file."""
     report_file = os.environ.get("KUBETUNE_REPORT_FILE")
-    if report_file:
-        try:
-            with open(report_file, "a") as f:
-                f.write(json.dumps({"step": step, "metrics": metrics, "time": doc["time"]}) + "\n")
-                f.flush()
-        except OSError as e:
-            _warn(f"cannot write the report file ({e}); metrics go to the termination message only")
-        return
+    if not report_file:
+        return False
+    try:
+        with open(report_file, "a") as f:
+            f.write(json.dumps({"step": step, "metrics": metrics, "time": doc["time"]}) + "\n")
+            f.flush()
+    except OSError as e:
+        _warn(f"cannot write the report file ({e}); metrics go to the termination message only")
+    return True
+
+
+def _report_interval() -> float:
+    raw = os.environ.get("KUBETUNE_REPORT_INTERVAL")
+    if raw is None:
+        return DEFAULT_REPORT_INTERVAL
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        _warn(f"KUBETUNE_REPORT_INTERVAL must be a number of seconds >= 0, got {_short(raw)}; using "
+              f"{DEFAULT_REPORT_INTERVAL}")
+        return DEFAULT_REPORT_INTERVAL
+    return value
+
+
+def _write_pod(doc: dict[str, Any], final: bool) -> None:
+    """Write ``doc`` to the pod now, or fold it into the next write (called with ``_lock`` held)."""
     pod = os.environ.get("KUBETUNE_POD_NAME")
-    if pod:
+    if not pod:
+        return
+    interval = _report_interval()
+    sent_at = _state["sent_at"]
+    now = time.monotonic()
+    if final or interval <= 0 or sent_at is None or now - sent_at >= interval:
+        _state["pending"] = None  # this document holds everything a pending one had
+        _state["sent_at"] = now
         _patch_pod(pod, doc)
+        return
+    _state["pending"] = doc
+    if _state["flusher"] is None:
+        _state["flusher"] = threading.Thread(target=_flush_loop, name="kubetune-report", daemon=True)
+        _state["flusher"].start()
+        atexit.register(flush)
+    _wake.notify()
+
+
+def _flush_loop() -> None:
+    """Send the pending document once the interval since the last write has passed."""
+    with _lock:
+        while True:
+            if _state["pending"] is None:
+                _wake.wait()
+                continue
+            due = _state["sent_at"] + _report_interval() - time.monotonic()
+            if due > 0:
+                _wake.wait(due)
+                continue
+            _send_pending()
+
+
+def _send_pending() -> None:
+    doc, _state["pending"] = _state["pending"], None
+    pod = os.environ.get("KUBETUNE_POD_NAME")
+    if doc is None or not pod:
+        return
+    _state["sent_at"] = time.monotonic()
+    try:
+        _patch_pod(pod, doc)
+    except Exception as e:  # reporting never ends the trial
+        _warn(f"cannot report metrics ({type(e).__name__}: {e})")
+
+
+def flush() -> None:
+    """Write a report still waiting for its interval now (also done at exit)."""
+    with _lock:
+        _send_pending()
 
 
 def _patch_pod(pod: str, doc: dict[str, Any]) -> None:
