@@ -39,6 +39,17 @@ def _spec(**changes: Any) -> Mutation:
     return mutate
 
 
+TWO_OBJECTIVES = [{"metric": "accuracy", "goal": "maximize"}, {"metric": "support_vectors", "goal": "minimize"}]
+
+
+def _objectives(objectives: list[dict[str, Any]], **changes: Any) -> Mutation:
+    """Replace the example's objective with ``objectives`` (and change other fields of the spec)."""
+    def mutate(doc: dict[str, Any]) -> None:
+        doc["spec"].pop("objective")
+        doc["spec"].update(objectives=copy.deepcopy(objectives), **changes)
+    return mutate
+
+
 # (id, mutation, substring every side must report). Parameter 0 is C (float, log), 2 is kernel (categorical).
 CASES: list[tuple[str, Mutation, str]] = [
     ("min-not-below-max", _param(0, min=5, max=5, scale="linear"), "min must be less than max"),
@@ -187,6 +198,32 @@ CASES: list[tuple[str, Mutation, str]] = [
        "constraints need an algorithm that supports them: "
        + ", ".join(sorted(n for n, c in SAMPLERS.items() if c.supports_constraints)))
       for name in sorted(n for n, c in SAMPLERS.items() if not c.supports_constraints)],
+    # several objectives (objectives); the example has objective accuracy (with a target) and algorithm bayesian
+    ("objective-and-objectives", _spec(objectives=TWO_OBJECTIVES),
+     "give exactly one of objective (one metric) and objectives (2 to 4 metrics, a Pareto front)"),
+    ("objectives-at-least-2", _objectives(TWO_OBJECTIVES[:1], algorithm={"name": "tpe"}), "at least 2 items"),
+    ("objectives-at-most-4", _objectives([{"metric": f"m{i}", "goal": "minimize"} for i in range(5)],
+                                         algorithm={"name": "tpe"}), "at most 4 items"),
+    ("objectives-distinct", _objectives([TWO_OBJECTIVES[0], {"metric": "accuracy", "goal": "minimize"}],
+                                        algorithm={"name": "tpe"}), "objectives must name distinct metrics"),
+    ("objectives-no-target", _objectives([{**TWO_OBJECTIVES[0], "target": 0.99}, TWO_OBJECTIVES[1]],
+                                         algorithm={"name": "tpe"}),
+     "target is not defined for several objectives: the result is a Pareto front, not one best value"),
+    ("objectives-early-stopping", _objectives(TWO_OBJECTIVES, algorithm={"name": "tpe"},
+                                              earlyStopping={"rule": "median"}),
+     "earlyStopping is not available with several objectives"),
+    ("objectives-no-improvement", _objectives(TWO_OBJECTIVES, algorithm={"name": "tpe"},
+                                              stopping={"noImprovement": {"trials": 5}}),
+     "stopping.noImprovement is not available with several objectives"),
+    ("objectives-warm-start", _objectives(TWO_OBJECTIVES, algorithm={"name": "tpe"},
+                                          warmStart={"experiments": ["older"]}),
+     "warmStart is not available with several objectives"),
+    *[(f"objectives-with-{name}",
+       _objectives(TWO_OBJECTIVES, algorithm={"name": name, **({"settings": {"resourceParameter": "degree"}}
+                                                             if name == "hyperband" else {})}),
+       f"the {name} algorithm{' (the default algorithm)' if name == DEFAULT_ALGORITHM else ''} does not support "
+       "several objectives")
+      for name in sorted(n for n, c in SAMPLERS.items() if not c.supports_multi_objective)],
 ]
 
 
@@ -225,6 +262,21 @@ def test_conditional_example_is_admitted(crd_ready: None, kube_api: client.ApiCl
     doc["spec"]["trialTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"] = ["true"]
     assert validate_document(doc)[1] == []
     assert _server_error(kube_api, namespace, doc) is None
+
+
+def test_pareto_example_is_admitted(crd_ready: None, kube_api: client.ApiClient, namespace: str) -> None:
+    doc = yaml.safe_load((ROOT / "examples" / "digits-svm-pareto.yaml").read_text())
+    assert validate_document(doc)[1] == []
+    assert _server_error(kube_api, namespace, doc) is None
+    # four objectives, the most the schema admits, with every algorithm that takes them
+    doc["spec"]["objectives"] += [{"metric": "fit_seconds", "goal": "minimize"}, {"metric": "m4", "goal": "maximize"}]
+    for name in sorted(n for n, c in SAMPLERS.items() if c.supports_multi_objective):
+        doc["spec"]["algorithm"] = {"name": name}
+        if name == "grid":
+            for p in doc["spec"]["parameters"]:
+                p.update(scale="linear", step=p["max"] / 8)
+        assert validate_document(doc)[1] == [], name
+        assert _server_error(kube_api, namespace, doc) is None, name
 
 
 def test_pbt_example_is_admitted(crd_ready: None, kube_api: client.ApiClient, namespace: str) -> None:

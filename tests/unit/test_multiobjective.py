@@ -310,3 +310,75 @@ def test_trial_missing_an_objective_is_not_on_the_front_and_is_failed_for_the_sa
     ok = trial(1, [1.0, 2.0]).observation(spec.objective_list)
     assert ok.state is ObservationState.COMPLETE and ok.losses == (1.0, 2.0) and ok.loss is None
     assert dominates(np.array([1.0, 2.0]), np.array([1.0, 3.0]))
+
+
+# -- the benchmark harness and the example -------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(300)
+def test_benchmark_quick_run_scores_every_algorithm() -> None:
+    from benchmarks import multiobjective as bench
+
+    results = bench.run(quick=True, log=False)
+    for problem, budget, runs in results:
+        assert {r.algorithm for r in runs} == set(bench.ALGORITHMS) and budget == 12
+        for r in runs:
+            assert 0.0 < r.hypervolume <= math.prod(problem.reference)
+            if problem.best_front is not None:  # nothing beats the true front
+                assert r.hypervolume <= hypervolume(problem.best_front, problem.reference) + 1e-9
+    text = bench.table(results)
+    assert text.count("| kubetune tpe (MOTPE) |") == len(results)
+    # ZDT1's true front f2 = 1 - sqrt(f1) under (1.1, 11): for f1 in [0, 1] the height 11 - (1 - sqrt(f1)), whose
+    # integral is 11 - 1/3, and for f1 in [1, 1.1] the whole 11
+    zdt1 = bench.zdt(1)
+    assert zdt1.best_front is not None
+    exact = (11.0 - 1.0 / 3.0) + 0.1 * 11.0
+    assert hypervolume(zdt1.best_front, zdt1.reference) == pytest.approx(exact, abs=1e-3)
+    assert zdt1.evaluate({f"x{i}": 0.0 for i in range(10)}) == (0.0, 1.0)
+
+
+def test_example_runs_with_kubetune_run(tmp_path) -> None:
+    """examples/digits-svm-pareto.yaml as shipped, its budget cut to 6 trials: every trial reports both objectives,
+    and summary.json's front is the brute-force front of results.csv."""
+    import csv
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "digits-svm-pareto.yaml"
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "kubetune", "run", str(example), "--max-trials", "6", "--quiet",
+                        "--out", str(out)], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stderr
+    with open(out / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6 and all(row["state"] == "Succeeded" for row in rows), rows
+    points = {int(row["number"]): (-float(row["accuracy"]), float(row["support_vectors"])) for row in rows}
+    front = sorted(n for n, a in points.items() if not any(brute_dominates(b, a) for b in points.values()))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["pareto_front"] == front and summary["best_trial"] is None
+    assert summary["outcome"]["message"].endswith(f"a Pareto front of {len(front)} trial" + "s" * (len(front) > 1))
+    assert f"Pareto front: {len(front)} trial" in r.stdout
+    for n in front:
+        assert f"#{n:<4} accuracy=" in r.stdout
+
+
+def test_report_draws_the_front_and_names_it() -> None:
+    from kubetune.report.html import sections
+    from kubetune.results import ExperimentResults, TrialRecord
+
+    spec = spec_of(("maximize", "minimize"))
+    trials = [trial(i, [v, s]) for i, (v, s) in enumerate([(0.9, 5.0), (0.8, 3.0), (0.7, 4.0), (0.95, 9.0)])]
+    trials.append(trial(4, [None, None], TrialState.FAILED))
+    results = ExperimentResults("exp", spec, [TrialRecord(t) for t in trials])
+    assert [r.number for r in results.front] == [0, 1, 3] and results.best is None
+    s = sections(results)
+    fig = s.figures["pareto"]
+    line = next(t for t in fig.data if t.name.startswith("Pareto front"))
+    assert line.name == "Pareto front (3)"
+    assert list(line.x) == [0.8, 0.9, 0.95] and list(line.y) == [3.0, 5.0, 9.0]
+    others = next(t for t in fig.data if t.name == "trials")
+    assert list(others.x) == [0.7]
+    assert "Pareto front</b>3 trials: #0, #1, #3" in s.summary
+    assert "objectives</b>maximize m0, minimize m1" in s.summary

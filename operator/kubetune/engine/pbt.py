@@ -126,6 +126,7 @@ def quantiles(scored: Sequence[Segment], fraction: float) -> tuple[list[Segment]
 class PBTSampler(Sampler):
     name = "pbt"
     Settings = PBTSettings
+    multi_objective_refusal = "its members are ranked by one objective to pick whom to copy"
     summary = ("Population-based training: populationSize members train in segments of perturbationInterval "
                "steps; after each, the bottom quantile restores a top member's checkpoint with perturbed "
                "hyperparameters (needs spec.checkpoints).")

@@ -84,6 +84,35 @@ def history(data: ReportData) -> go.Figure:
     return fig
 
 
+def pareto(data: ReportData) -> go.Figure | None:
+    """With several objectives: the first two objectives of the succeeded trials (at most MAX_POINTS, the front
+    always drawn) with the Pareto front marked and joined in order of the first objective."""
+    spec = data.results.spec
+    objectives = spec.objective_list
+    if len(objectives) < 2:
+        return None
+    front = data.results.front
+    members = {id(r) for r in front}
+    a, b = objectives[0], objectives[1]
+    done = [r for r in data.scored if r.trial.objective_values(objectives) is not None and id(r) not in members]
+    rest = data.sample(done, max(MAX_POINTS - len(front), 0), "Pareto plot")
+    fig = go.Figure()
+    if rest:
+        fig.add_trace(go.Scatter(
+            x=[r.trial.metrics[a.metric] for r in rest], y=[r.trial.metrics[b.metric] for r in rest],
+            mode="markers", name="trials", marker=dict(color=POINT, size=7, opacity=0.6),
+            text=_hover(data, rest), hovertemplate="%{text}<extra></extra>"))
+    line = sorted(front, key=lambda r: (r.trial.metrics[a.metric], r.trial.metrics[b.metric]))
+    fig.add_trace(go.Scatter(
+        x=[r.trial.metrics[a.metric] for r in line], y=[r.trial.metrics[b.metric] for r in line],
+        mode="lines+markers", name=f"Pareto front ({len(front)})", line=dict(color=BEST),
+        marker=dict(color=BEST, size=9), text=_hover(data, line), hovertemplate="%{text}<extra></extra>"))
+    more = f" (the first two of {len(objectives)} objectives)" if len(objectives) > 2 else ""
+    fig.update_layout(title=f"Pareto front: {a.metric} ({a.goal}) and {b.metric} ({b.goal}){more}",
+                      xaxis_title=a.metric, yaxis_title=b.metric, **LAYOUT)
+    return fig
+
+
 def slices(data: ReportData) -> go.Figure:
     dims = data.space.dims
     order = data.order[:MAX_SLICES]

@@ -10,7 +10,7 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from ..results import ExperimentResults
-from ..spec import Constraint, render_value
+from ..spec import MAX_FRONT_IN_STATUS, Constraint, render_value
 from ..trials import TrialState
 from . import figures
 from .data import MAX_TABLE_ROWS, ReportData, prepare
@@ -126,7 +126,8 @@ def _summary(data: ReportData) -> str:
     for r in res.trials:
         counts[r.state.value] = counts.get(r.state.value, 0) + 1
     best = res.best
-    items = [("objective", f"{spec.objective.goal} {spec.objective.metric}"),
+    objectives = ", ".join(f"{o.goal} {o.metric}" for o in spec.objective_list)
+    items = [("objectives" if spec.multi_objective else "objective", objectives),
              ("algorithm", spec.algorithm.name),
              ("trials", f"{len(res.trials)} of {spec.max_trials}: "
                         + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))),
@@ -135,6 +136,11 @@ def _summary(data: ReportData) -> str:
                if spec.constraints else []),
              ("status", "running or interrupted" if res.outcome is None else
               f"{'succeeded' if res.outcome['succeeded'] else 'failed'}: {res.outcome['reason']}")]
+    if spec.multi_objective:
+        front = res.front
+        shown = ", ".join(f"#{r.number}" for r in front[:MAX_FRONT_IN_STATUS])
+        more = f" and {len(front) - MAX_FRONT_IN_STATUS} more" if len(front) > MAX_FRONT_IN_STATUS else ""
+        items.append(("Pareto front", f"{len(front)} trials: {shown}{more}" if front else "none yet"))
     if best is not None:
         items.append((f"best {spec.objective.metric}", f"{_fmt(data.value(best))} (trial #{best.number})"))
         items.append(("best parameters", " ".join(f"{k}={render_value(v)}" for k, v in best.params.items())))
@@ -162,6 +168,8 @@ def sections(results: ExperimentResults) -> Sections:
     figs: dict[str, go.Figure] = {}
     if data.scored:
         figs["history"] = figures.history(data)
+        if results.spec.multi_objective:
+            figs["pareto"] = figures.pareto(data)
         figs["importance"] = figures.importance(data)
         figs["slices"] = figures.slices(data)
         figs["parallel"] = figures.parallel(data)

@@ -1,0 +1,119 @@
+"""Several objectives on the real control plane: the operator runs a tpe experiment with two objectives to the end,
+status carries the Pareto front (its size, and a bounded selection of its members with their values) computed
+from the recorded trials, a trial that leaves an objective out is recorded Failed, and the API server refuses
+a target in objectives with the offline message. Jobs are counted by uid from the node agent's launches."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+from operator_process import Experiments, OperatorProcess, wait_for
+
+from kubetune.plan import front_in_status, pareto_front
+from kubetune.spec import MAX_FRONT_IN_STATUS, ExperimentSpec
+from kubetune.trials import Trial, TrialState
+
+# Every trial is on the front (accuracy rises exactly as size does), except one that leaves size out.
+TRIAL = """
+    import kubetune_trial as kt
+    p = kt.params()
+    x = float(p["x"])
+    if x > 0.9:
+        kt.report(accuracy=x)
+    else:
+        kt.report(accuracy=x, size=100.0 * x)
+"""
+
+MAX_TRIALS = 24
+
+
+@pytest.fixture(scope="module")
+def trial_script(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("pareto") / "trial.py"
+    path.write_text(textwrap.dedent(TRIAL))
+    return path
+
+
+def experiment(name: str, script: Path) -> dict[str, Any]:
+    return {
+        "apiVersion": "kubetune.io/v1alpha1",
+        "kind": "TuningExperiment",
+        "metadata": {"name": name},
+        "spec": {
+            "objectives": [{"metric": "accuracy", "goal": "maximize"}, {"metric": "size", "goal": "minimize"}],
+            "parameters": [{"name": "x", "type": "float", "min": 0.0, "max": 1.0}],
+            "algorithm": {"name": "tpe", "seed": 5, "settings": {"nStartupTrials": 6}},
+            "maxTrials": MAX_TRIALS,
+            "parallelTrials": 6,
+            "maxFailedTrials": MAX_TRIALS,
+            "trialTemplate": {"spec": {"backoffLimit": 0, "template": {"spec": {
+                "serviceAccountName": "kubetune-trial",
+                "restartPolicy": "Never",
+                "terminationGracePeriodSeconds": 2,
+                "containers": [{"name": "trial", "image": "kubetune-trial:test", "command": ["python", str(script)]}],
+            }}}},
+        },
+    }
+
+
+def test_pareto_front_in_status(op: OperatorProcess, ns: str, kube_api: client.ApiClient, node_agent: Any,
+                                trial_script: Path) -> None:
+    ex = Experiments(kube_api, ns)
+    body = experiment("pareto", trial_script)
+    ex.create(body)
+    done = wait_for("the experiment to finish", lambda: ex.finished("pareto"), timeout=300,
+                    on_timeout=lambda: f"status: {ex.get('pareto').get('status')}\n{op.log_tail(40)}")
+    assert (done["status"], done["reason"]) == ("True", "MaxTrialsReached"), done
+    records = ex.records("pareto")
+    assert sorted(records) == list(range(MAX_TRIALS))
+    trials = [Trial.from_record(records[n]) for n in range(MAX_TRIALS)]
+    partial = [t for t in trials if float(t.params["x"]) > 0.9]
+    for t in partial:  # an objective left out: Failed, not on the front
+        assert (t.state, t.reason) == (TrialState.FAILED, "MetricsMissing"), t
+        assert "'size'" in t.message
+    complete = [t for t in trials if t not in partial]
+    assert complete and all(t.state is TrialState.SUCCEEDED for t in complete)
+    # brute force over the records: a trial is on the front when no other one is at least as good on both and
+    # better on one (here every complete trial, their values being strictly increasing together)
+    on_front = sorted(t.number for t in complete
+                      if not any(o.metrics["accuracy"] >= t.metrics["accuracy"] and o.metrics["size"] <= t.metrics["size"]
+                                 and o.metrics != t.metrics for o in complete))
+    assert on_front == sorted(t.number for t in complete)
+    spec = ExperimentSpec.model_validate(body["spec"])
+    assert [t.number for t in pareto_front(spec, trials)] == on_front
+
+    status = ex.get("pareto")["status"]
+    assert "bestTrial" not in status or status["bestTrial"] is None
+    front = status["paretoFront"]
+    assert front["metrics"] == ["accuracy", "size"] and front["size"] == len(on_front)
+    shown = [m["number"] for m in front["trials"]]
+    assert len(shown) == min(len(on_front), MAX_FRONT_IN_STATUS) and set(shown) <= set(on_front)
+    assert shown == [t.number for t in front_in_status(spec, pareto_front(spec, trials))]
+    if len(on_front) > MAX_FRONT_IN_STATUS:  # the extremes of each objective stay in the selection
+        by_acc = sorted(complete, key=lambda t: t.metrics["accuracy"])
+        assert by_acc[0].number in shown and by_acc[-1].number in shown
+    for m in front["trials"]:
+        rec = records[m["number"]]["metrics"]
+        assert m["values"] == [rec["accuracy"], rec["size"]] and m["name"] == f"pareto-{m['number']:04d}"
+    assert f"a Pareto front of {len(on_front)} trials" in done["message"]
+    launched = {x.job_uid for x in node_agent.launches(ns) if x.trial.startswith("pareto-")}
+    assert len(launched) == MAX_TRIALS  # one Job per trial ran a process, no more
+
+
+def test_api_server_refuses_a_target_in_objectives(op: OperatorProcess, ns: str, kube_api: client.ApiClient,
+                                                   trial_script: Path) -> None:
+    bad = experiment("pareto-target", trial_script)
+    bad["spec"]["objectives"][0]["target"] = 0.99
+    custom = client.CustomObjectsApi(kube_api)
+    with pytest.raises(ApiException) as err:
+        custom.create_namespaced_custom_object("kubetune.io", "v1alpha1", ns, "tuningexperiments", bad)
+    assert err.value.status == 422
+    message = json.loads(err.value.body)["message"]
+    assert "spec.objectives: Invalid value" in message
+    assert "target is not defined for several objectives" in message
