@@ -19,12 +19,13 @@ from kubetune.plan import front_in_status, pareto_front
 from kubetune.spec import MAX_FRONT_IN_STATUS, ExperimentSpec
 from kubetune.trials import Trial, TrialState
 
-# Every trial is on the front (accuracy rises exactly as size does), except one that leaves size out.
+# Every trial is on the front (accuracy rises exactly as size does), except the first (initialTrials: x = 0.51),
+# which leaves size out; so the front has MAX_TRIALS - 1 > 20 members and status shows a selection of 20.
 TRIAL = """
     import kubetune_trial as kt
     p = kt.params()
     x = float(p["x"])
-    if x > 0.9:
+    if x == 0.51:
         kt.report(accuracy=x)
     else:
         kt.report(accuracy=x, size=100.0 * x)
@@ -49,9 +50,9 @@ def experiment(name: str, script: Path) -> dict[str, Any]:
             "objectives": [{"metric": "accuracy", "goal": "maximize"}, {"metric": "size", "goal": "minimize"}],
             "parameters": [{"name": "x", "type": "float", "min": 0.0, "max": 1.0}],
             "algorithm": {"name": "tpe", "seed": 5, "settings": {"nStartupTrials": 6}},
+            "initialTrials": [{"x": 0.51}],
             "maxTrials": MAX_TRIALS,
             "parallelTrials": 6,
-            "maxFailedTrials": MAX_TRIALS,
             "trialTemplate": {"spec": {"backoffLimit": 0, "template": {"spec": {
                 "serviceAccountName": "kubetune-trial",
                 "restartPolicy": "Never",
@@ -73,11 +74,10 @@ def test_pareto_front_in_status(op: OperatorProcess, ns: str, kube_api: client.A
     records = ex.records("pareto")
     assert sorted(records) == list(range(MAX_TRIALS))
     trials = [Trial.from_record(records[n]) for n in range(MAX_TRIALS)]
-    partial = [t for t in trials if float(t.params["x"]) > 0.9]
-    for t in partial:  # an objective left out: Failed, not on the front
-        assert (t.state, t.reason) == (TrialState.FAILED, "MetricsMissing"), t
-        assert "'size'" in t.message
-    complete = [t for t in trials if t not in partial]
+    first = trials[0]  # an objective left out: Failed, not on the front
+    assert first.params == {"x": 0.51} and (first.state, first.reason) == (TrialState.FAILED, "MetricsMissing")
+    assert first.message == "the trial finished without reporting the objective metric 'size'"
+    complete = trials[1:]
     assert complete and all(t.state is TrialState.SUCCEEDED for t in complete)
     # brute force over the records: a trial is on the front when no other one is at least as good on both and
     # better on one (here every complete trial, their values being strictly increasing together)
@@ -95,9 +95,9 @@ def test_pareto_front_in_status(op: OperatorProcess, ns: str, kube_api: client.A
     shown = [m["number"] for m in front["trials"]]
     assert len(shown) == min(len(on_front), MAX_FRONT_IN_STATUS) and set(shown) <= set(on_front)
     assert shown == [t.number for t in front_in_status(spec, pareto_front(spec, trials))]
-    if len(on_front) > MAX_FRONT_IN_STATUS:  # the extremes of each objective stay in the selection
-        by_acc = sorted(complete, key=lambda t: t.metrics["accuracy"])
-        assert by_acc[0].number in shown and by_acc[-1].number in shown
+    assert len(on_front) == MAX_TRIALS - 1 > MAX_FRONT_IN_STATUS == len(shown)
+    by_acc = sorted(complete, key=lambda t: t.metrics["accuracy"])  # the extremes of each objective stay shown
+    assert by_acc[0].number in shown and by_acc[-1].number in shown
     for m in front["trials"]:
         rec = records[m["number"]]["metrics"]
         assert m["values"] == [rec["accuracy"], rec["size"]] and m["name"] == f"pareto-{m['number']:04d}"
