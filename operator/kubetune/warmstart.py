@@ -97,7 +97,7 @@ def take_in(spec: ExperimentSpec, sources: Sequence[tuple[str, Iterable[Trial]]]
     limit = spec.warm_start.max_trials if spec.warm_start is not None else DEFAULT_WARM_START_TRIALS
     objective = spec.objective
     skipped: Counter[str] = Counter()
-    candidates: list[tuple[float, int, int, dict[str, ParamValue]]] = []
+    candidates: list[tuple[float, int, int, dict[str, ParamValue], tuple[float, ...]]] = []
     read = 0
     for index, (_, trials) in enumerate(sources):
         for t in trials:
@@ -113,7 +113,9 @@ def take_in(spec: ExperimentSpec, sources: Sequence[tuple[str, Iterable[Trial]]]
             if isinstance(projected, str):
                 skipped[projected] += 1
                 continue
-            candidates.append((objective.loss(float(value)), index, t.number, projected))
+            # with spec.constraints: their values on the earlier trial's metrics (a metric it did not report: inf)
+            constraints = t.constraint_values(spec.constraints) if spec.constraints else ()
+            candidates.append((objective.loss(float(value)), index, t.number, projected, constraints))
             if len(candidates) > 2 * limit:  # keep the best ``limit``: memory bounded whatever the sources hold
                 candidates.sort(key=lambda c: c[:3])
                 del candidates[limit:]
@@ -122,5 +124,6 @@ def take_in(spec: ExperimentSpec, sources: Sequence[tuple[str, Iterable[Trial]]]
     beyond = read - sum(skipped.values()) - len(chosen)  # cut while reading, or now
     if beyond:
         skipped["beyond warmStart.maxTrials"] = beyond
-    observations = tuple(Observation(params, ObservationState.COMPLETE, loss) for loss, _, _, params in chosen)
+    observations = tuple(Observation(params, ObservationState.COMPLETE, loss, constraints=constraints)
+                         for loss, _, _, params, constraints in chosen)
     return WarmStartResult(observations, tuple(name for name, _ in sources), read, dict(skipped))

@@ -479,3 +479,15 @@ def test_client_rows_have_the_columns_of_results_csv(example_run: Path) -> None:
     assert header == list(csv_rows[0])
     i = header.index("feasible")
     assert ["true" if row[i] else "false" for row in data] == [r["feasible"] for r in csv_rows]
+
+
+def test_warm_start_takes_in_constraint_values_from_the_earlier_metrics() -> None:
+    from kubetune.warmstart import take_in
+
+    earlier = [trial(0, 0.9, 70.0), trial(1, 0.8, 20.0), trial(2, 0.7, None), trial(3, None, None, TrialState.FAILED)]
+    spec = make_spec(LATENCY, algorithm={"name": "tpe", "seed": 1}, warmStart={"experiments": ["old"]})
+    got = take_in(spec, [("old", earlier)])
+    assert [(o.loss, o.constraints) for o in got.observations] == [(-0.9, (20.0,)), (-0.8, (-30.0,)),
+                                                                   (-0.7, (math.inf,))]
+    plain = make_spec(algorithm={"name": "tpe", "seed": 1}, warmStart={"experiments": ["old"]})
+    assert all(o.constraints == () for o in take_in(plain, [("old", earlier)]).observations)
