@@ -491,3 +491,33 @@ def test_warm_start_takes_in_constraint_values_from_the_earlier_metrics() -> Non
                                                                    (-0.7, (math.inf,))]
     plain = make_spec(algorithm={"name": "tpe", "seed": 1}, warmStart={"experiments": ["old"]})
     assert all(o.constraints == () for o in take_in(plain, [("old", earlier)]).observations)
+
+
+@settings(max_examples=300, deadline=None)
+@given(lo=st.one_of(st.none(), st.floats(-1e6, 1e6)), hi=st.one_of(st.none(), st.floats(-1e6, 1e6)),
+       value=st.floats(-2e6, 2e6))
+def test_violation_holds_exactly_inside_the_bounds(lo: float | None, hi: float | None, value: float) -> None:
+    if lo is None and hi is None or (lo is not None and hi is not None and lo > hi):
+        return
+    v = Constraint(metric="m", min=lo, max=hi).violation(value)
+    inside = (lo is None or value >= lo) and (hi is None or value <= hi)
+    assert (v <= 0) == inside
+    if not inside:  # the distance to the bound that is crossed
+        assert v == pytest.approx(max(lo - value if lo is not None else -math.inf,
+                                      value - hi if hi is not None else -math.inf))
+
+
+@pytest.mark.parametrize("name", ["tpe", "bayesian"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_without_a_feasible_trial_the_search_moves_toward_feasibility(name: str, seed: int) -> None:
+    """Every trial so far has x >= 0.4 and violates x <= 0.2 by x - 0.2 (the objective prefers large x): the next
+    suggestion is less violating than every trial so far (tpe: the least violating trials form the good group;
+    bayesian: the probability of feasibility alone is maximized)."""
+    rng = np.random.default_rng(seed)
+    history = []
+    for _ in range(12):
+        x, y = 0.4 + 0.6 * float(rng.random()), float(rng.random())
+        history.append(Observation({"x": x, "y": y}, ObservationState.COMPLETE, -x, (), constraints=(x - 0.2,)))
+    sampler = make_sampler(name, SPACE, seed=seed, settings={"nStartupTrials": 5})
+    [p] = sampler.suggest(history, [], n=1)
+    assert float(p["x"]) < min(float(o.params["x"]) for o in history), p
