@@ -512,3 +512,39 @@ def test_each_job_is_deleted_once_however_late_the_watch_shows_it() -> None:
     check(h, body)
     assert len(deletes) >= 60 - 10 - 4, deletes  # all but the newest finished ones went
     assert max(deletes.values()) == 1, {n: c for n, c in deletes.items() if c > 1}
+
+
+def test_the_spec_is_validated_once_per_generation_and_again_when_it_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import kubetune.k8s.reconciler as module
+
+    parsed: list[int] = []
+
+    def counting(body: Mapping[str, Any]) -> Any:
+        parsed.append(body["metadata"]["generation"])
+        return parse_spec(body)
+
+    monkeypatch.setattr(module, "parse_spec", counting)
+    body = experiment(max_trials=6, parallel=2, algorithm={"name": "random", "seed": 3})
+    fake, rec, clock = stepped(body, monkeypatch)
+    worker = rec.workers[fake.key]
+
+    async def go() -> None:
+        for _ in range(4):
+            await worker.reconcile()
+            clock.now += 1.0
+            fake.deliver(rec)
+        assert parsed == [1] and fake.calls["create_job"] == 2
+        # a new generation is validated again, and what it says takes effect
+        fake.update_spec(parallelTrials=4)
+        fake.deliver(rec)
+        await worker.reconcile()
+        assert parsed == [1, 2] and fake.calls["create_job"] == 4
+        # an invalid edit (which the API server would refuse) stalls the experiment instead of being skipped
+        fake.update_spec(parallelTrials=0)
+        fake.deliver(rec)
+        await worker.reconcile()
+        await worker.reconcile()
+        assert parsed == [1, 2, 3]
+        assert fake.status()["conditions"][-1]["reason"] == "InvalidSpec"
+
+    asyncio.run(go())

@@ -193,9 +193,13 @@ class ExperimentWorker:
         ``UNSEEN_GRACE_SECONDS`` while the watch has not shown them deleting (nor gone)."""
         self.last_best: int | None = None
         self.store: TrialStore | None = None
+        """The records' ConfigMaps (made with the records, and again for a new experiment of the same name)."""
         self.stops_unchecked = True
         """The records were loaded and the API server not yet asked for pods of trials they say were stopped."""
-        """The records' ConfigMaps (made with the records, and again for a new experiment of the same name)."""
+        self.parsed: tuple[tuple[Any, Any], ExperimentSpec | None, list[Problem]] | None = None
+        """:func:`parse_spec`'s answer with the (uid, ``metadata.generation``) it was made for. The API server bumps
+        the generation on every change of the spec (and only then), so a reconcile validates the spec only when it
+        changed, not on every trial's event."""
         self.task: asyncio.Task[None] | None = None
         self.warm: WarmStartResult | None = None
         """What ``spec.warmStart`` took in, read once per experiment (uid) and warmStart spec."""
@@ -236,6 +240,16 @@ class ExperimentWorker:
 
     # -- one reconcile ------------------------------------------------------------------------------------------
 
+    def _parse(self, body: Mapping[str, Any]) -> tuple[ExperimentSpec | None, list[Problem]]:
+        meta = body["metadata"]
+        generation = meta.get("generation")
+        key = (meta.get("uid"), generation)
+        if generation is not None and self.parsed is not None and self.parsed[0] == key:
+            return self.parsed[1], self.parsed[2]
+        spec, problems = parse_spec(body)
+        self.parsed = (key, spec, problems) if generation is not None else None
+        return spec, problems
+
     async def reconcile(self) -> None:
         body = self.state.experiments.get(self.key)
         if body is None or body["metadata"].get("deletionTimestamp"):
@@ -247,7 +261,7 @@ class ExperimentWorker:
             self.uid, self.records, self.seen, self.last_best, self.store = meta.get("uid"), None, set(), None, None
             self.known_jobs, self.deletes_sent = {}, {}
             self.time_limit_at = None
-        spec, problems = parse_spec(body)
+        spec, problems = self._parse(body)
         if spec is None:
             message = "; ".join(str(p) for p in problems)[:2000]
             await self._patch_status(body, stalled_status(body, "InvalidSpec", message))
