@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from ..checkpoints import trial_checkpoint
 from ..engine import Observation
 from ..plan import History, Plan, make_plan
 from ..spec import ExperimentSpec, check_algorithm, initial_trial_problems
@@ -45,7 +46,6 @@ from ..warmstart import WarmStartResult
 from . import events, prometheus
 from . import labels as L
 from .api import Api, ApiException, ForeignObject, api, blocking
-from ..checkpoints import trial_checkpoint
 from .jobs import build_job
 from .observe import (
     ClusterView,
