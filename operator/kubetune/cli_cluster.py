@@ -179,7 +179,8 @@ class _Follower:
         best = r.best
         return Snapshot(r.spec.objective.metric, r.spec.max_trials, [t.trial for t in r.trials],
                         best.trial if best else None, self.started if self.started is not None else time.monotonic(),
-                        len(r.front) if r.spec.multi_objective else None)
+                        len(r.front) if r.spec.multi_objective else None,
+                        tuple(o.metric for o in r.spec.objective_list) if r.spec.multi_objective else ())
 
     def __call__(self, obj: dict[str, Any], final: bool = False) -> None:
         now = time.monotonic()

@@ -55,6 +55,8 @@ class Snapshot:
     """When the run started, on the :func:`time.monotonic` clock."""
     front: int | None = None
     """With several objectives: how many trials the Pareto front has so far (shown instead of the best trial)."""
+    objectives: tuple[str, ...] = ()
+    """With several objectives: their metrics, each shown on a finished trial's plain line."""
 
     @property
     def finished(self) -> list[Trial]:
@@ -117,10 +119,12 @@ def format_params(trial: Trial, short: bool = False) -> str:
                           for k, v in trial.params.items()))
 
 
-def describe(trial: Trial, metric: str) -> str:
-    """One plain line for a finished trial: ``#3    Succeeded accuracy=0.97  [C=1.5 kernel=rbf]``."""
-    value = trial.metrics.get(metric)
-    tail = f"{metric}={fmt_metric(value)}" if value is not None else clean(trial.reason or "")
+def describe(trial: Trial, metric: str | Sequence[str]) -> str:
+    """One plain line for a finished trial: ``#3    Succeeded accuracy=0.97  [C=1.5 kernel=rbf]`` (given several
+    objectives' metrics, each one that was reported)."""
+    names = [metric] if isinstance(metric, str) else list(metric)
+    tail = " ".join(f"{m}={fmt_metric(trial.metrics[m])}" for m in names if m in trial.metrics)
+    tail = tail or clean(trial.reason or "")
     if trial.state is not TrialState.SUCCEEDED and trial.message:
         tail += f" ({clean(trial.message[:120])})"
     return f"#{trial.number:<4} {trial.state.value:<9} {tail}  [{format_params(trial)}]"
@@ -180,7 +184,7 @@ class RunView:
         self.reported.update(t.number for t in new)
         if not self.live:
             for t in new:
-                self._write(describe(t, snapshot.metric))
+                self._write(describe(t, snapshot.objectives or snapshot.metric))
             return new
         screen = self._open()
         for t in new:

@@ -15,6 +15,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from operator_process import Experiments, OperatorProcess, wait_for
 
+from kubetune.cli import main
 from kubetune.plan import front_in_status, pareto_front
 from kubetune.spec import MAX_FRONT_IN_STATUS, ExperimentSpec
 from kubetune.trials import Trial, TrialState
@@ -64,7 +65,7 @@ def experiment(name: str, script: Path) -> dict[str, Any]:
 
 
 def test_pareto_front_in_status(op: OperatorProcess, ns: str, kube_api: client.ApiClient, node_agent: Any,
-                                trial_script: Path) -> None:
+                                control_plane: Any, trial_script: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ex = Experiments(kube_api, ns)
     body = experiment("pareto", trial_script)
     ex.create(body)
@@ -104,6 +105,19 @@ def test_pareto_front_in_status(op: OperatorProcess, ns: str, kube_api: client.A
     assert f"a Pareto front of {len(on_front)} trials" in done["message"]
     launched = {x.job_uid for x in node_agent.launches(ns) if x.trial.startswith("pareto-")}
     assert len(launched) == MAX_TRIALS  # one Job per trial ran a process, no more
+
+    # the command line: `best` prints the whole front from the records, `get` its size
+    kc = ["-n", ns, "--kubeconfig", str(control_plane.kubeconfig)]
+    capsys.readouterr()
+    assert main(["best", "pareto", *kc]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == (f"Pareto front: {len(on_front)} trials over accuracy (maximize), size (minimize)")
+    assert [int(line.split()[0][1:]) for line in out[1:]] == on_front
+    assert main(["best", "pareto", "-o", "json", *kc]) == 0
+    assert [r["number"] for r in json.loads(capsys.readouterr().out)] == on_front
+    assert main(["get", *kc]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("pareto "))
+    assert f"front:{len(on_front)}" in row.split()
 
 
 def test_api_server_refuses_a_target_in_objectives(op: OperatorProcess, ns: str, kube_api: client.ApiClient,

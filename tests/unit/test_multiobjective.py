@@ -382,3 +382,21 @@ def test_report_draws_the_front_and_names_it() -> None:
     assert list(others.x) == [0.7]
     assert "Pareto front</b>3 trials: #0, #1, #3" in s.summary
     assert "objectives</b>maximize m0, minimize m1" in s.summary
+
+
+def test_plain_progress_lines_show_every_objective() -> None:
+    import io
+
+    from kubetune.progress import RunView, Snapshot, describe, describe_front
+
+    spec = spec_of(("maximize", "minimize"))
+    trials = [trial(0, [0.9, 5.0]), trial(1, [0.8, None], TrialState.FAILED)]
+    trials[1].reason = "MetricsMissing"
+    stream = io.StringIO()
+    RunView(stream, live=False).update(Snapshot("m0", 10, trials, None, objectives=("m0", "m1")))
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("#0    Succeeded m0=0.9 m1=5  [x=0.0]")
+    assert lines[1].startswith("#1    Failed    m0=0.8  [x=0.001]")
+    assert describe(trials[0], "m1") == "#0    Succeeded m1=5  [x=0.0]"  # one objective: as before
+    assert describe_front(spec, pareto_front(spec, trials)) == [
+        "Pareto front: 1 trial over m0 (maximize), m1 (minimize)", "#0    m0=0.9 m1=5  [x=0.0]"]

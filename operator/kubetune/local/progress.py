@@ -52,7 +52,8 @@ class Progress:
         if redraw:
             self.last_draw = time.monotonic()
         snapshot = Snapshot(spec.objective.metric, spec.max_trials, trials, best_trial(spec, trials), self.started,
-                            len(pareto_front(spec, trials)) if spec.multi_objective else None)
+                            len(pareto_front(spec, trials)) if spec.multi_objective else None,
+                            tuple(o.metric for o in spec.objective_list) if spec.multi_objective else ())
         self.view.update(snapshot, redraw=redraw)
         if event == "interrupted":
             self.view.note("interrupted: stopping running trials and keeping the results recorded so far")
