@@ -521,3 +521,17 @@ def test_without_a_feasible_trial_the_search_moves_toward_feasibility(name: str,
     sampler = make_sampler(name, SPACE, seed=seed, settings={"nStartupTrials": 5})
     [p] = sampler.suggest(history, [], n=1)
     assert float(p["x"]) < min(float(o.params["x"]) for o in history), p
+
+
+def test_bayesian_with_many_trials_and_constraints() -> None:
+    """Beyond 128 trials the constraint models take their hyperparameters from a subset (as the objective's does)
+    and condition on every trial; the suggestion is valid and lies where the models say it is likely feasible."""
+    rng = np.random.default_rng(3)
+    history = []
+    for _ in range(200):
+        p = {"x": float(rng.random()), "y": float(rng.random())}
+        history.append(Observation(p, ObservationState.COMPLETE, -(p["x"] + p["y"]), (),
+                                   constraints=(p["x"] + p["y"] - 0.6, p["x"] - 0.5)))
+    [p] = make_sampler("bayesian", SPACE, seed=1).suggest(history, [], n=1)
+    assert SPACE.contains(p)
+    assert p["x"] + p["y"] <= 0.6 + 0.05 and p["x"] <= 0.5 + 0.05, p

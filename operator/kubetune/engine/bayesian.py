@@ -340,7 +340,13 @@ class BayesianSampler(Sampler):
                 continue
             mean, sd = float(np.mean(c[known])), float(np.std(c[known])) or 1.0
             gp = GaussianProcess(self._col_dim, len(self.space))
-            gp.fit(E[known], (c[known] - mean) / sd, ctx.rng, restarts=1)
+            Ek, ck = E[known], (c[known] - mean) / sd
+            if len(ck) > _FIT_SUBSET:  # hyperparameters from a subset, as for the objective; then all of them
+                keep = ctx.rng.choice(len(ck), size=_FIT_SUBSET, replace=False)
+                gp.fit(Ek[keep], ck[keep], ctx.rng, restarts=1)
+                gp.condition(Ek, ck)
+            else:
+                gp.fit(Ek, ck, ctx.rng, restarts=1)
             models.append((gp, -mean / sd))
         return _Feasibility(models)
 
