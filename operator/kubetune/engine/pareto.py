@@ -149,10 +149,21 @@ def crowding_distance(losses: object) -> np.ndarray:
 
 def select_spread(losses: object, k: int) -> np.ndarray:
     """Indexes (ascending) of at most ``k`` rows chosen to spread over the front: the row with the smallest crowding
-    distance is dropped, and distances computed again, until ``k`` remain (ties: the later row goes first)."""
+    distance is dropped, and distances computed again, until ``k`` remain (ties: the later row goes first). While
+    more than ``2 k`` rows remain, the half with the smallest distances goes at once (rows of infinite distance, the
+    extremes of each objective, stay), so the work is ``O(n log n log(n / k) + k^2 log k)``, not ``O(n^2 log n)``."""
     y = _as_losses(losses)
+    k = max(k, 0)
     idx = np.arange(len(y))
-    while len(idx) > max(k, 0):
+    while len(idx) > 2 * k and k > 0:
+        d = crowding_distance(y[idx])
+        drop = len(idx) // 2
+        order = np.lexsort((-np.arange(len(d)), d))  # smallest distance first; ties: the later row first
+        order = order[~np.isinf(d[order])][:drop]
+        if not len(order):
+            break
+        idx = np.delete(idx, order)
+    while len(idx) > k:
         d = crowding_distance(y[idx])
         worst = len(d) - 1 - int(np.argmin(d[::-1]))
         idx = np.delete(idx, worst)
