@@ -535,3 +535,28 @@ def test_bayesian_with_many_trials_and_constraints() -> None:
     [p] = make_sampler("bayesian", SPACE, seed=1).suggest(history, [], n=1)
     assert SPACE.contains(p)
     assert p["x"] + p["y"] <= 0.6 + 0.05 and p["x"] <= 0.5 + 0.05, p
+
+
+def test_kubetune_run_fails_when_no_trial_is_feasible(tmp_path: Path) -> None:
+    """The example with a budget no SVM meets (at most 1 support vector): every trial is recorded, none is feasible,
+    the experiment fails with NoFeasibleTrials (exit 1) and has no best trial."""
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    doc = yaml.safe_load((ROOT / "examples" / "digits-svm-constrained.yaml").read_text())
+    doc["spec"]["constraints"] = [{"metric": "support_vectors", "max": 1}]
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "kubetune", "run", str(path), "--max-trials", "3", "--quiet",
+                        "--out", str(out)], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert r.returncode == 1, r.stderr
+    assert "experiment failed: NoFeasibleTrials: none of the 3 succeeded trials was feasible" in r.stderr
+    assert "best:" not in r.stdout
+    rows = _rows(out)
+    assert [row["feasible"] for row in rows] == ["false"] * 3
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best_trial"] is None and summary["outcome"]["reason"] == "NoFeasibleTrials"
