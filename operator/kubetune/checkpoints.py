@@ -12,9 +12,9 @@ from and the step that checkpoint holds. The trial learns them from env vars (re
   fresh start);
 * ``KUBETUNE_END_STEP``: with pbt, the step the trial's segment trains to; it reports steps up to it and ends.
 
-Cleanup: a checkpoint is *superseded* once its pbt member has a later finished segment; nothing restores from a
+Cleanup: a checkpoint is *superseded* once its pbt member has two later finished segments; nothing restores from a
 superseded checkpoint again once no running trial restores from it (:func:`deletable`). ``kubetune run`` deletes
-those directories as trials finish, so at most ``populationSize + parallelTrials`` checkpoints exist at once. On a
+those directories as trials finish, so at most ``2 * populationSize + parallelTrials`` checkpoints exist at once. On a
 cluster the operator does not mount the claim and deletes nothing: the claim holds at most one directory per trial
 (``maxTrials``), and deleting the experiment's directory (or the claim) is the owner's. Checkpoints of other
 algorithms are never deleted by kubetune (they are each trial's own, for a later resume).
@@ -23,7 +23,7 @@ algorithms are never deleted by kubetune (they are each trial's own, for a later
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from .spec import ExperimentSpec
 from .template import trial_name
@@ -52,15 +52,15 @@ def checkpoint_env(root: str, experiment: str, number: int, lineage: Lineage | N
     return env
 
 
-def deletable(members: Mapping[int, Trial], candidates: Iterable[int], active: Iterable[Trial]) -> set[int]:
-    """Of the finished trials numbered ``candidates`` (superseded segments), those whose checkpoint nothing can
-    restore from any more: not a member's latest finished segment (``members``, see
-    :func:`kubetune.plan.latest_segments`) and not the parent of an ``active`` trial. The pbt sampler restores only
-    from members' latest finished segments, and a trial stops being latest only when a later one of its member
-    finished, so once deletable a checkpoint stays deletable (a restart cannot bring it back)."""
-    latest = {t.number for t in members.values()}
+def deletable(recent: Mapping[int, Sequence[Trial]], candidates: Iterable[int], active: Iterable[Trial]) -> set[int]:
+    """Of the finished trials numbered ``candidates``, those whose checkpoint nothing can restore from any more: not
+    one of its member's last two finished segments (``recent``, see :func:`kubetune.plan.recent_segments`; the pbt
+    sampler restores only from those) and not the parent of an ``active`` trial. A segment leaves its member's last
+    two only when later ones of that member finished, so once deletable a checkpoint stays deletable (a restart
+    cannot bring it back)."""
+    kept = {t.number for segs in recent.values() for t in segs}
     in_use = {t.lineage.parent for t in active if t.lineage is not None and t.lineage.parent is not None}
-    return {n for n in candidates if n not in latest and n not in in_use}
+    return {n for n in candidates if n not in kept and n not in in_use}
 
 
 def trial_checkpoint(spec: ExperimentSpec, experiment: str, number: int) -> str:

@@ -122,6 +122,12 @@ def _run(args: argparse.Namespace, received: list[int]) -> int:
         print(f"experiment {word}: {outcome.reason}: {outcome.message}", file=sys.stderr)
     if result.best is not None:
         print("best: " + describe(result.best, spec.objective.metric))
+        if result.best.lineage is not None:  # pbt: the population and the best member's schedule
+            from .lineage import describe_population, describe_schedule, population, schedule
+
+            print("population:\n" + "\n".join(describe_population(population(result.trials), spec.objective)))
+            print("schedule of the best trial:\n" + "\n".join(
+                describe_schedule(schedule({t.number: t for t in result.trials}, result.best))))
     if spec.multi_objective:
         print("\n".join(describe_front(spec, pareto_front(spec, result.trials))))
     print(f"results: {out_dir}/results.csv", file=sys.stderr)

@@ -420,6 +420,11 @@ def _cmd_best(args: argparse.Namespace) -> int:
     print("metrics:")
     for k, m in t.metrics.items():
         print(f"  {k}: {m!r}")
+    if t.lineage is not None:  # pbt: the hyperparameters that produced it, segment by segment
+        from .lineage import describe_schedule, schedule
+
+        print(f"schedule (member {t.lineage.member}):")
+        print("\n".join(describe_schedule(schedule({r.trial.number: r.trial for r in results.trials}, t))))
     return 0
 
 

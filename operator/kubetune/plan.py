@@ -313,8 +313,8 @@ class History:
         """With several objectives: :func:`pareto_front` of these trials (in the order they were added)."""
         self._front_losses: list[tuple[float, ...]] = []
         self.curves = FinishedCurves()
-        self.members: dict[int, Trial] = {}
-        """With ``algorithm: pbt``: each member's latest finished segment (see :func:`latest_segments`); at most
+        self.members: dict[int, list[Trial]] = {}
+        """With ``algorithm: pbt``: each member's last two finished segments (see :func:`recent_segments`); at most
         ``populationSize`` entries."""
         """The finished curves the early-stopping rule compares with (see :meth:`Pruner.decide_active`)."""
         self._stall: list[tuple[float | None, int]] = []
@@ -368,7 +368,7 @@ class History:
         if self.pruner is not None:
             self.curves.add(trial)
         if trial.lineage is not None:
-            _take_segment(self.members, trial)
+            _keep_recent(self.members, trial)
         if self.spec.multi_objective:
             self._add_to_front(trial)
         elif feasible(self.spec, trial) and (v := trial.objective_value(self.spec.objective)) is not None:
@@ -515,6 +515,27 @@ def _take_segment(members: dict[int, Trial], trial: Trial) -> None:
         members[trial.lineage.member] = trial
 
 
+RECENT_SEGMENTS = 2
+"""Finished segments kept per pbt member: the latest, and the one before (a member one generation ahead is ranked by
+it, see :meth:`kubetune.engine.pbt.PBTSampler.next_segments`)."""
+
+
+def _keep_recent(members: dict[int, list[Trial]], trial: Trial) -> None:
+    assert trial.lineage is not None
+    kept = [t for t in members.get(trial.lineage.member, []) if t.number != trial.number] + [trial]
+    kept.sort(key=lambda t: (t.lineage.end, t.number))  # type: ignore[union-attr]
+    members[trial.lineage.member] = kept[-RECENT_SEGMENTS:]
+
+
+def recent_segments(trials: Iterable[Trial]) -> dict[int, list[Trial]]:
+    """Each member's last :data:`RECENT_SEGMENTS` finished segments (by end step, then number), oldest first."""
+    members: dict[int, list[Trial]] = {}
+    for t in trials:
+        if t.lineage is not None and not t.active:
+            _keep_recent(members, t)
+    return members
+
+
 def latest_segments(trials: Iterable[Trial]) -> dict[int, Trial]:
     """Each member's latest finished segment (the highest end step, then the highest number), from trials with a
     lineage."""
@@ -543,12 +564,12 @@ def _pbt_plan(spec: ExperimentSpec, trials: Sequence[Trial], *, experiment: str,
     assert isinstance(pbt, PBTSampler)
     if history is not None:
         active = list(trials)
-        latest = history.members
+        recent = history.members
         since = history.without_improvement
         last = max([history.last_number if history.last_number is not None else -1] + [t.number for t in active])
     else:
         active = [t for t in trials if t.active]
-        latest = latest_segments(trials)
+        recent = recent_segments(trials)
         since = without_improvement(spec, [t for t in trials if not t.active])
         last = max((t.number for t in trials), default=-1)
     if plan.outcome is not None or _stalled(spec, since):
@@ -559,8 +580,8 @@ def _pbt_plan(spec: ExperimentSpec, trials: Sequence[Trial], *, experiment: str,
     if n_new <= 0:
         return plan
     busy = [t.lineage.member for t in running if t.lineage is not None]
-    nexts: list[NextSegment] = pbt.next_segments({m: _as_segment(spec, t) for m, t in latest.items()}, busy, n_new,
-                                                 last + 1)
+    nexts: list[NextSegment] = pbt.next_segments(
+        {m: [_as_segment(spec, t) for t in segs] for m, segs in recent.items()}, busy, n_new)
     plan.create = [NewTrial(last + 1 + i, s.params, Lineage(s.member, s.parent, s.start, s.end))
                    for i, s in enumerate(nexts)]
     return plan

@@ -19,7 +19,7 @@ from kubetune.checkpoints import checkpoint_env, deletable
 from kubetune.engine import CategoricalDistribution, FloatDistribution, IntDistribution, SearchSpace, make_sampler
 from kubetune.engine.pbt import PBTSampler, Segment, quantiles
 from kubetune.k8s.jobs import build_job
-from kubetune.plan import History, latest_segments, make_plan
+from kubetune.plan import History, make_plan, recent_segments
 from kubetune.spec import ExperimentSpec
 from kubetune.trials import MAX_LINEAGE_BYTES, Lineage, Trial, TrialState, json_size
 from kubetune.validation import validate_document
@@ -105,7 +105,7 @@ def test_bottom_members_exploit_top_members_the_others_continue() -> None:
                                  seed=5, settings={"populationSize": 8, "quantileFraction": 0.25,
                                                      "perturbationInterval": 4})
     losses = {m: float(m) for m in range(8)}  # member 0 best (lowest loss), member 7 worst
-    out = {n.member: n for n in s.next_segments(_segments(losses), [], 8, 100)}
+    out = {n.member: n for n in s.next_segments({m: [x] for m, x in _segments(losses).items()}, [], 8)}
     assert set(out) == set(range(8))
     for m, n in out.items():
         if m in (6, 7):  # bottom quarter: ceil(8 * 0.25) = 2
@@ -115,32 +115,32 @@ def test_bottom_members_exploit_top_members_the_others_continue() -> None:
             assert (n.start, n.end) == (4, 8)
 
 
-def test_fresh_members_first_then_the_least_advanced_busy_ones_wait() -> None:
+def test_generations_are_synchronous() -> None:
     s: PBTSampler = make_sampler("pbt", SearchSpace.of({"h0": FloatDistribution(0, 1)}), seed=5,
                                  settings={"populationSize": 4})
-    latest = {0: Segment(0, {"h0": 0.1}, 0, 4, 8, True, 1.0), 1: Segment(1, {"h0": 0.2}, 1, 0, 4, True, 2.0)}
-    out = s.next_segments(latest, busy=[2], n=3, next_number=9)
-    assert [n.member for n in out] == [3, 1, 0]
-    assert out[0].parent is None and (out[0].start, out[0].end) == (0, 5)  # default interval 5
-
-
-def test_a_failed_segment_exploits_a_top_member_or_starts_afresh() -> None:
-    s: PBTSampler = make_sampler("pbt", SearchSpace.of({"h0": FloatDistribution(0, 1)}), seed=5,
-                                 settings={"populationSize": 4})
-    alone = s.next_segments({0: Segment(3, {"h0": 0.1}, 0, 0, 5, True, None)}, [], 1, 4)
-    assert alone[0].parent is None and alone[0].start == 0
-    latest = {m: Segment(m, {"h0": 0.1 * m}, m, 0, 5, True, float(m)) for m in range(3)}
-    latest[3] = Segment(3, {"h0": 0.3}, 3, 0, 5, True, None)
-    out = {n.member: n for n in s.next_segments(latest, [0, 1, 2], 4, 4)}
-    assert out[3].exploited and out[3].parent == 0
+    seg = {m: Segment(m, {"h0": 0.1 * m}, m, 0, 5, True, float(m)) for m in range(4)}
+    # the first generation first: while a member never ran, nobody else goes on
+    out = s.next_segments({0: [seg[0]], 1: [seg[1]]}, busy=[2], n=3)
+    assert [(n.member, n.parent, n.start, n.end) for n in out] == [(3, None, 0, 5)]  # default interval 5
+    # members at the lowest step go on; one a generation ahead waits, and is ranked by its segment at that step
+    ahead = Segment(9, {"h0": 0.0}, 0, 5, 10, True, 100.0)  # member 0's second segment: worst at step 10
+    recent = {0: [seg[0], ahead], 1: [seg[1]], 2: [seg[2]], 3: [seg[3]]}
+    out = s.next_segments(recent, busy=[1], n=4)
+    assert sorted(n.member for n in out) == [2, 3]
+    by_member = {n.member: n for n in out}
+    assert by_member[3].exploited and by_member[3].parent == 0 and by_member[3].start == 5  # member 0 was best at 5
+    assert not by_member[2].exploited and by_member[2].parent == 2
+    # the same decisions whichever plan makes them: one at a time, or with the others already started
+    assert s.next_segments(recent, busy=[1, 2], n=4) == [by_member[3]]
+    assert s.next_segments(recent, busy=[1], n=1) == [by_member[2]]
 
 
 def test_decisions_are_a_function_of_the_segments_and_the_trial_number() -> None:
     space = SearchSpace.of({"h0": FloatDistribution(0, 1), "h1": FloatDistribution(0, 1)})
-    latest = _segments({m: float(m) for m in range(8)})
-    a = make_sampler("pbt", space, seed=7, settings={"populationSize": 8}).next_segments(latest, [], 8, 50)
+    latest = {m: [x] for m, x in _segments({m: float(m) for m in range(8)}).items()}
+    a = make_sampler("pbt", space, seed=7, settings={"populationSize": 8}).next_segments(latest, [], 8)
     b = make_sampler("pbt", space, seed=7, settings={"populationSize": 8}).next_segments(dict(reversed(latest.items())),
-                                                                                         [], 8, 50)
+                                                                                         [], 8)
     assert a == b
 
 
@@ -181,7 +181,7 @@ def _drive(spec: ExperimentSpec, *, restart_at: int | None = None, fail: set[int
             trials[n.number] = Trial(n.number, n.params, TrialState.RUNNING, lineage=n.lineage)
         active = sorted((t for t in trials.values() if t.active), key=lambda t: t.number)
         done = [t for t in trials.values() if not t.active]
-        deleted |= deletable(latest_segments(done), [t.number for t in done], active)
+        deleted |= deletable(recent_segments(done), [t.number for t in done], active)
         if not active:
             assert plan.finished
             return sorted(trials.values(), key=lambda t: t.number)
@@ -295,12 +295,12 @@ def test_checkpoint_env_and_the_job_mount() -> None:
 
 def test_deletable_checkpoints_are_never_restored_from_later() -> None:
     """Over whole runs (``_drive`` checks, at every step, that no trial restores a checkpoint found deletable
-    before), checkpoints are deleted as the run goes, and at the end only each member's latest is left."""
+    before), checkpoints are deleted as the run goes, and at the end only each member's last two are left."""
     for order in range(4):
         deleted: set[int] = set()
         trials = _drive(_spec(maxTrials=40), order=order, deleted=deleted)
         kept = {t.number for t in trials} - deleted
-        assert kept == {t.number for t in latest_segments(trials).values()}
+        assert kept == {t.number for segs in recent_segments(trials).values() for t in segs}
 
 
 def test_spec_rules_for_pbt() -> None:
@@ -345,6 +345,8 @@ def test_kubetune_run_restores_checkpoints_and_deletes_the_ones_nothing_needs(tm
     proc = subprocess.run([sys.executable, "-m", "kubetune", "run", str(path), "--out", str(out)], env=env,
                           capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "population:" in proc.stdout and "schedule of the best trial:" in proc.stdout
+    assert sum(line.startswith("  member ") for line in proc.stdout.splitlines()) == 4
     records = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
     assert len(records) == 16 and all(r["state"] == "Succeeded" for r in records)  # a bad restore exits 3
     by_number = {r["number"]: r for r in records}
@@ -357,10 +359,53 @@ def test_kubetune_run_restores_checkpoints_and_deletes_the_ones_nothing_needs(tm
             assert lin["start"] == by_number[lin["parent"]]["lineage"]["end"]
     # a process per trial, each run once (its report file written by one process)
     assert len(list((out / "trials").iterdir())) == 16
-    # cleanup: only each member's latest checkpoint is left at the end
+    # cleanup: only each member's last two checkpoints are left at the end
     left = sorted(p.name for p in (out / "checkpoints").iterdir())
-    latest = latest_segments(Trial.from_record(r) for r in records)
-    assert left == sorted(f"pbt-toy-{t.number:04d}" for t in latest.values())
+    recent = recent_segments(Trial.from_record(r) for r in records)
+    assert left == sorted(f"pbt-toy-{t.number:04d}" for segs in recent.values() for t in segs)
     for name in left:
         saved = json.loads((out / "checkpoints" / name / "theta.json").read_text())
         assert saved["step"] == by_number[int(name[-4:])]["lineage"]["end"]
+
+
+# -- lineage in the results ---------------------------------------------------------------------------------------
+
+
+def test_schedule_follows_parents_merges_equal_segments_and_is_bounded() -> None:
+    from kubetune.lineage import MAX_SCHEDULE_ROWS, population, schedule
+
+    a, b = {"h0": 0.5, "h1": 0.1}, {"h0": 0.6, "h1": 0.1}
+    trials = {
+        0: Trial(0, a, TrialState.SUCCEEDED, {"q": 1.0}, lineage=Lineage(0, None, 0, 4)),
+        1: Trial(1, b, TrialState.SUCCEEDED, {"q": 0.5}, lineage=Lineage(1, None, 0, 4)),
+        2: Trial(2, a, TrialState.SUCCEEDED, {"q": 2.0}, lineage=Lineage(0, 0, 4, 8)),
+        3: Trial(3, b, TrialState.SUCCEEDED, {"q": 2.5}, lineage=Lineage(1, 0, 4, 8)),  # exploited member 0
+        4: Trial(4, b, TrialState.SUCCEEDED, {"q": 3.0}, lineage=Lineage(1, 3, 8, 12)),
+    }
+    s = schedule(trials, trials[4])
+    assert [(r.start, r.end, dict(r.params), r.first, r.last) for r in s.rows] == [(0, 4, a, 0, 0), (4, 12, b, 3, 4)]
+    assert s.omitted == 0
+    members = {m.member: (m.latest.number, m.segments, m.exploits) for m in population(trials.values())}
+    assert members == {0: (2, 2, 0), 1: (4, 3, 1)}
+    # a chain of 1,000 alternating segments: the last 50 rows, the rest counted
+    long = {n: Trial(n, a if n % 2 else b, TrialState.SUCCEEDED, lineage=Lineage(0, n - 1 if n else None, 4 * n,
+                                                                                 4 * n + 4)) for n in range(1000)}
+    s = schedule(long, long[999])
+    assert len(s.rows) == MAX_SCHEDULE_ROWS and s.omitted == 1000 - MAX_SCHEDULE_ROWS
+    assert s.rows[-1].last == 999 and s.rows[0].first == 1000 - MAX_SCHEDULE_ROWS
+
+
+def test_sdk_reads_the_checkpoint_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import kubetune_trial as kt
+
+    for k in ("KUBETUNE_CHECKPOINT_DIR", "KUBETUNE_RESTORE_DIR", "KUBETUNE_RESTORE_STEP", "KUBETUNE_END_STEP"):
+        monkeypatch.delenv(k, raising=False)
+    assert (kt.checkpoint_dir(), kt.restore_dir(), kt.restore_step(), kt.end_step()) == (None, None, 0, None)
+    monkeypatch.setenv("KUBETUNE_CHECKPOINT_DIR", str(tmp_path / "a" / "b"))
+    monkeypatch.setenv("KUBETUNE_RESTORE_DIR", str(tmp_path / "p"))
+    monkeypatch.setenv("KUBETUNE_RESTORE_STEP", "12")
+    monkeypatch.setenv("KUBETUNE_END_STEP", "16")
+    assert kt.checkpoint_dir() == str(tmp_path / "a" / "b") and (tmp_path / "a" / "b").is_dir()
+    assert (kt.restore_dir(), kt.restore_step(), kt.end_step()) == (str(tmp_path / "p"), 12, 16)
+    monkeypatch.setenv("KUBETUNE_END_STEP", "-3")
+    assert kt.end_step() is None

@@ -24,12 +24,15 @@ does not fit trials that are Jobs:
 * a segment is a new trial (a new Job) that restores a checkpoint, not a paused actor that is reset in place;
 * a member whose segment failed (or ended without the objective) is treated as in the bottom quantile: it exploits
   a top member when there is one, else it starts afresh (Ray would end such a trial with an error);
-* members scheduled next are the least advanced first (then the lowest member number), like Ray's
-  ``choose_trial_to_run``, so that with ``parallelTrials`` below ``populationSize`` the population advances level.
+* generations are synchronous (Ray's ``synch=True``, the paper's appendix A.1): a member that finished step ``E``
+  waits until every member finished ``E``, and all are ranked by their scores at ``E``. Ray's asynchronous default
+  compares a member's fresh score with the others' older ones, taken at other steps; with segments that are Jobs
+  starting whenever a slot frees up, that comparison favours whoever happens to finish last.
 
 The sampler keeps nothing between calls (see :mod:`kubetune.engine.base`): :meth:`PBTSampler.next_segments` is a
-function of the latest segment of each member, and its random draws are seeded by the experiment's seed and the
-number of the trial being decided, so a restarted operator that replays the same records decides the same.
+function of the last two finished segments of each member, and its random draws are seeded by the experiment's
+seed, the step and the member being decided, so a restarted operator that replays the same records decides the
+same.
 :meth:`Sampler.suggest` on its own draws the initial population (uniform, like random search).
 """
 
@@ -149,43 +152,48 @@ class PBTSampler(Sampler):
 
     # -- segments -----------------------------------------------------------------------------------------------
 
-    def next_segments(self, latest: Mapping[int, Segment], busy: Sequence[int], n: int,
-                      next_number: int) -> list[NextSegment]:
-        """Up to ``n`` segments to start, for trials numbered from ``next_number``.
+    def next_segments(self, recent: Mapping[int, Sequence[Segment]], busy: Sequence[int], n: int) -> list[NextSegment]:
+        """Up to ``n`` segments to start now.
 
-        ``latest`` maps a member to its latest *finished* segment (the one with the highest ``end``, then the
-        highest number); ``busy`` are the members with a segment pending or running. Members that never ran start
-        first (lowest member first), then idle members by their latest segment's ``end``, then member. At most
+        ``recent`` maps a member to its last (at most two) *finished* segments, oldest first (see
+        :func:`kubetune.plan.recent_segments`); ``busy`` are the members with a segment pending or running.
+        Generations are synchronous: members that never ran start first (lowest member first); then the members at
+        the population's lowest step ``E`` (every member has finished a segment ending at ``E``) are decided, by
+        the population's scores at ``E`` (a member one generation ahead is scored by its segment ending at ``E``).
+        A member that finished ``E`` while others have not waits. A decision depends on ``E``, the member and the
+        segments ending at ``E`` only, so it is the same whichever plan makes it (also after a restart). At most
         ``populationSize`` members exist, so this is O(populationSize log populationSize)."""
         busy_set = set(busy)
-        fresh = [m for m in range(self.population) if m not in latest and m not in busy_set]
-        idle = sorted((s for m, s in latest.items() if m not in busy_set and 0 <= m < self.population),
-                      key=lambda s: (s.end, s.member))
-        scored = [s for m, s in latest.items() if s.loss is not None and math.isfinite(s.loss)]
-        bottom, top = quantiles(scored, self.fraction)
-        bottom_members = {s.member for s in bottom}
         out: list[NextSegment] = []
+        fresh = [m for m in range(self.population) if m not in recent and m not in busy_set]
         for m in fresh[:n]:
-            rng = self._segment_rng(next_number + len(out))
+            rng = self._segment_rng(0, m)
             params = self.space.from_unit(rng.random(len(self.space)).tolist())
             out.append(NextSegment(m, self._clean(params), None, 0, self.interval))
-        for s in idle:
+        if len(recent) < self.population or len(out) >= n:
+            return out  # the first generation is not complete yet
+        e = min(segs[-1].end for segs in recent.values())
+        at_e = {m: next((s for s in reversed(segs) if s.end == e), None) for m, segs in recent.items()}
+        scored = [s for s in at_e.values() if s is not None and s.loss is not None and math.isfinite(s.loss)]
+        bottom, top = quantiles(scored, self.fraction)
+        bottom_members = {s.member for s in bottom}
+        for m in sorted(recent):
+            s = recent[m][-1]
             if len(out) >= n:
                 break
-            number = next_number + len(out)
+            if m in busy_set or s.end != e:
+                continue
+            rng = self._segment_rng(e, m)
             failed = s.loss is None or not math.isfinite(s.loss)
-            if (failed or s.member in bottom_members) and top:
-                rng = self._segment_rng(number)
+            if (failed or m in bottom_members) and top:
                 donor = top[int(rng.integers(len(top)))]
                 params = self.explore(donor.params, rng)
-                out.append(NextSegment(s.member, params, donor.number, donor.end, donor.end + self.interval,
-                                       exploited=True))
+                out.append(NextSegment(m, params, donor.number, e, e + self.interval, exploited=True))
             elif failed:  # nobody to learn from: start this member afresh
-                rng = self._segment_rng(number)
                 params = self._clean(self.space.from_unit(rng.random(len(self.space)).tolist()))
-                out.append(NextSegment(s.member, params, None, 0, self.interval))
+                out.append(NextSegment(m, params, None, 0, self.interval))
             else:
-                out.append(NextSegment(s.member, dict(s.params), s.number, s.end, s.end + self.interval))
+                out.append(NextSegment(m, dict(s.params), s.number, e, e + self.interval))
         return out
 
     def explore(self, params: Mapping[str, ParamValue], rng: np.random.Generator) -> dict[str, ParamValue]:
@@ -211,8 +219,9 @@ class PBTSampler(Sampler):
             out[name] = dist.from_unit(dist.to_unit(round(moved) if isinstance(dist, IntDistribution) else moved))
         return self._clean(out)
 
-    def _segment_rng(self, number: int) -> np.random.Generator:
-        """The draws that decide trial ``number``: from the seed and the number, so a replay decides the same."""
+    def _segment_rng(self, step: int, member: int) -> np.random.Generator:
+        """The draws that decide ``member``'s segment from ``step``: from the seed, the step and the member, so a
+        replay (or another plan) decides the same."""
         seed = self.seed if self.seed is not None else 0
-        digest = hashlib.sha256(f"{self.name}:segment:{seed}:{number}".encode()).digest()
+        digest = hashlib.sha256(f"{self.name}:segment:{seed}:{step}:{member}".encode()).digest()
         return np.random.default_rng(int.from_bytes(digest[:8], "little"))

@@ -53,7 +53,7 @@ from ..metrics import (
     parse_report_line,
     parse_termination_message,
 )
-from ..plan import NewTrial, Outcome, Plan, StopOrder, build_sampler, latest_segments, make_plan
+from ..plan import NewTrial, Outcome, Plan, StopOrder, build_sampler, make_plan, recent_segments
 from ..pruning import make_pruner
 from ..spec import ExperimentSpec, TuningExperiment, trial_time_limit
 from ..template import render_pod_spec, trial_name
@@ -441,13 +441,13 @@ class LocalRunner:
 
     def _delete_checkpoints(self) -> None:
         """With pbt, delete the checkpoints nothing can restore from any more (:func:`kubetune.checkpoints.deletable`)
-        once, so at most ``populationSize + parallelTrials`` exist at a time."""
+        once, so at most ``2 * populationSize + parallelTrials`` exist at a time."""
         if self.spec.checkpoints is None or self.spec.algorithm.name != "pbt":
             return
         trials = self.all_trials()
         candidates = [t.number for t in trials if t.lineage is not None and not t.active
                       and t.number not in self.checkpoints_deleted]
-        for number in sorted(deletable(latest_segments(trials), candidates, [t for t in trials if t.active])):
+        for number in sorted(deletable(recent_segments(trials), candidates, [t for t in trials if t.active])):
             shutil.rmtree(self.checkpoint_root / trial_name(self.name, number), ignore_errors=True)
             self.checkpoints_deleted.add(number)
 
