@@ -20,6 +20,7 @@ from .engine.pareto import dominates, select_spread
 from .engine.pbt import NextSegment, PBTSampler, Segment
 from .pruning import Pruner, make_pruner
 from .pruning._curve import FinishedCurves
+from .resume import promotion_lineages, resumes
 from .spec import MAX_FRONT_IN_STATUS, ExperimentSpec
 from .trials import Lineage, Reason, Trial, TrialState
 
@@ -49,7 +50,8 @@ class NewTrial:
     number: int
     params: dict[str, ParamValue]
     lineage: Lineage | None = None
-    """With ``algorithm: pbt``: the member this trial is a segment of and the checkpoint it restores."""
+    """With ``algorithm: pbt``: the member this trial is a segment of and the checkpoint it restores; with
+    ``algorithm: hyperband`` and ``spec.checkpoints``: the checkpoint a promotion resumes (see :mod:`.resume`)."""
 
 
 @dataclass(frozen=True)
@@ -440,8 +442,9 @@ def make_plan(
         return _pbt_plan(spec, trials, experiment=experiment, sampler=sampler, pruner=pruner, history=history,
                          elapsed=elapsed)
     if history is not None:
-        return _plan(spec, trials, history, sampler or history.sampler,
+        plan = _plan(spec, trials, history, sampler or history.sampler,
                      pruner if pruner is not None else history.pruner, suggest, elapsed)
+        return _resuming(spec, plan, sampler or history.sampler, history.trials)
     trials = sorted(trials, key=lambda t: t.number)
     sampler_ = sampler or build_sampler(spec, experiment)
     pruner_ = pruner if pruner is not None else make_pruner(spec)
@@ -457,12 +460,23 @@ def make_plan(
                                     pending, n=n, known=keys | {sampler_.space.key(t.params) for t in stopped})
         return sampler_.suggest(observations + [observe(spec, t) for t in stopped], pending, n=n)
 
-    return _conclude(spec, count(trials, spec), best_trial(spec, trials), active, exhausted=remaining == 0,
+    plan = _conclude(spec, count(trials, spec), best_trial(spec, trials), active, exhausted=remaining == 0,
                      front=pareto_front(spec, finished),
                      decide=(lambda: pruner_.decide(spec, trials)) if pruner_ is not None else None,
                      suggest=suggest_ if suggest else None,
                      next_number=(trials[-1].number + 1) if trials else 0,
                      since=without_improvement(spec, finished), elapsed=elapsed)
+    return _resuming(spec, plan, sampler_, finished)
+
+
+def _resuming(spec: ExperimentSpec, plan: Plan, sampler: Sampler, finished: Sequence[Trial]) -> Plan:
+    """With ``algorithm: hyperband`` and ``spec.checkpoints``: each promotion of ``plan`` restores the checkpoint
+    of the trial it promotes (see :mod:`kubetune.resume`); ``finished`` in ascending number."""
+    if not plan.create or not resumes(spec):
+        return plan
+    lineages = promotion_lineages(sampler, finished, [n.params for n in plan.create])
+    plan.create = [replace(n, lineage=lin) if lin is not None else n for n, lin in zip(plan.create, lineages)]
+    return plan
 
 
 def _plan(spec: ExperimentSpec, trials: Sequence[Trial], history: History, sampler: Sampler,

@@ -89,8 +89,9 @@ class Reason:
 
 @dataclass(frozen=True)
 class Lineage:
-    """Where a trial of a population (``algorithm: pbt``) comes from: its member, the trial whose checkpoint it
-    restored (None for a fresh start) and the steps its segment starts from and trains to. Recorded with the trial
+    """Where a trial of a population (``algorithm: pbt``), or a hyperband promotion that resumes a checkpoint
+    (:mod:`kubetune.resume`), comes from: its member (a hyperband configuration's first trial), the trial whose
+    checkpoint it restored (None for a fresh start) and the steps its segment starts from and trains to. Recorded with the trial
     (at most :data:`MAX_LINEAGE_BYTES`), so the population can be rebuilt from the records alone."""
 
     member: int
