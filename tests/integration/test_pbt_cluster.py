@@ -9,45 +9,35 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
+import yaml
 from kubernetes import client
 from operator_process import Experiments, OperatorProcess, wait_for
 
 from kubetune.plan import latest_segments
 from kubetune.trials import Trial
 
-NAME = "pbt"
+ROOT = Path(__file__).resolve().parents[2]
+NAME = "pbt-toy"
 CLAIM = "pbt-checkpoints"
 MAX_TRIALS = 16
 POPULATION = 4
-INTERVAL = 3
+INTERVAL = 4
 
 
 def experiment() -> dict[str, Any]:
-    return {
-        "apiVersion": "kubetune.io/v1alpha1",
-        "kind": "TuningExperiment",
-        "metadata": {"name": NAME},
-        "spec": {
-            "objective": {"metric": "q", "goal": "maximize"},
-            "parameters": [{"name": "h0", "type": "float", "min": 0, "max": 1},
-                           {"name": "h1", "type": "float", "min": 0, "max": 1}],
-            "algorithm": {"name": "pbt", "seed": 11, "settings": {"populationSize": POPULATION,
-                                                                  "perturbationInterval": INTERVAL}},
-            "checkpoints": {"persistentVolumeClaim": CLAIM, "mountPath": "/checkpoints"},
-            "maxTrials": MAX_TRIALS,
-            "parallelTrials": POPULATION,
-            "trialTemplate": {"spec": {"backoffLimit": 0, "template": {"spec": {
-                "serviceAccountName": "kubetune-trial",
-                "restartPolicy": "Never",
-                "terminationGracePeriodSeconds": 2,
-                "containers": [{"name": "trial", "image": "kubetune-trial:test", "command": [
-                    "python", "-m", "kubetune_trial.examples.pbt_toy", "--h0", "${params.h0}", "--h1", "${params.h1}",
-                    "--sleep", "0.3"]}],
-            }}}},
-        },
-    }
+    """examples/pbt-toy.yaml as shipped, its budget cut to 16 segments and each step slowed to 0.3 s (so the
+    operator is killed while segments run)."""
+    doc = yaml.safe_load((ROOT / "examples" / "pbt-toy.yaml").read_text())
+    spec = doc["spec"]
+    assert spec["algorithm"]["settings"]["populationSize"] == POPULATION
+    assert spec["checkpoints"] == {"persistentVolumeClaim": CLAIM, "mountPath": "/checkpoints"}
+    spec["maxTrials"] = MAX_TRIALS
+    container = spec["trialTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    container["command"] += ["--sleep", "0.3"]
+    return doc
 
 
 def test_pbt_survives_an_operator_restart_without_losing_a_member_or_a_checkpoint(
@@ -123,3 +113,27 @@ def test_pbt_survives_an_operator_restart_without_losing_a_member_or_a_checkpoin
     status = ex.get(NAME)["status"]
     best = max(range(MAX_TRIALS), key=lambda n: records[n]["metrics"]["q"])
     assert status["bestTrial"]["number"] == best
+
+
+def test_digits_sgd_example_restores_models_across_jobs(op: OperatorProcess, ns: str, kube_api: client.ApiClient,
+                                                        node_agent: Any) -> None:
+    """examples/digits-sgd-pbt.yaml as shipped, its budget cut to two generations (8 segments): the second
+    generation's Jobs unpickle the models the first wrote on the claim and train them on."""
+    doc = yaml.safe_load((ROOT / "examples" / "digits-sgd-pbt.yaml").read_text())
+    name, claim = doc["metadata"]["name"], doc["spec"]["checkpoints"]["persistentVolumeClaim"]
+    population = doc["spec"]["algorithm"]["settings"]["populationSize"]
+    doc["spec"]["maxTrials"] = 2 * population
+    ex = Experiments(kube_api, ns)
+    ex.create(doc)
+    done = wait_for("the experiment to finish", lambda: ex.finished(name), timeout=300,
+                    on_timeout=lambda: f"{ex.get(name).get('status')}\n{op.log_tail(40)}")
+    assert (done["status"], done["reason"]) == ("True", "MaxTrialsReached"), done
+    trials = [Trial.from_record(r) for _, r in sorted(ex.records(name).items())]
+    assert len(trials) == 2 * population and all(t.state.value == "Succeeded" for t in trials)
+    interval = doc["spec"]["algorithm"]["settings"]["perturbationInterval"]
+    for t in trials[population:]:
+        assert t.lineage is not None and t.lineage.parent is not None and t.lineage.start == interval
+        assert [s for s, _ in t.curve] == list(range(interval + 1, 2 * interval + 1))
+        assert t.metrics["accuracy"] > 0.8
+    root = node_agent.claim_dir(ns, claim) / name
+    assert sorted(p.name for p in root.iterdir()) == [f"{name}-{n:04d}" for n in range(2 * population)]

@@ -347,6 +347,12 @@ def test_kubetune_run_restores_checkpoints_and_deletes_the_ones_nothing_needs(tm
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "population:" in proc.stdout and "schedule of the best trial:" in proc.stdout
     assert sum(line.startswith("  member ") for line in proc.stdout.splitlines()) == 4
+    # the report's summary shows the population and the best trial's schedule
+    from kubetune.report.html import build
+    from kubetune.results import load
+
+    doc = build(load(str(out))).html
+    assert "<b>population</b>#0 step" in doc and "<b>best trial&#x27;s schedule</b>steps 0-" in doc
     records = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
     assert len(records) == 16 and all(r["state"] == "Succeeded" for r in records)  # a bad restore exits 3
     by_number = {r["number"]: r for r in records}
@@ -409,3 +415,27 @@ def test_sdk_reads_the_checkpoint_env(monkeypatch: pytest.MonkeyPatch, tmp_path:
     assert (kt.restore_dir(), kt.restore_step(), kt.end_step()) == (str(tmp_path / "p"), 12, 16)
     monkeypatch.setenv("KUBETUNE_END_STEP", "-3")
     assert kt.end_step() is None
+
+
+@pytest.mark.timeout(300)
+def test_digits_sgd_example_runs_with_kubetune_run(tmp_path: Path) -> None:
+    """examples/digits-sgd-pbt.yaml as shipped, its budget cut to two generations: the second restores the pickled
+    models of the first and trains them on."""
+    doc = yaml.safe_load((ROOT / "examples" / "digits-sgd-pbt.yaml").read_text())
+    population = doc["spec"]["algorithm"]["settings"]["populationSize"]
+    interval = doc["spec"]["algorithm"]["settings"]["perturbationInterval"]
+    doc["spec"]["maxTrials"] = 2 * population
+    path = tmp_path / "sgd.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), str(ROOT / "trial_image"),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "kubetune", "run", str(path), "--out", str(out)], env=env,
+                          capture_output=True, text=True, timeout=280)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    trials = [Trial.from_record(json.loads(line)) for line in (out / "trials.jsonl").read_text().splitlines()]
+    assert len(trials) == 2 * population and all(t.state is TrialState.SUCCEEDED for t in trials)
+    for t in trials[population:]:
+        assert t.lineage is not None and t.lineage.parent is not None and t.lineage.start == interval
+        assert [s for s, _ in t.curve] == list(range(interval + 1, 2 * interval + 1))
+        assert t.metrics["accuracy"] > 0.8
