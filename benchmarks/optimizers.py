@@ -10,11 +10,13 @@ losses. Every peer runs with its library defaults plus its own documented way of
 * Optuna CMA-ES: ``CmaEsSampler(seed=...)`` (numeric spaces only; its defaults: no restarts, the first trial
   random), ``study.ask``; each trial records the generation it was drawn from and a generation is told once that
   many of its trials completed;
+* Nevergrad ``OnePlusOne`` and SMAC3's ``HyperparameterOptimizationFacade``: told the trial budget and the batch size
+  up front (their constructors take them), a batch is ``n`` asks before the tells;
 * random search: kubetune's ``random`` algorithm.
 
 Peers are imported lazily: they are benchmark extras (``pip install .[bench]``), never runtime dependencies.
 Optuna's GPSampler is not included: it needs PyTorch, whose PyPI wheel pulls the CUDA stack (see
-docs/benchmarks.md).
+docs/benchmarks.md); nor is HEBO (the ``hebo`` package needs PyTorch too).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -226,17 +229,110 @@ class HyperoptTPE:
         self.trials.refresh()
 
 
+class NevergradOnePlusOne:
+    """Nevergrad's ``OnePlusOne``, the nevergrad configuration bayesmark ships (``builtin_opt/config.py``), told the
+    budget and the batch size it runs with. (Nevergrad's recommended ``NGOpt`` was tried: with numpy 2.4 its
+    meta-model step raises ``TypeError`` on ``float()`` of a one-element array.) Categoricals are ``ng.p.Choice``,
+    ints ``ng.p.Scalar(...).set_integer_casting()``, log-scaled numbers ``ng.p.Log``."""
+
+    def __init__(self, space: SearchSpace, seed: int, budget: int = 128, workers: int = 1) -> None:
+        import nevergrad as ng
+
+        params: dict[str, Any] = {}
+        for name, d in space.dims:
+            if isinstance(d, CategoricalDistribution):
+                params[name] = ng.p.Choice(list(range(len(d.choices))))
+            elif d.log:
+                params[name] = ng.p.Log(lower=float(d.low), upper=float(d.high))
+            else:
+                params[name] = ng.p.Scalar(lower=float(d.low), upper=float(d.high))
+            if isinstance(d, IntDistribution) and not isinstance(d, CategoricalDistribution):
+                params[name].set_integer_casting()
+        self.space = space
+        param = ng.p.Dict(**params)
+        param.random_state = np.random.RandomState(seed)
+        self.opt = ng.optimizers.OnePlusOne(parametrization=param, budget=budget, num_workers=workers)
+        self.cands: list[Any] = []
+
+    def ask(self, n: int) -> list[Params]:
+        self.cands = [self.opt.ask() for _ in range(n)]
+        out = []
+        for c in self.cands:
+            v = c.value
+            out.append({name: d.choices[int(v[name])] if isinstance(d, CategoricalDistribution)
+                        else d.from_unit(d.to_unit(float(v[name])))  # type: ignore[union-attr]
+                        for name, d in self.space.dims})
+        return out
+
+    def tell(self, params: list[Params], losses: list[float]) -> None:
+        for c, l in zip(self.cands, losses):
+            self.opt.tell(c, float(l))
+
+
+class Smac3HPO:
+    """SMAC3's ``HyperparameterOptimizationFacade`` (random forest surrogate, log EI, its Sobol' initial design),
+    driven by ``ask``/``tell`` with the trial budget in its scenario; a batch is ``n`` asks before the tells."""
+
+    def __init__(self, space: SearchSpace, seed: int, budget: int = 128, workers: int = 1) -> None:
+        import logging
+        import tempfile
+
+        from ConfigSpace import Categorical, ConfigurationSpace, Float, Integer
+        from smac import HyperparameterOptimizationFacade, Scenario
+
+        logging.getLogger("smac").setLevel(logging.ERROR)
+        cs = ConfigurationSpace(seed=seed)
+        for name, d in space.dims:
+            if isinstance(d, CategoricalDistribution):
+                cs.add(Categorical(name, [str(i) for i in range(len(d.choices))]))
+            elif isinstance(d, IntDistribution):
+                cs.add(Integer(name, (int(d.low), int(d.high)), log=d.log))
+            else:
+                cs.add(Float(name, (float(d.low), float(d.high)), log=d.log))
+        self._tmp = tempfile.TemporaryDirectory(prefix="smac3-")
+        scenario = Scenario(cs, deterministic=True, n_trials=budget, seed=seed, output_directory=Path(self._tmp.name))
+        self.smac = HyperparameterOptimizationFacade(scenario, target_function=lambda config, seed=0: 0.0,
+                                                     overwrite=True, logging_level=logging.ERROR)
+        self.space = space
+        self.infos: list[Any] = []
+
+    def ask(self, n: int) -> list[Params]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.infos = [self.smac.ask() for _ in range(n)]
+        out = []
+        for info in self.infos:
+            cfg = dict(info.config)
+            out.append({name: d.choices[int(cfg[name])] if isinstance(d, CategoricalDistribution)
+                        else d.from_unit(d.to_unit(cfg[name]))  # type: ignore[union-attr]
+                        for name, d in self.space.dims})
+        return out
+
+    def tell(self, params: list[Params], losses: list[float]) -> None:
+        from smac.runhistory.dataclasses import TrialValue
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for info, l in zip(self.infos, losses):
+                self.smac.tell(info, TrialValue(cost=float(l)))
+
+
 PEERS: dict[str, Callable[[SearchSpace, int], Optimizer]] = {
     "optuna-tpe": OptunaTPE,
     "optuna-cmaes": OptunaCmaEs,
     "skopt-gp": SkoptGP,
     "hyperopt-tpe": HyperoptTPE,
+    "nevergrad-1p1": NevergradOnePlusOne,
+    "smac3-hpo": Smac3HPO,
 }
+BUDGET_AWARE = {"nevergrad-1p1", "smac3-hpo"}
+"""Peers that are told the trial budget and the batch size up front (``make_optimizer(..., budget=, workers=)``)."""
 
 KUBETUNE = ("bayesian", "tpe", "sobol", "random", "cmaes")
 
 
-def make_optimizer(name: str, space: SearchSpace, seed: int) -> Optimizer:
+def make_optimizer(name: str, space: SearchSpace, seed: int, budget: int | None = None,
+                   workers: int | None = None) -> Optimizer:
     """``kubetune-<algorithm>`` (``random`` is the random-search baseline) or a peer name from :data:`PEERS`.
 
     Kubetune settings may follow in brackets, for experiments: ``kubetune-tpe[multivariate=false,gamma=0.2]``.
@@ -247,4 +343,6 @@ def make_optimizer(name: str, space: SearchSpace, seed: int) -> Optimizer:
         return KubetuneOptimizer(algo, space, seed, settings)
     if name == "random":
         return KubetuneOptimizer("random", space, seed)
+    if name in BUDGET_AWARE and budget is not None:
+        return PEERS[name](space, seed, budget, workers or 1)  # type: ignore[call-arg]
     return PEERS[name](space, seed)

@@ -1,0 +1,125 @@
+"""The bayesmark benchmark: its problems are bayesmark's, its score is bayesmark's, and ``--quick`` runs every peer.
+
+The scoring tests use hand-made studies whose score is worked out by hand from the formulas of bayesmark's
+``docs/scoring.rst`` (not by calling the same code twice). No timing assertions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from benchmarks import bayesmark as bm
+from benchmarks.bayesmark_problems import DEVIATIONS, bayesmark_problem, model_kwargs, problem_names, space_of
+
+
+def test_the_problem_set_is_bayesmarks_without_boston() -> None:
+    names = problem_names()
+    # 9 models x (4 classification datasets x 2 metrics + 1 regression dataset x 2 metrics)
+    assert len(names) == 90 == len(set(names))
+    assert {n.split("_")[0] for n in names} == {"DT", "MLP-adam", "MLP-sgd", "RF", "SVM", "ada", "kNN", "lasso",
+                                                 "linear"}
+    assert not any("boston" in n for n in names)
+    assert any("boston" in d for d in DEVIATIONS)
+
+
+def test_logit_warped_parameters_are_searched_in_logit_space() -> None:
+    space = space_of({"f": {"type": "real", "space": "logit", "range": (0.01, 0.99)},
+                      "n": {"type": "int", "space": "log", "range": (10, 5000)}, "b": {"type": "bool"}})
+    assert space.names == ["b", "f_logit", "n"]
+    f = dict(space.dims)["f_logit"]
+    assert f.low == pytest.approx(math.log(0.01 / 0.99)) and f.high == pytest.approx(math.log(0.99 / 0.01))
+    # uniform in logit space: the middle of the range is 0.5, the ends are the published bounds
+    assert model_kwargs({"f_logit": 0.0})["f"] == 0.5
+    assert model_kwargs({"f_logit": f.low})["f"] == pytest.approx(0.01)
+    assert dict(space.dims)["n"].log
+
+
+def test_objective_matches_sklearn_cross_val_score_on_the_published_split() -> None:
+    from sklearn.datasets import load_wine
+    from sklearn.model_selection import cross_val_score, train_test_split
+    from sklearn.neighbors import KNeighborsClassifier
+
+    X, y = load_wine(return_X_y=True)
+    X, _, y, _ = train_test_split(X, y, test_size=0.2, random_state=0, shuffle=True)
+    want = -cross_val_score(KNeighborsClassifier(n_neighbors=7, p=2), X, y, scoring="neg_log_loss", cv=5).mean()
+    assert bayesmark_problem("kNN_wine_nll").loss({"n_neighbors": 7, "p": 2}) == pytest.approx(want, rel=1e-12)
+
+
+def _results(studies: dict[tuple[str, str, int], list[float]], rounds: int, batch: int) -> bm.Results:
+    cfg = bm.Config(sorted({p for p, _, _ in studies}), sorted({o for _, o, _ in studies}),
+                    sorted({s for _, _, s in studies}), {"b": (rounds, batch)})
+    return bm.Results(cfg, [bm.Run(p, o, "b", s, losses, 0.0, 0.0) for (p, o, s), losses in studies.items()])
+
+
+def test_score_is_bayesmarks_leaderboard_number_worked_by_hand() -> None:
+    # One problem, two seeds, 2 rounds of 2. Random search's evaluations pooled: 5 6 6 7 8 9 10 12 -> clip = the
+    # median = 7.5. Best evaluation of anyone: 1 -> opt = 1 (minus bayesmark's pad of 10000 ulps).
+    res = _results({("p", "random", 0): [5.0, 7.0, 6.0, 9.0], ("p", "random", 1): [6.0, 8.0, 10.0, 12.0],
+                    ("p", "x", 0): [3.0, 1.0, 4.0, 4.0], ("p", "x", 1): [20.0, 30.0, 40.0, 50.0]}, 2, 2)
+    # x: seed 0 best 1 -> normalized 0; seed 1 best 20 -> (20 - 1) / (7.5 - 1) > 1 -> clipped to 1. Mean 0.5.
+    assert bm.score(res, "b", "x")[0] == pytest.approx(50.0, abs=1e-6)
+    # random: seed 0 best 5 -> 4 / 6.5; seed 1 best 6 -> 5 / 6.5; mean 4.5 / 6.5 = 9 / 13 -> 100 * 4 / 13
+    assert bm.score(res, "b", "random")[0] == pytest.approx(100 * 4 / 13, abs=1e-6)
+    # standard error over problems needs two problems: a second one where both are perfect
+    res2 = _results({**{(r.problem, r.optimizer, r.seed): r.losses for r in res.runs},
+                     ("q", "random", 0): [2.0, 3.0, 4.0, 5.0], ("q", "random", 1): [2.0, 3.0, 4.0, 5.0],
+                     ("q", "x", 0): [1.0] * 4, ("q", "x", 1): [1.0] * 4}, 2, 2)
+    s, se = bm.score(res2, "b", "x")
+    # per-problem means 0.5 and 0 -> score 75, s.e. = std([0.5, 0], ddof=1) / sqrt(2) = 0.25 -> 25 points
+    assert s == pytest.approx(75.0, abs=1e-6) and se == pytest.approx(25.0, abs=1e-6)
+
+
+def test_median_against_random_uses_the_pooled_minimum_quantile() -> None:
+    # 100 random evaluations 1..100, budget of 1 evaluation -> random's median best is the median evaluation.
+    rand = {("p", "random", s): [float(v)] for s, v in enumerate(range(1, 101))}
+    res = _results({**rand, **{("p", "x", s): [0.0] for s in range(100)}}, 1, 1)
+    assert bm.baselines(res, "b")["p"].rand_med == 50.0
+    assert bm.median_vs_random(res, "b", "x")["p"] == pytest.approx(0.0, abs=1e-9)
+    # random's own studies: their median best 50.5 (an even count) against the pooled estimate 50
+    assert bm.median_vs_random(res, "b", "random")["p"] == pytest.approx(50.5 / 50.0, rel=1e-9)
+
+
+def test_win_tie_loss_counts_problems() -> None:
+    studies: dict[tuple[str, str, int], list[float]] = {}
+    for p, (a, b) in {"p1": (1.0, 5.0), "p2": (5.0, 1.0), "p3": (3.0, 3.0)}.items():
+        for s in range(3):
+            studies[(p, "random", s)] = [9.0]
+            studies[(p, bm.DEFAULT, s)] = [a]
+            studies[(p, "x", s)] = [b]
+    res = _results(studies, 1, 1)
+    assert bm.win_tie_loss(res, "b", bm.DEFAULT, "x") == (1, 1, 1)
+    assert bm.win_tie_loss(res, "b", "x", bm.DEFAULT) == (1, 1, 1)
+    # a difference within twice its standard error over seeds is a tie
+    noisy = dict(studies)
+    for s, v in enumerate([1.0, 8.0, 1.5]):
+        noisy[("p2", bm.DEFAULT, s)] = [v]
+        noisy[("p2", "x", s)] = [1.0 + s]
+    assert bm.win_tie_loss(_results(noisy, 1, 1), "b", bm.DEFAULT, "x") == (1, 2, 0)
+
+
+@pytest.mark.timeout(600)
+def test_quick_run_scores_every_optimizer() -> None:
+    cfg = bm.config_for(quick=True, workers=1)
+    assert cfg.missing == []  # every peer installs here: pip install -e '.[test]'
+    assert {"nevergrad-1p1", "smac3-hpo", "optuna-tpe", "hyperopt-tpe", "random"} <= set(cfg.optimizers)
+    res = bm.run(cfg, log=False)
+    assert len(res.runs) == len(cfg.problems) * len(cfg.optimizers) * len(cfg.seeds) * len(cfg.budgets)
+    for r in res.runs:
+        rounds, batch = cfg.budgets[r.budget]
+        assert len(r.losses) == rounds * batch and all(math.isfinite(v) for v in r.losses)
+        space = bayesmark_problem(r.problem).space
+        assert space is not None
+    for budget in cfg.budgets:
+        for o in cfg.optimizers:
+            s, se = bm.score(res, budget, o)
+            assert -100.0 <= s <= 200.0
+        table = bm.summary_table(res, budget).splitlines()
+        assert {line.split("|")[1].strip() for line in table[2:]} == set(cfg.optimizers)
+    text = bm.report(res)
+    assert "DT-acc" in text and "kNN-nll" in text
+    again = bm.from_json(__import__("json").loads(__import__("json").dumps(bm.to_json(res))))
+    assert bm.report(again) == text
+    assert np.isfinite(bm.score(again, "batch8", bm.DEFAULT)[0])
