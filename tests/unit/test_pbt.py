@@ -439,3 +439,18 @@ def test_digits_sgd_example_runs_with_kubetune_run(tmp_path: Path) -> None:
         assert t.lineage is not None and t.lineage.parent is not None and t.lineage.start == interval
         assert [s for s, _ in t.curve] == list(range(interval + 1, 2 * interval + 1))
         assert t.metrics["accuracy"] > 0.8
+
+
+@pytest.mark.timeout(300)
+def test_benchmark_quick_mode_scores_every_method(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import pbt as bench
+
+    assert bench.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| toy") or line.startswith("| sgd-digits")]
+    assert len(rows) == 2
+    for row in rows:
+        cells = [c.strip() for c in row.split("|")[2:-2]]
+        assert len(cells) == len(bench.METHODS)
+        assert all(math.isfinite(float(c.split("±")[0])) for c in cells), row
+    assert "the best pbt member's schedule" in out
