@@ -47,7 +47,9 @@ reason and two timestamps 3 * 130, keys and the number about 120: 14,433 bytes, 
 parameters. 64 parameters with 63-character names and int64 or 12-digit float values need up to
 64 * 87 = 5,568, so a record at every field bound at once is thinned further: its curve first (older points), then
 its metrics (the last kept first), then its message, until it fits (see :meth:`Trial.fit`). Parameters are never
-cut: they are what the trial tried, and the spec bounds them.
+cut: they are what the trial tried, and the spec bounds them. A trial's ``checkpoint`` path (at most
+:data:`MAX_CHECKPOINT_PATH` bytes) and pbt ``lineage`` (at most :data:`MAX_LINEAGE_BYTES`) are never cut either: the
+curve and the metrics give way to them (``tests/unit/test_hostile_output.py`` builds the largest record with both).
 """
 
 MAX_CHECKPOINT_PATH = 512
@@ -92,6 +94,35 @@ class Lineage:
     """Where a trial of a population (``algorithm: pbt``), or a hyperband promotion that resumes a checkpoint
     (:mod:`kubetune.resume`), comes from: its member (a hyperband configuration's first trial), the trial whose
     checkpoint it restored (None for a fresh start) and the steps its segment starts from and trains to. Recorded with the trial
+    (at most :data:`MAX_LINEAGE_BYTES`), so the population can be rebuilt from the records alone."""
+
+    member: int
+    parent: int | None
+    start: int
+    end: int
+
+    def to_record(self) -> dict[str, int]:
+        rec = {"member": self.member, "start": self.start, "end": self.end}
+        if self.parent is not None:
+            rec["parent"] = self.parent
+        return rec
+
+    @classmethod
+    def from_record(cls, rec: Any) -> Lineage | None:
+        """The lineage of a stored record, or None when it is not a valid one."""
+        if not isinstance(rec, Mapping):
+            return None
+        member, start, end = (valid_step(rec.get(k)) for k in ("member", "start", "end"))
+        parent = valid_step(rec["parent"]) if "parent" in rec else None
+        if member is None or start is None or end is None or ("parent" in rec and parent is None):
+            return None
+        return cls(member, parent, start, end)
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a trial of a population (``algorithm: pbt``) comes from: its member, the trial whose checkpoint it
+    restored (None for a fresh start) and the steps its segment starts from and trains to. Recorded with the trial
     (at most :data:`MAX_LINEAGE_BYTES`), so the population can be rebuilt from the records alone."""
 
     member: int

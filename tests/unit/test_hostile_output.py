@@ -37,6 +37,7 @@ from kubetune.trials import (
     MAX_METRICS_BYTES,
     MAX_RECORD_BYTES,
     MAX_STEP,
+    Lineage,
     Reason,
     Trial,
     TrialState,
@@ -268,7 +269,8 @@ def largest_trial(number: int = 9_999) -> Trial:
     curve = [(MAX_STEP - 1 - i, -2.2250738585072014e-308) for i in range(20_000)]
     trial = Trial(number, params, TrialState.PRUNED, metrics=metrics, curve=curve, reason="R" * 500,
                   message="\x01\U0001f600" * 5000, start_time="2026-01-01T00:00:00.000000000Z" * 10,
-                  completion_time="9" * 500)
+                  completion_time="9" * 500, lineage=Lineage(2**53 - 1, 2**53 - 1, 2**53 - 1, 2**53 - 1),
+                  checkpoint="/" + "\U0001f600" * 2000)  # pbt's lineage and a checkpoint path beyond their bounds
     trial.fit([objective, *additional])
     return trial
 
@@ -289,6 +291,8 @@ def test_the_largest_record_fits_and_fifty_fit_a_configmap_with_headroom() -> No
     assert "curve" in rec["message"]
     assert rec["curve"][-1] == [MAX_STEP - 1, -2.2250738585072014e-308]  # the latest point survives thinning
     assert len(rec["params"]) == 64  # parameters are never cut
+    assert rec["lineage"] == {"member": 2**53 - 1, "parent": 2**53 - 1, "start": 2**53 - 1, "end": 2**53 - 1}
+    assert len(serialized(rec["checkpoint"])) - 2 <= 512  # the path is cut to its bound
 
 
 def test_field_bounds_add_up_as_documented() -> None:
