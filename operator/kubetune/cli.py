@@ -122,7 +122,7 @@ def _run(args: argparse.Namespace, received: list[int]) -> int:
         print(f"experiment {word}: {outcome.reason}: {outcome.message}", file=sys.stderr)
     if result.best is not None:
         print("best: " + describe(result.best, spec.objective.metric))
-        if result.best.lineage is not None:  # pbt: the population and the best member's schedule
+        if spec.algorithm.name == "pbt" and result.best.lineage is not None:  # the population, the best's schedule
             from .lineage import describe_population, describe_schedule, population, schedule
 
             print("population:\n" + "\n".join(describe_population(population(result.trials), spec.objective)))

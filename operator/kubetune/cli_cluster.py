@@ -420,7 +420,7 @@ def _cmd_best(args: argparse.Namespace) -> int:
     print("metrics:")
     for k, m in t.metrics.items():
         print(f"  {k}: {m!r}")
-    if t.lineage is not None:  # pbt: the hyperparameters that produced it, segment by segment
+    if spec.algorithm.name == "pbt" and t.lineage is not None:  # the hyperparameters that produced it
         from .lineage import describe_schedule, schedule
 
         print(f"schedule (member {t.lineage.member}):")

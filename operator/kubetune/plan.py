@@ -369,7 +369,7 @@ class History:
             self._restall(i)
         if self.pruner is not None:
             self.curves.add(trial)
-        if trial.lineage is not None:
+        if trial.lineage is not None and self.spec.algorithm.name == PBTSampler.name:
             _keep_recent(self.members, trial)
         if self.spec.multi_objective:
             self._add_to_front(trial)

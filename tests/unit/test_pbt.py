@@ -454,3 +454,37 @@ def test_benchmark_quick_mode_scores_every_method(capsys: pytest.CaptureFixture[
         assert len(cells) == len(bench.METHODS)
         assert all(math.isfinite(float(c.split("±")[0])) for c in cells), row
     assert "the best pbt member's schedule" in out
+
+
+@pytest.mark.parametrize("algorithm", sorted(__import__("kubetune.engine", fromlist=["SAMPLERS"]).SAMPLERS))
+def test_every_algorithm_gives_its_trials_their_own_checkpoint_directory(algorithm: str) -> None:
+    """spec.checkpoints with every algorithm: each new trial's Job mounts the claim and names its own directory;
+    only pbt segments after the first generation (and hyperband's promotions) restore one."""
+    params = [{"name": "h0", "type": "float", "min": 0, "max": 1, "step": 0.25},
+              {"name": "h1", "type": "int", "min": 1, "max": 9}]
+    settings = {"resourceParameter": "h1"} if algorithm == "hyperband" else {}
+    if algorithm == "pbt":
+        settings = {"populationSize": 4, "perturbationInterval": 2}
+    spec = _spec(parameters=params, algorithm={"name": algorithm, "seed": 1, "settings": settings},
+                 maxTrials=8, parallelTrials=4)
+    body = {"metadata": {"name": "exp", "namespace": "ns", "uid": "u"}}
+    trials: list[Trial] = []
+    dirs = []
+    for _ in range(8):  # rounds: four trials, then more once they finished, until maxTrials
+        plan = make_plan(spec, trials, experiment="exp")
+        for n in plan.create:
+            job = build_job(body, spec, n.number, n.params, n.lineage)
+            pod = job["spec"]["template"]["spec"]
+            assert pod["volumes"][-1]["persistentVolumeClaim"] == {"claimName": "ck"}
+            env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+            dirs.append(env["KUBETUNE_CHECKPOINT_DIR"])
+            restores = "KUBETUNE_RESTORE_DIR" in env
+            assert restores == (n.lineage is not None and n.lineage.parent is not None), (n.number, env)
+            if algorithm == "pbt":
+                assert restores == (n.number >= 4)
+            elif algorithm != "hyperband":  # hyperband's promotions restore what they promote (test_resume.py)
+                assert n.lineage is None
+            trials.append(Trial(n.number, n.params, TrialState.SUCCEEDED, {"q": 0.1 * n.number}, [(2, 0.1)],
+                                lineage=n.lineage))
+    # every trial made (8, or fewer when a finite space ran out), each with its own directory
+    assert len(dirs) >= 6 and dirs == [f"/checkpoints/exp/exp-{i:04d}" for i in range(len(dirs))]

@@ -148,6 +148,10 @@ def _summary(data: ReportData) -> str:
         from .population import summary_items
 
         items += summary_items(res, best.trial)
+    if spec.algorithm.name == "pbt" and best is not None and best.trial.lineage is not None:  # pbt's population
+        from .population import summary_items
+
+        items += summary_items(res, best.trial)
     return '<div class="summary">' + "".join(
         f"<div><b>{html.escape(k)}</b>{html.escape(v)}</div>" for k, v in items) + "</div>"
 
