@@ -93,37 +93,8 @@ class Reason:
 class Lineage:
     """Where a trial of a population (``algorithm: pbt``), or a hyperband promotion that resumes a checkpoint
     (:mod:`kubetune.resume`), comes from: its member (a hyperband configuration's first trial), the trial whose
-    checkpoint it restored (None for a fresh start) and the steps its segment starts from and trains to. Recorded with the trial
-    (at most :data:`MAX_LINEAGE_BYTES`), so the population can be rebuilt from the records alone."""
-
-    member: int
-    parent: int | None
-    start: int
-    end: int
-
-    def to_record(self) -> dict[str, int]:
-        rec = {"member": self.member, "start": self.start, "end": self.end}
-        if self.parent is not None:
-            rec["parent"] = self.parent
-        return rec
-
-    @classmethod
-    def from_record(cls, rec: Any) -> Lineage | None:
-        """The lineage of a stored record, or None when it is not a valid one."""
-        if not isinstance(rec, Mapping):
-            return None
-        member, start, end = (valid_step(rec.get(k)) for k in ("member", "start", "end"))
-        parent = valid_step(rec["parent"]) if "parent" in rec else None
-        if member is None or start is None or end is None or ("parent" in rec and parent is None):
-            return None
-        return cls(member, parent, start, end)
-
-
-@dataclass(frozen=True)
-class Lineage:
-    """Where a trial of a population (``algorithm: pbt``) comes from: its member, the trial whose checkpoint it
-    restored (None for a fresh start) and the steps its segment starts from and trains to. Recorded with the trial
-    (at most :data:`MAX_LINEAGE_BYTES`), so the population can be rebuilt from the records alone."""
+    checkpoint it restored (None for a fresh start) and the steps its segment starts from and trains to. Recorded
+    with the trial (at most :data:`MAX_LINEAGE_BYTES`), so the population can be rebuilt from the records alone."""
 
     member: int
     parent: int | None

@@ -624,7 +624,9 @@ def test_valid_variations(mutate: Callable[[dict], None]) -> None:
 SETTING_VALUES = {"nStartupTrials": 5, "maxModelTrials": 50, "nCandidates": 64, "order": "shuffled",
                   "nEiCandidates": 12, "gamma": 0.2, "multivariate": False, "priorWeight": 2.0, "constantLiar": False,
                   "resourceParameter": "layers", "minResource": 1, "maxResource": 4, "reductionFactor": 2,
-                  "sigma0": 0.25, "populationSize": 6, "restartStrategy": "none", "incPopsize": 3}
+                  "sigma0": 0.25, "populationSize": 6, "restartStrategy": "none", "incPopsize": 3,
+                  "perturbationInterval": 3, "quantileFraction": 0.5, "resampleProbability": 0.1,
+                  "perturbationFactors": [1.5, 0.5]}
 REQUIRED_SETTINGS = {"hyperband": {"resourceParameter": "layers"}}
 
 
@@ -645,6 +647,8 @@ def test_every_setting_is_accepted_by_its_own_algorithm_only(alias: str) -> None
             doc["spec"]["parameters"][0].update(scale="linear", step=0.001)
         if name == "cmaes":
             _without_categorical(doc)
+        if name == "pbt":  # pbt needs checkpoints and at least a population's worth of segments
+            doc["spec"].update(checkpoints={"persistentVolumeClaim": "ck"}, maxTrials=max(doc["spec"]["maxTrials"], 8))
         _exp, problems = validate_document(doc)
         if name in SETTING_OWNERS[alias]:
             assert problems == [], (alias, name)

@@ -53,7 +53,7 @@ from typing import Any
 __all__ = ["params", "report", "should_stop", "flush", "MetricsError"]
 __version__ = "0.1.0"
 
-from .checkpoint import checkpoint_dir, end_step, restore_dir, restore_step  # noqa: E402,F401  (checkpoints)
+from .checkpoint import checkpoint_dir, end_step, restore_dir, restore_step  # noqa: F401  (checkpoints)
 
 METRICS_ANNOTATION = "kubetune.io/metrics"
 MAX_CURVE_POINTS = 100
