@@ -144,10 +144,6 @@ def _summary(data: ReportData) -> str:
     if best is not None:
         items.append((f"best {spec.objective.metric}", f"{_fmt(data.value(best))} (trial #{best.number})"))
         items.append(("best parameters", " ".join(f"{k}={render_value(v)}" for k, v in best.params.items())))
-    if best is not None and best.trial.lineage is not None:  # pbt: the population and the best trial's schedule
-        from .population import summary_items
-
-        items += summary_items(res, best.trial)
     if spec.algorithm.name == "pbt" and best is not None and best.trial.lineage is not None:  # pbt's population
         from .population import summary_items
 
