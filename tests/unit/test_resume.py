@@ -74,7 +74,7 @@ def drive(spec: ExperimentSpec, order: list[int] | None = None, fail: set[int] =
 
 
 def config(t: Trial) -> tuple[Any, ...]:
-    return (t.params["x"], t.params["y"])
+    return tuple(sorted((k, v) for k, v in t.params.items() if k != "epochs"))
 
 
 def check_resumes(trials: list[Trial]) -> None:
@@ -226,3 +226,55 @@ def test_kubetune_run_trains_no_step_of_a_configuration_twice(tmp_path: Path) ->
     for r in records:
         start = r["lineage"]["start"] if "lineage" in r else 0
         assert [p[0] for p in r["curve"]] == list(range(start + 1, r["params"]["epochs"] + 1))
+
+
+# -- the benchmark ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(300)
+def test_quick_benchmark_prints_a_well_formed_table() -> None:
+    from benchmarks import resume as bench
+
+    cfg = bench.config_for(quick=True)
+    results = bench.run(cfg)
+    assert [r.method for r in results] == bench.METHODS
+    budget = cfg.trials * cfg.max_epochs
+    for r in results:
+        assert budget <= r.epochs <= budget + cfg.parallel and r.trials >= 1 and 0 <= r.best_val <= 1
+    retrain, resume = results
+    assert retrain.resumed == 0 and resume.resumed >= 1
+    lines = bench.table(results, "mlp-digits").splitlines()
+    assert lines[0] == "| " + " | ".join(bench.HEADER) + " |" and len(lines) == 4
+    assert [row.split("|")[1].strip() for row in lines[2:]] == bench.METHODS
+    assert lines[2].split("|")[4].strip() == "1/1"  # the retraining run reaches its own final accuracy
+
+
+@pytest.mark.timeout(300)
+def test_the_example_resumes_models_and_ends_where_training_from_scratch_ends(tmp_path: Path) -> None:
+    """examples/digits-mlp-hyperband-resume.yaml, its budget cut to 8 trials one at a time: the promoted trials
+    unpickle their parent's model and train on; their accuracy is the one a from-scratch run of the same
+    configuration reaches (the model's random state travels with it)."""
+    doc = yaml.safe_load((ROOT / "examples" / "digits-mlp-hyperband-resume.yaml").read_text())
+    doc["spec"]["maxTrials"], doc["spec"]["parallelTrials"] = 8, 1
+    path = tmp_path / "hb.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), str(ROOT / "trial_image"),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "kubetune", "run", str(path), "--out", str(out)], env=env,
+                          capture_output=True, text=True, timeout=280)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    trials = [Trial.from_record(json.loads(line)) for line in (out / "trials.jsonl").read_text().splitlines()]
+    assert len(trials) == 8 and all(t.state is TrialState.SUCCEEDED for t in trials)  # a wrong restore exits 3
+    check_resumes(trials)
+    resumed = [t for t in trials if t.lineage is not None]
+    assert resumed
+    t = resumed[0]
+    assert t.lineage is not None and [s for s, _ in t.curve] == list(range(t.lineage.start + 1, t.lineage.end + 1))
+    scratch = subprocess.run(
+        [sys.executable, "-m", "kubetune_trial.examples.digits_mlp", "--epochs", str(t.params["epochs"]),
+         "--lr", repr(t.params["lr"]), "--alpha", repr(t.params["alpha"]), "--hidden", str(t.params["hidden"])],
+        env={k: v for k, v in env.items() if not k.startswith("KUBETUNE_")}, capture_output=True, text=True,
+        timeout=120)
+    assert scratch.returncode == 0, scratch.stderr
+    assert f"accuracy={t.metrics['accuracy']:.4f} after {t.params['epochs']} epochs" in scratch.stdout

@@ -6,7 +6,8 @@ kubetune sets these env vars when the experiment has ``spec.checkpoints`` (``kub
 * ``KUBETUNE_RESTORE_DIR`` and ``KUBETUNE_RESTORE_STEP``: the checkpoint to start from (another trial's directory,
   which this trial must only read) and the step it holds; absent when the trial starts afresh;
 * ``KUBETUNE_END_STEP``: with ``algorithm: pbt``, the step this trial's segment trains to: report every step up to
-  it (``report(step=...)``), then make the final report and exit.
+  it (``report(step=...)``), then make the final report and exit. A hyperband promotion that resumes (``algorithm:
+  hyperband`` with ``spec.checkpoints``) gets it too: its rung's resource, the value of the resource parameter.
 
 A pbt segment therefore looks like::
 
@@ -59,5 +60,6 @@ def restore_step() -> int:
 
 
 def end_step() -> int | None:
-    """With ``algorithm: pbt``, the step this trial trains to; None otherwise (train as long as you like)."""
+    """With ``algorithm: pbt`` (and for a hyperband promotion that resumes), the step this trial trains to; None
+    otherwise (train as long as you like)."""
     return _int_env("KUBETUNE_END_STEP")

@@ -11,6 +11,10 @@ With ``--checkpoint-dir`` the model is saved there after training, under a name 
 ``--epochs``, and a later run of the same configuration with more epochs resumes from it (reporting only the new
 epochs). That is what makes Hyperband's promotions cheap: a promoted configuration continues instead of starting
 over. On a cluster the directory must be shared by the trials (a ReadWriteMany volume).
+
+With ``spec.checkpoints`` (no ``--checkpoint-dir``) it follows the trial contract instead: it resumes from
+``model.pkl`` in ``kt.restore_dir()`` (a hyperband promotion; exit 3 when that checkpoint does not hold
+``kt.restore_step()`` epochs) and saves ``model.pkl`` to ``kt.checkpoint_dir()`` after training.
 """
 
 from __future__ import annotations
@@ -59,6 +63,13 @@ def main(argv: list[str] | None = None) -> int:
             if saved_epochs <= args.epochs:
                 done, model = saved_epochs, saved_model
                 print(f"resuming from {checkpoint} after epoch {done}", file=sys.stderr)
+    elif kt.restore_dir():
+        restored = Path(kt.restore_dir() or "") / "model.pkl"
+        done, model = pickle.loads(restored.read_bytes())
+        if done != kt.restore_step():
+            print(f"{restored} holds epoch {done}, not {kt.restore_step()}", file=sys.stderr)
+            return 3
+        print(f"resuming from {restored} after epoch {done}", file=sys.stderr)
     classes = np.unique(y)
     start = time.perf_counter()
     accuracy = float(model.score(X_val, y_val)) if done else 0.0
@@ -70,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         if not kt.report(step=epoch, accuracy=accuracy):
             print(f"stopped early after epoch {epoch} as asked", file=sys.stderr)
             return 0
+    if checkpoint is None and kt.checkpoint_dir():
+        checkpoint = Path(kt.checkpoint_dir() or "") / "model.pkl"
     if checkpoint is not None and args.epochs > done:
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         tmp = checkpoint.with_suffix(f".{os.getpid()}.tmp")
