@@ -27,6 +27,7 @@ from kubetune.engine.pareto import (
     crowding_distance,
     dominates,
     front_indices,
+    greedy_hssp,
     hypervolume,
     hypervolume_contributions,
     motpe_order,
@@ -155,13 +156,33 @@ def test_crowding_distance_known_answer() -> None:
     assert d[2] == pytest.approx((4 - 1) / 4 + (2 - 0) / 4)
 
 
-def test_motpe_order_puts_the_front_first_and_splits_it_by_contribution() -> None:
+def test_motpe_order_puts_the_front_first_and_splits_it_by_subset_selection() -> None:
     y = np.array([[4.0, 4.0], [1.0, 3.0], [2.0, 2.0], [3.0, 1.0], [2.0, 3.0]])
     pos = motpe_order(y, n_good=2)
-    # the front is rows 1..3; the middle one contributes least under the reference (4.3, 4.3)
-    assert sorted(np.argsort(pos)[:3].tolist()) == [1, 2, 3]
-    assert set(np.argsort(pos)[:2].tolist()) == {1, 3}
-    assert np.argsort(pos)[-1] == 0
+    order = np.argsort(pos).tolist()
+    # the front is rows 1..3; under the rank's reference (3.2, 3.2) the middle one's box is the largest (1.44 against
+    # 0.44), so it is chosen first; either end adds 0.2 after it
+    assert sorted(order[:3]) == [1, 2, 3] and order[0] == 2 and order[1] in (1, 3)
+    assert order[3:] == [4, 0]
+    assert motpe_order(y, n_good=4).tolist() == [4, 0, 1, 2, 3]  # the cut falls in rank 1 (one row): row order
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(min_value=2, max_value=3).flatmap(lambda m: st.tuples(st.just(m), point_sets(m, 7))),
+       st.integers(min_value=1, max_value=7))
+def test_greedy_subset_selection_takes_the_largest_gain_each_time(case: tuple[int, list[tuple[int, ...]]],
+                                                                  k: int) -> None:
+    m, points = case
+    ref = (7.0,) * m
+    pts = [tuple(float(x) for x in p) for p in points]
+    chosen = greedy_hssp(np.array(pts).reshape(len(pts), m), k, ref).tolist()
+    assert len(chosen) == min(k, len(pts)) and len(set(chosen)) == len(chosen)
+    for step, i in enumerate(chosen):
+        before = [pts[j] for j in chosen[:step]]
+        base = hv_inclusion_exclusion(before, ref)
+        gains = {j: hv_inclusion_exclusion(before + [pts[j]], ref) - base for j in range(len(pts))
+                 if j not in chosen[:step]}
+        assert gains[i] == pytest.approx(max(gains.values()), abs=1e-9)
 
 
 # -- algorithms ----------------------------------------------------------------------------------------------------

@@ -170,32 +170,59 @@ def select_spread(losses: object, k: int) -> np.ndarray:
     return idx
 
 
+def greedy_hssp(losses: object, k: int, reference: object) -> np.ndarray:
+    """Greedy hypervolume subset selection: up to ``k`` row indexes, in the order chosen, each the row that adds the
+    most hypervolume to the rows chosen before it (ties: the first found). Lazy: a row's gain only shrinks as rows
+    are chosen, so a stale gain is an upper bound and only the top one is computed again."""
+    import heapq
+
+    y = _as_losses(losses)
+    ref = np.asarray(reference, dtype=float)
+    boxes = np.prod(np.clip(ref - y, 0.0, None), axis=1)
+    heap = [(-float(b), i) for i, b in enumerate(boxes)]
+    heapq.heapify(heap)
+    chosen: list[int] = []
+    while heap and len(chosen) < k:
+        _, i = heapq.heappop(heap)
+        gain = float(boxes[i])
+        if chosen and gain > 0:
+            gain -= hypervolume(np.maximum(y[i], y[chosen]), ref)
+        if not heap or gain >= -heap[0][0] - 1e-15 * max(abs(heap[0][0]), 1.0):
+            chosen.append(i)
+        else:
+            heapq.heappush(heap, (-gain, i))
+    return np.array(chosen, dtype=int)
+
+
 def motpe_order(losses: object, n_good: int) -> np.ndarray:
-    """A ranking of the rows for a multi-objective TPE split (Optuna's MOTPE): by non-domination rank; within the
-    rank that the first ``n_good`` positions cut through, by exclusive hypervolume contribution (larger first; the
-    reference point is the worst value of each objective plus 10 % of its span, or plus 1 where it has none);
-    otherwise in row order. Returns each row's position in that order (0 = best)."""
+    """A ranking of the rows for a multi-objective TPE split (Optuna's MOTPE): by non-domination rank; the rank that
+    the first ``n_good`` positions cut through is tie-broken by greedy hypervolume subset selection
+    (:func:`greedy_hssp`, as Optuna's ``_solve_hssp``; reference point: that rank's worst value of each objective
+    plus 10 % of its range there, or of its magnitude where it has no range); otherwise in row order. Returns each
+    row's position in that order (0 = best)."""
     y = _as_losses(losses)
     n = len(y)
     if n == 0:
         return np.zeros(0, dtype=int)
     ranks = nondominated_ranks(y)
-    contribution = np.zeros(n)
+    key = np.arange(n, dtype=float) + n  # within a rank: row order, after any chosen row
     sizes = np.bincount(ranks)
     before = np.concatenate([[0], np.cumsum(sizes)])
     boundary = int(np.searchsorted(before, n_good, side="right")) - 1  # the rank holding position n_good
     if 0 <= boundary < len(sizes) and before[boundary] < n_good:
         members = np.flatnonzero(ranks == boundary)
         if 1 < len(members) <= _MAX_CONTRIBUTION_ROWS:
-            worst, span = y.max(axis=0), np.ptp(y, axis=0)
-            ref = worst + np.where(span > 0, 0.1 * span, 1.0)
-            contribution[members] = hypervolume_contributions(y[members], ref)
-    keys = np.lexsort((np.arange(n), -contribution, ranks))
+            part = y[members]
+            worst, span = part.max(axis=0), np.ptp(part, axis=0)
+            ref = worst + np.where(span > 0, 0.1 * span, np.maximum(0.1 * np.abs(worst), 1e-12))
+            chosen = greedy_hssp(part, n_good - int(before[boundary]), ref)
+            key[members[chosen]] = np.arange(len(chosen))
+    keys = np.lexsort((key, ranks))
     position = np.empty(n, dtype=int)
     position[keys] = np.arange(n)
     return position
 
 
 _MAX_CONTRIBUTION_ROWS = 64
-"""A boundary rank of more rows than this keeps its rows in creation order (bounds the cost of the exact
-contributions: one hypervolume per row)."""
+"""A boundary rank of more rows than this keeps its rows in creation order (bounds the cost of the subset
+selection)."""

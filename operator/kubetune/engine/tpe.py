@@ -21,7 +21,7 @@ on a trial never shape a density and inactive draws never count. Without conditi
 space.
 
 Several objectives (``spec.objectives``, Optuna's MOTPE): the good group is taken by non-domination rank, and within
-the rank the split cuts through by each trial's exclusive hypervolume contribution (see
+the rank the split cuts through by greedy hypervolume subset selection (see
 :func:`kubetune.engine.pareto.motpe_order`); the densities and the candidate score are the same as with one.
 
 Outcome constraints (``spec.constraints``), as Optuna's TPESampler with ``constraints_func`` (its ``_split_trials``:
@@ -216,7 +216,7 @@ class TPESampler(Sampler):
         n_good = min(max(int(math.ceil(s.gamma * len(hist.y))), 1), _MAX_GOOD)
         if hist.losses is not None and hist.infeasible.any():  # several objectives and outcome constraints
             order = _constrained_order(hist, n_good)
-        elif hist.losses is not None:  # several objectives: rank, then hypervolume contribution (MOTPE)
+        elif hist.losses is not None:  # several objectives: rank, then hypervolume subset selection (MOTPE)
             order = np.argsort(motpe_order(hist.losses, n_good), kind="stable")
         elif hist.constraints is not None:  # outcome constraints: Optuna's constrained split
             order = _constrained_order(hist)
