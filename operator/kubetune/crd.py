@@ -162,6 +162,7 @@ def crd() -> dict[str, Any]:
                         {"name": "Failed", "type": "integer", "jsonPath": ".status.trials.failed", "priority": 1},
                         {"name": "Infeasible", "type": "integer", "jsonPath": ".status.trials.infeasible",
                          "priority": 1},
+                        {"name": "Front", "type": "integer", "jsonPath": ".status.paretoFront.size", "priority": 1},
                         _condition_column("Succeeded", "Succeeded"),
                         _condition_column("Succeeded", "Reason", "reason"),
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

@@ -109,6 +109,9 @@ def test_printer_columns(version: dict[str, Any]) -> None:
     assert columns["Trials"]["jsonPath"] == ".status.trials.created"
     assert columns["Max"]["jsonPath"] == ".spec.maxTrials"
     assert columns["Age"] == {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+    # several objectives: the Pareto front's size, with -o wide
+    assert columns["Front"] == {"name": "Front", "type": "integer", "jsonPath": ".status.paretoFront.size",
+                                "priority": 1}
     # Conditions are a list: columns select the Succeeded condition by type, never by position.
     assert columns["Succeeded"]["jsonPath"] == '.status.conditions[?(@.type=="Succeeded")].status'
     assert columns["Reason"]["jsonPath"] == '.status.conditions[?(@.type=="Succeeded")].reason'
