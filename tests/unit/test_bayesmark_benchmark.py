@@ -80,6 +80,9 @@ def test_median_against_random_uses_the_pooled_minimum_quantile() -> None:
     assert bm.median_vs_random(res, "b", "x")["p"] == pytest.approx(0.0, abs=1e-9)
     # random's own studies: their median best 50.5 (an even count) against the pooled estimate 50
     assert bm.median_vs_random(res, "b", "random")["p"] == pytest.approx(50.5 / 50.0, rel=1e-9)
+    # everyone at the same plateau (up to float rounding): level with random search, not a huge ratio
+    flat = _results({("p", o, s): [0.465827 + 1e-17 * s] for o in ("random", "x") for s in range(5)}, 1, 1)
+    assert bm.median_vs_random(flat, "b", "x")["p"] == 1.0
 
 
 def test_win_tie_loss_counts_problems() -> None:
