@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .engine import Observation, ParamValue, Sampler, make_sampler
-from .engine.pareto import dominates, select_spread
+from .engine.pareto import select_spread
 from .engine.pbt import NextSegment, PBTSampler, Segment
 from .pruning import Pruner, make_pruner
 from .pruning._curve import FinishedCurves
@@ -313,7 +313,8 @@ class History:
         self._best_value: float | None = None
         self.front: list[Trial] = []
         """With several objectives: :func:`pareto_front` of these trials (in the order they were added)."""
-        self._front_losses: list[tuple[float, ...]] = []
+        self._front_losses = np.zeros((0, len(self.spec.objective_list)))
+        """The members' losses, one row each, in the order of :attr:`front`."""
         self.curves = FinishedCurves()
         self.members: dict[int, list[Trial]] = {}
         """With ``algorithm: pbt``: each member's last two finished segments (see :func:`recent_segments`); at most
@@ -387,11 +388,12 @@ class History:
         if losses is None:
             return
         y = np.array(losses)
-        if any(dominates(np.array(f), y) for f in self._front_losses):
+        front = self._front_losses
+        if bool(((front <= y).all(axis=1) & (front < y).any(axis=1)).any()):  # a member dominates it
             return
-        kept = [i for i, f in enumerate(self._front_losses) if not dominates(y, np.array(f))]
-        self.front = [self.front[i] for i in kept] + [trial]
-        self._front_losses = [self._front_losses[i] for i in kept] + [losses]
+        kept = np.logical_not((y <= front).all(axis=1) & (y < front).any(axis=1))  # the members it does not dominate
+        self.front = [t for t, k in zip(self.front, kept.tolist()) if k] + [trial]
+        self._front_losses = np.vstack([front[kept], y[None]])
 
 
 def _tally(c: Counts, t: Trial, spec: ExperimentSpec | None = None) -> None:
