@@ -584,3 +584,41 @@ def test_constraints_in_a_conditional_space(name: str) -> None:
         later = history[10:]
         assert sum(float(o.params["x"]) <= 0.35 for o in later) / len(later) > 0.5
         assert max(float(o.params["x"]) for o in history if o.feasible) > 0.25
+
+
+def test_report_pareto_plot_draws_infeasible_trials_apart(tmp_path: Path) -> None:
+    """Several objectives and constraints: the front joins feasible trials only, infeasible ones are their own
+    trace (the brute-force front of the feasible trials is the one drawn)."""
+    import json
+
+    from kubetune.local.results import ResultsWriter
+    from kubetune.plan import Outcome
+    from kubetune.report import build
+    from kubetune.results import load
+    from kubetune.spec import TuningExperiment
+
+    exp = TuningExperiment.model_validate({
+        "apiVersion": "kubetune.io/v1alpha1", "kind": "TuningExperiment", "metadata": {"name": "mo"},
+        "spec": _mo_spec().model_dump(mode="json", by_alias=True, exclude_none=True)})
+    rng = np.random.default_rng(1)
+    trials = []
+    for i in range(40):
+        x, y = float(rng.random()), float(rng.random())
+        trials.append(Trial(i, {"x": x, "y": y}, TrialState.SUCCEEDED,
+                            {"acc": x, "size": 1 - y + 0.2 * x, "latency_ms": 100 * y}, reason="Completed"))
+    out = tmp_path / "mo"
+    out.mkdir()
+    (out / "experiment.json").write_text(json.dumps(exp.model_dump(mode="json", by_alias=True, exclude_none=True)))
+    ResultsWriter(out, exp.spec, "mo").write(trials, Outcome(True, "MaxTrialsReached", "done"))
+    report = build(load(str(out)))
+    fig = report.figures["pareto"]
+    traces = {t.name.split(" (")[0]: t for t in fig.data}
+    infeasible = {i for i, t in enumerate(trials) if t.metrics["latency_ms"] > 50}
+    assert len(traces["infeasible"].x) == len(infeasible)
+    ok = [t for t in trials if t.number not in infeasible]
+    front = {t.number for t in ok if not any(o.metrics["acc"] >= t.metrics["acc"] and o.metrics["size"]
+                                               <= t.metrics["size"] and (o.metrics["acc"] > t.metrics["acc"]
+                                                                         or o.metrics["size"] < t.metrics["size"])
+                                               for o in ok)}
+    line = traces["Pareto front"]
+    assert sorted(line.x) == sorted(trials[n].metrics["acc"] for n in front)

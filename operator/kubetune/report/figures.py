@@ -97,11 +97,16 @@ def pareto(data: ReportData) -> go.Figure | None:
     done = [r for r in data.scored if r.trial.objective_values(objectives) is not None and id(r) not in members]
     rest = data.sample(done, max(MAX_POINTS - len(front), 0), "Pareto plot")
     fig = go.Figure()
-    if rest:
-        fig.add_trace(go.Scatter(
-            x=[r.trial.metrics[a.metric] for r in rest], y=[r.trial.metrics[b.metric] for r in rest],
-            mode="markers", name="trials", marker=dict(color=POINT, size=7, opacity=0.6),
-            text=_hover(data, rest), hovertemplate="%{text}<extra></extra>"))
+    # with constraints, infeasible trials are drawn apart (the front holds feasible trials only)
+    for group, label, marker in (
+            ([r for r in rest if not data.infeasible(r)], "trials", dict(color=POINT, size=7, opacity=0.6)),
+            ([r for r in rest if data.infeasible(r)], "infeasible (a constraint does not hold)",
+             dict(color=PRUNED, symbol="circle-open", size=8))):
+        if group:
+            fig.add_trace(go.Scatter(
+                x=[r.trial.metrics[a.metric] for r in group], y=[r.trial.metrics[b.metric] for r in group],
+                mode="markers", name=label, marker=marker,
+                text=_hover(data, group), hovertemplate="%{text}<extra></extra>"))
     line = sorted(front, key=lambda r: (r.trial.metrics[a.metric], r.trial.metrics[b.metric]))
     fig.add_trace(go.Scatter(
         x=[r.trial.metrics[a.metric] for r in line], y=[r.trial.metrics[b.metric] for r in line],
