@@ -121,11 +121,18 @@ def test_warm_start_is_refused_for_every_algorithm_that_does_not_learn(algorithm
                "do not learn from earlier trials" in found
 
 
-def test_initial_trials_are_refused_with_hyperband_and_admitted_with_every_other_algorithm() -> None:
+NO_INITIAL_TRIALS = {"hyperband", "pbt"}
+"""Algorithms that decide every trial's configuration themselves."""
+
+
+def test_initial_trials_are_refused_with_hyperband_and_pbt_and_admitted_with_every_other_algorithm() -> None:
     assert problems(**_hyperband(initialTrials=[GOOD])) == [
         "spec.initialTrials: initialTrials cannot be combined with the hyperband algorithm: its brackets decide "
         "each trial's configuration and budget"]
-    for name in sorted(set(SAMPLERS) - {"hyperband"}):
+    assert ("spec.initialTrials: initialTrials cannot be combined with the pbt algorithm: its population decides "
+            "each segment's configuration and checkpoint") in problems(algorithm={"name": "pbt"},
+                                                                      initialTrials=[GOOD])
+    for name in sorted(set(SAMPLERS) - NO_INITIAL_TRIALS):
         params, given = numeric_only(name, [GOOD])
         assert problems(algorithm={"name": name}, initialTrials=given, **params) == [], name
 
@@ -186,7 +193,7 @@ def run_plans(spec: ExperimentSpec, *, warm: tuple[Observation, ...] = (), incre
     return [trials[n] for n in sorted(trials)]
 
 
-@pytest.mark.parametrize("algorithm", sorted(set(SAMPLERS) - {"hyperband"}))
+@pytest.mark.parametrize("algorithm", sorted(set(SAMPLERS) - NO_INITIAL_TRIALS))
 def test_the_first_trials_carry_exactly_the_initial_trials_in_order(algorithm: str) -> None:
     params, given = numeric_only(algorithm, INITIAL)
     spec = make_spec(algorithm={"name": algorithm, "seed": 5}, initialTrials=given, maxTrials=12,
