@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from kubetune.engine import SAMPLERS, Observation, ObservationState, make_sampler
@@ -281,6 +281,9 @@ _ROW = st.one_of(
 
 @settings(max_examples=120, deadline=None)
 @given(rows=st.lists(_ROW, min_size=2, max_size=20), gamma_n=st.integers(1, 20))
+@example(rows=[("pruned", 0.0, 1), ("complete", 0.0, [-1.0, -1.0]), ("pruned", 0.0, 1),
+               ("complete", 0.0, [math.inf, math.inf]), ("pruned", 0.0, 1), ("complete", 0.0, [-1.0, math.inf])],
+         gamma_n=5)  # two metrics unreported rank behind one
 def test_tpe_split_matches_optunas_constrained_split(rows: list[tuple[Any, ...]], gamma_n: int) -> None:
     """The good group of tpe with constraints is the below group of Optuna's TPESampler with constraints_func
     (optuna/samplers/_tpe/sampler.py, ``_split_trials``), run on the same trials."""
@@ -295,7 +298,8 @@ def test_tpe_split_matches_optunas_constrained_split(rows: list[tuple[Any, ...]]
     for i, row in enumerate(rows):
         p = {"x": i / 100}
         if row[0] == "complete":
-            cons = tuple(min(v, 1e300) for v in row[2])  # Optuna keeps finite values; a huge one ranks alike
+            # Optuna keeps finite values: an unreported metric is a violation larger than every sum of others
+            cons = tuple(min(v, 1e6) for v in row[2])
             history.append(Observation(p, ObservationState.COMPLETE, row[1], (), constraints=tuple(row[2])))
             frozen.append(create_trial(state=OState.COMPLETE, value=row[1], constraints={f"c{j}": v for j, v in enumerate(cons)},
                                        user_attrs={"i": i}))

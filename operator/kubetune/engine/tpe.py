@@ -310,18 +310,23 @@ class TPESampler(Sampler):
 def _constrained_order(hist: UnitHistory, n_good: int = 0) -> np.ndarray:
     """Positions of ``hist``'s trials, best first, as Optuna's constrained split ranks them: feasible complete trials
     by loss (with several objectives by :func:`motpe_order` among the feasible ones, for a good group of
-    ``n_good``), then pruned trials (by their ranking loss), then infeasible trials by summed violation; ties in
-    history order."""
+    ``n_good``), then pruned trials (by their ranking loss), then infeasible trials: fewer constraint metrics left
+    unreported (an infinite violation) first, then by summed finite violation, as Optuna ranks them when a missing
+    value is a violation larger than any other; ties in history order."""
     infeasible = hist.infeasible
     group = np.where(infeasible, 2, np.where(np.arange(len(hist.y)) < hist.n_complete, 0, 1))
     score = hist.y.copy()
+    missing = np.zeros(len(score))
     if hist.losses is not None:
         ok = np.flatnonzero(~infeasible)
         score[ok] = motpe_order(hist.losses[ok], min(n_good, len(ok)))
     if hist.constraints is not None and infeasible.any():
-        violation = np.where(hist.constraints > 0, hist.constraints, 0.0).sum(axis=1)
-        score[: hist.n_complete] = np.where(infeasible[: hist.n_complete], violation, score[: hist.n_complete])
-    return np.lexsort((np.arange(len(score)), score, group))
+        c = hist.constraints
+        violation = np.where(np.isfinite(c) & (c > 0), c, 0.0).sum(axis=1)
+        bad = infeasible[: hist.n_complete]
+        score[: hist.n_complete] = np.where(bad, violation, score[: hist.n_complete])
+        missing[: hist.n_complete] = np.where(bad, np.isinf(c).sum(axis=1), 0)
+    return np.lexsort((np.arange(len(score)), score, missing, group))
 
 
 def _rows(g: _Group, X: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
