@@ -783,6 +783,7 @@ def scenario_long(bench: Bench, sizes: Sizes, checkpoint: Any = None) -> dict[st
         rows.append({
             "variant": text, "algorithm": variant.algorithm,
             "early_stopping": f"median, {sizes.long_steps} steps" if variant.median else "none",
+            "intermediate_writes": bench.kubelet.writes if variant.median else 0,
             "max_trials": sizes.long_trials, "parallel": sizes.long_parallel, "timeout_s": timeout,
             "trial_seconds": bench.kubelet.delay, "finished": finished,
             "succeeded": int(trials.get("succeeded", 0)), "pruned": int(trials.get("pruned", 0)),
