@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-from operator_process import Experiments, OperatorProcess, wait_for
+from operator_process import Experiments, OperatorProcess, script_experiment, wait_for
 
 from kubetune.engine import make_sampler
 from kubetune.spec import ExperimentSpec
@@ -38,25 +38,14 @@ def trial_script(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def experiment(name: str, script: Path) -> dict[str, Any]:
-    return {
-        "apiVersion": "kubetune.io/v1alpha1",
-        "kind": "TuningExperiment",
-        "metadata": {"name": name},
-        "spec": {
-            "objective": {"metric": "score", "goal": "maximize"},
-            "parameters": [{"name": "lr", "type": "float", "min": 1e-5, "max": 1.0, "scale": "log"},
-                           {"name": "units", "type": "int", "min": 8, "max": 128, "step": 8}],
-            "algorithm": {"name": "cmaes", "seed": 3, "settings": {"populationSize": 4, "sigma0": 0.3}},
-            "maxTrials": MAX_TRIALS,
-            "parallelTrials": 1,  # one at a time: every trial is the suggestion for the trials before it
-            "trialTemplate": {"spec": {"backoffLimit": 0, "template": {"spec": {
-                "serviceAccountName": "kubetune-trial",
-                "restartPolicy": "Never",
-                "terminationGracePeriodSeconds": 2,
-                "containers": [{"name": "trial", "image": "kubetune-trial:test", "command": ["python", str(script)]}],
-            }}}},
-        },
-    }
+    return script_experiment(name, ["python", str(script)], {
+        "objective": {"metric": "score", "goal": "maximize"},
+        "parameters": [{"name": "lr", "type": "float", "min": 1e-5, "max": 1.0, "scale": "log"},
+                       {"name": "units", "type": "int", "min": 8, "max": 128, "step": 8}],
+        "algorithm": {"name": "cmaes", "seed": 3, "settings": {"populationSize": 4, "sigma0": 0.3}},
+        "maxTrials": MAX_TRIALS,
+        "parallelTrials": 1,  # one at a time: every trial is the suggestion for the trials before it
+    })
 
 
 def _debug(ex: Experiments, op: OperatorProcess, name: str) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-from operator_process import Experiments, OperatorProcess, wait_for
+from operator_process import Experiments, OperatorProcess, script_experiment, wait_for
 
 from kubetune.cli import main
 from kubetune.plan import front_in_status, pareto_front
@@ -43,25 +43,14 @@ def trial_script(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def experiment(name: str, script: Path) -> dict[str, Any]:
-    return {
-        "apiVersion": "kubetune.io/v1alpha1",
-        "kind": "TuningExperiment",
-        "metadata": {"name": name},
-        "spec": {
-            "objectives": [{"metric": "accuracy", "goal": "maximize"}, {"metric": "size", "goal": "minimize"}],
-            "parameters": [{"name": "x", "type": "float", "min": 0.0, "max": 1.0}],
-            "algorithm": {"name": "tpe", "seed": 5, "settings": {"nStartupTrials": 6}},
-            "initialTrials": [{"x": 0.51}],
-            "maxTrials": MAX_TRIALS,
-            "parallelTrials": 6,
-            "trialTemplate": {"spec": {"backoffLimit": 0, "template": {"spec": {
-                "serviceAccountName": "kubetune-trial",
-                "restartPolicy": "Never",
-                "terminationGracePeriodSeconds": 2,
-                "containers": [{"name": "trial", "image": "kubetune-trial:test", "command": ["python", str(script)]}],
-            }}}},
-        },
-    }
+    return script_experiment(name, ["python", str(script)], {
+        "objectives": [{"metric": "accuracy", "goal": "maximize"}, {"metric": "size", "goal": "minimize"}],
+        "parameters": [{"name": "x", "type": "float", "min": 0.0, "max": 1.0}],
+        "algorithm": {"name": "tpe", "seed": 5, "settings": {"nStartupTrials": 6}},
+        "initialTrials": [{"x": 0.51}],
+        "maxTrials": MAX_TRIALS,
+        "parallelTrials": 6,
+    })
 
 
 def test_pareto_front_in_status(op: OperatorProcess, ns: str, kube_api: client.ApiClient, node_agent: Any,

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from operator_process import Experiments, OperatorProcess, wait_for
+from operator_process import Experiments, OperatorProcess, script_experiment, wait_for
 
 from kubetune.plan import without_improvement
 from kubetune.spec import ExperimentSpec
@@ -41,32 +41,15 @@ def trial_script(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def experiment(name: str, script: Path, *, max_trials: int, env: dict[str, str] | None = None,
                **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "kubetune.io/v1alpha1",
-        "kind": "TuningExperiment",
-        "metadata": {"name": name},
-        "spec": {
-            "objective": {"metric": "score", "goal": "maximize"},
-            # the grid takes x = 0, 0.1, 0.2, ... in trial-number order
-            "parameters": [{"name": "x", "type": "float", "min": 0.0, "max": 1.0, "step": 0.1}],
-            "algorithm": {"name": "grid"},
-            "maxTrials": max_trials,
-            "parallelTrials": 1,
-            "trialTemplate": {"spec": {"backoffLimit": 0, "template": {"spec": {
-                "serviceAccountName": "kubetune-trial",
-                "restartPolicy": "Never",
-                "terminationGracePeriodSeconds": 2,
-                "containers": [{
-                    "name": "trial",
-                    "image": "kubetune-trial:test",
-                    "command": ["python", str(script)],
-                    "env": [{"name": k, "value": v} for k, v in
-                            {"PIDS": str(script.parent / f"{name}.pids"), **(env or {})}.items()],
-                }],
-            }}}},
-            **spec,
-        },
-    }
+    return script_experiment(name, ["python", str(script)], {
+        "objective": {"metric": "score", "goal": "maximize"},
+        # the grid takes x = 0, 0.1, 0.2, ... in trial-number order
+        "parameters": [{"name": "x", "type": "float", "min": 0.0, "max": 1.0, "step": 0.1}],
+        "algorithm": {"name": "grid"},
+        "maxTrials": max_trials,
+        "parallelTrials": 1,
+        **spec,
+    }, env={"PIDS": str(script.parent / f"{name}.pids"), **(env or {})})
 
 
 def _debug(ex: Experiments, op: OperatorProcess, name: str) -> str:

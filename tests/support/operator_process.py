@@ -89,6 +89,26 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 120.0, interv
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last={last!r}\n{extra}")
 
 
+def script_experiment(name: str, command: list[str], spec: dict[str, Any], *, grace: int = 2,
+                      env: dict[str, str] | None = None) -> dict[str, Any]:
+    """A TuningExperiment whose trials run ``command`` (one container, the test node agent runs it as a process
+    with the trial service account, no retries): ``spec`` holds everything but the trial template."""
+    container: dict[str, Any] = {"name": "trial", "image": "kubetune-trial:test", "command": command}
+    if env:
+        container["env"] = [{"name": k, "value": v} for k, v in env.items()]
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "TuningExperiment",
+        "metadata": {"name": name},
+        "spec": {**spec, "trialTemplate": {"spec": {"backoffLimit": 0, "template": {"spec": {
+            "serviceAccountName": "kubetune-trial",
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": grace,
+            "containers": [container],
+        }}}}},
+    }
+
+
 class Experiments:
     """Thin helpers over the TuningExperiment API for tests."""
 
