@@ -3,8 +3,8 @@
 Every trial of an experiment with ``spec.checkpoints`` gets a directory of its own to write its checkpoint to,
 ``<root>/<trial name>`` where the root is ``<mountPath>/<experiment>`` on a cluster (the PersistentVolumeClaim is
 mounted at ``mountPath`` into every container of every trial) and ``<results directory>/checkpoints`` with
-``kubetune run``. A trial that continues another trial's training (a pbt segment, or a hyperband promotion: see
-:mod:`kubetune.resume`) also gets the directory to restore from and the step that checkpoint holds. The trial learns
+``kubetune run``. A trial that continues another trial's training (a pbt segment, a hyperband promotion: see
+:mod:`kubetune.resume`, or an asha promotion: see :mod:`kubetune.pausing`) also gets the directory to restore from and the step that checkpoint holds. The trial learns
 them from env vars (read by the SDK's ``checkpoint_dir()``, ``restore_dir()``, ``restore_step()`` and
 ``end_step()``):
 
@@ -12,7 +12,8 @@ them from env vars (read by the SDK's ``checkpoint_dir()``, ``restore_dir()``, `
 * ``KUBETUNE_RESTORE_DIR``, ``KUBETUNE_RESTORE_STEP``: the checkpoint to start from and its step (absent for a
   fresh start);
 * ``KUBETUNE_END_STEP``: with pbt, the step the trial's segment trains to; it reports steps up to it and ends (a
-  hyperband promotion that resumes gets its rung's resource).
+  hyperband promotion that resumes gets its rung's resource; with asha and checkpoints every trial gets the rung it
+  pauses at, or ``maxResource``).
 
 Cleanup: a checkpoint is *superseded* once its pbt member has two later finished segments; nothing restores from a
 superseded checkpoint again once no running trial restores from it (:func:`deletable`). ``kubetune run`` deletes

@@ -20,6 +20,7 @@ from .engine.pareto import select_spread
 from .engine.pbt import NextSegment, PBTSampler, Segment
 from .pruning import Pruner, make_pruner
 from .pruning._curve import FinishedCurves
+from .pausing import PausedIndex, first_lineage, pauses, promotable, promotions
 from .resume import promotion_lineages, resumes
 from .spec import MAX_FRONT_IN_STATUS, ExperimentSpec
 from .trials import Lineage, Reason, Trial, TrialState
@@ -73,13 +74,18 @@ class Counts:
     canceled: int = 0
     infeasible: int = 0
     """Succeeded trials on which an outcome constraint does not hold (also counted in ``succeeded``)."""
+    paused: int = 0
+    """Trials that ended at a rung of successive halving that pauses (see :mod:`kubetune.pausing`)."""
 
-    def as_status(self, constrained: bool = False) -> dict[str, int]:
-        """The counts of ``status.trials``; ``infeasible`` only for an experiment with constraints."""
+    def as_status(self, constrained: bool = False, pausing: bool = False) -> dict[str, int]:
+        """The counts of ``status.trials``; ``infeasible`` only for an experiment with constraints, ``paused`` only
+        for one whose trials pause."""
         out = {"created": self.created, "running": self.running, "succeeded": self.succeeded,
                "failed": self.failed, "pruned": self.pruned}
         if constrained:
             out["infeasible"] = self.infeasible
+        if pausing:
+            out["paused"] = self.paused
         return out
 
 
@@ -316,6 +322,9 @@ class History:
         self._front_losses = np.zeros((0, len(self.spec.objective_list)))
         """The members' losses, one row each, in the order of :attr:`front`."""
         self.curves = FinishedCurves()
+        self.pausing = PausedIndex()
+        """With successive halving that pauses: the paused trials and the trials continued (see
+        :mod:`kubetune.pausing`)."""
         self.members: dict[int, list[Trial]] = {}
         """With ``algorithm: pbt``: each member's last two finished segments (see :func:`recent_segments`); at most
         ``populationSize`` entries."""
@@ -370,6 +379,8 @@ class History:
             self._restall(i)
         if self.pruner is not None:
             self.curves.add(trial)
+        if trial.lineage is not None and pauses(self.spec):
+            self.pausing.add(trial)
         if trial.lineage is not None and self.spec.algorithm.name == PBTSampler.name:
             _keep_recent(self.members, trial)
         if self.spec.multi_objective:
@@ -407,6 +418,8 @@ def _tally(c: Counts, t: Trial, spec: ExperimentSpec | None = None) -> None:
         c.failed += 1
     elif t.state is TrialState.PRUNED:
         c.pruned += 1
+    elif t.state is TrialState.PAUSED:
+        c.paused += 1
     else:
         c.canceled += 1
 
@@ -462,7 +475,9 @@ def make_plan(
                                     pending, n=n, known=keys | {sampler_.space.key(t.params) for t in stopped})
         return sampler_.suggest(observations + [observe(spec, t) for t in stopped], pending, n=n)
 
-    plan = _conclude(spec, count(trials, spec), best_trial(spec, trials), active, exhausted=remaining == 0,
+    promote = promotable(spec, trials, spec.parallel_trials) if suggest and pauses(spec) else []
+    plan = _conclude(spec, count(trials, spec), best_trial(spec, trials), active,
+                     exhausted=remaining == 0 and not promote, promote=promote,
                      front=pareto_front(spec, finished),
                      decide=(lambda: pruner_.decide(spec, trials)) if pruner_ is not None else None,
                      suggest=suggest_ if suggest else None,
@@ -510,7 +525,13 @@ def _plan(spec: ExperimentSpec, trials: Sequence[Trial], history: History, sampl
 
     last = max(history.last_number if history.last_number is not None else -1,
                active[-1].number if active else -1)
-    return _conclude(spec, c, history.best, active, exhausted=remaining == 0, front=history.front,
+    promote = []
+    if suggest and pauses(spec):
+        continued = history.pausing.continued | {t.lineage.parent for t in active
+                                                 if t.lineage is not None and t.lineage.parent is not None}
+        promote = promotions(spec, history.pausing.paused, continued, spec.parallel_trials)
+    return _conclude(spec, c, history.best, active, exhausted=remaining == 0 and not promote, promote=promote,
+                     front=history.front,
                      decide=decide if pruner is not None else None, suggest=suggest_ if suggest else None,
                      next_number=last + 1, since=history.without_improvement, elapsed=elapsed)
 
@@ -611,11 +632,13 @@ and the trials this plan stops (they count as finished)."""
 def _conclude(spec: ExperimentSpec, c: Counts, best: Trial | None, active: Sequence[Trial], *, exhausted: bool,
               decide: Callable[[], Iterable[tuple[int, str, str]]] | None, suggest: Suggest | None,
               next_number: int, since: int = 0, elapsed: float | None = None,
-              front: Sequence[Trial] = ()) -> Plan:
+              front: Sequence[Trial] = (), promote: Sequence[tuple[dict[str, ParamValue], Lineage]] = ()) -> Plan:
     """The plan's tail shared by both ways of planning: the outcome, the stop orders (all active trials when the
     experiment ends early, else the early-stopping ``decide``), and how many new trials to ask ``suggest`` for,
     numbered from ``next_number``. ``active`` are the active trials in ascending number; ``since`` is
-    :func:`without_improvement` of the finished ones."""
+    :func:`without_improvement` of the finished ones. ``promote``: with successive halving that pauses, the paused
+    trials to resume, in order (see :mod:`kubetune.pausing`); they start before new configurations, after
+    ``initialTrials``, and every new configuration then trains to the first rung."""
     outcome = _outcome(spec, c, best, exhausted, since, elapsed, len(front))
     plan = Plan(counts=c, best=best, outcome=outcome, front=sorted(front, key=lambda t: t.number))
     limit = spec.stopping.max_duration_seconds if spec.stopping is not None else None
@@ -639,7 +662,14 @@ def _conclude(spec: ExperimentSpec, c: Counts, best: Trial | None, active: Seque
         pending = [t.params for t in active if t.number not in stopped]
         # spec.initialTrials first: trial k is initialTrials[k]; the algorithm suggests the rest of the batch
         given = spec.initial_params(next_number, n_new) if spec.initial_trials else []
-        suggestions = suggest(pending + given, [t for t in active if t.number in stopped], n_new - len(given)) \
-            if n_new > len(given) else []
-        plan.create = [NewTrial(next_number + i, p) for i, p in enumerate(given + suggestions)]
+        promoted = list(promote[:n_new - len(given)])
+        rest = n_new - len(given) - len(promoted)
+        suggestions = suggest(pending + given + [p for p, _ in promoted], [t for t in active if t.number in stopped],
+                              rest) if rest > 0 else []
+        fresh = (lambda number: first_lineage(spec, number)) if pauses(spec) else (lambda number: None)
+        plan.create = [NewTrial(next_number + i, p, fresh(next_number + i)) for i, p in enumerate(given)]
+        plan.create += [NewTrial(next_number + len(given) + i, p, lineage) for i, (p, lineage) in enumerate(promoted)]
+        plan.create += [NewTrial(next_number + len(given) + len(promoted) + i, p,
+                                 fresh(next_number + len(given) + len(promoted) + i))
+                        for i, p in enumerate(suggestions)]
     return plan

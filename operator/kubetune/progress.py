@@ -37,7 +37,7 @@ NARROW = 60
 STATE_WIDTH = max(len(s.value) for s in TrialState)
 _WORD = re.compile(r"\S+")
 _COUNT_ORDER = [*(s for s in TrialState if s.finished), *(s for s in TrialState if not s.finished)]
-_STYLES = {TrialState.FAILED: "red", TrialState.PRUNED: "dim", TrialState.CANCELED: "dim"}
+_STYLES = {TrialState.FAILED: "red", TrialState.PRUNED: "dim", TrialState.CANCELED: "dim", TrialState.PAUSED: "cyan"}
 
 
 @dataclass(frozen=True)

@@ -771,6 +771,29 @@ PBT_RULES = [
     ),
 ]
 
+PAUSE_RULES = [
+    # earlyStopping {rule: asha} with spec.checkpoints pauses trials at its rungs (kubetune.pausing)
+    Rule(
+        "!has(self.checkpoints) || !has(self.earlyStopping) || self.earlyStopping.rule != 'asha' || "
+        "has(self.earlyStopping.maxResource)",
+        "with spec.checkpoints, earlyStopping rule asha pauses trials at its rungs and resumes them from their "
+        "checkpoints when promoted: it needs maxResource, the step every configuration that keeps being promoted "
+        "trains to",
+        lambda s: s.checkpoints is None or s.early_stopping is None or s.early_stopping.rule != "asha"
+        or s.early_stopping.max_resource is not None,
+        field="earlyStopping",
+    ),
+    Rule(
+        "!has(self.checkpoints) || !has(self.earlyStopping) || self.earlyStopping.rule != 'asha' || "
+        "self.algorithm.name != 'hyperband'",
+        "earlyStopping rule asha with spec.checkpoints pauses and resumes trials at its rungs, and so do the "
+        "hyperband algorithm's promotions: use one of the two",
+        lambda s: s.checkpoints is None or s.early_stopping is None or s.early_stopping.rule != "asha"
+        or s.algorithm.name != "hyperband",
+        field="earlyStopping",
+    ),
+]
+
 
 # --------------------------------------------------------------------------------------------------- spec
 
@@ -917,7 +940,8 @@ class ExperimentSpec(KubeModel):
     checkpoints: Checkpoints | None = Field(
         None,
         description="Optional: where trials keep checkpoints (a PersistentVolumeClaim mounted into every trial); "
-        "needed by pbt. A trial finds its own directory and the one to restore from with the SDK "
+        "needed by pbt; with hyperband a promotion resumes its parent's checkpoint, and with earlyStopping rule asha "
+        "trials pause at the rungs and resume when promoted. A trial finds its own directory and the one to restore from with the SDK "
         "(checkpoint_dir(), restore_dir()) or the env vars KUBETUNE_CHECKPOINT_DIR and KUBETUNE_RESTORE_DIR.",
     )
     trial_template: TrialTemplate = Field(description="A batch/v1 Job template for one trial.")
@@ -955,6 +979,7 @@ class ExperimentSpec(KubeModel):
         ),
         *CONDITION_RULES,
         *PBT_RULES,
+        *PAUSE_RULES,
         *MULTI_OBJECTIVE_RULES,
         Rule(
             "self.parameters == oldSelf.parameters",
@@ -1027,6 +1052,10 @@ class TrialCounts(KubeModel):
     succeeded: int = Field(0, description="Trials that reported the objective.")
     failed: int = Field(0, description="Trials that failed.")
     pruned: int = Field(0, description="Trials stopped early.")
+    paused: int | None = Field(
+        None, description="With earlyStopping rule asha and spec.checkpoints: trials that ended at a rung, holding "
+        "no pod; a promotion resumes one from its checkpoint as a new trial."
+    )
     infeasible: int | None = Field(
         None, description="With spec.constraints: Succeeded trials on which a constraint does not hold or whose "
         "metric was not reported (also counted in succeeded)."

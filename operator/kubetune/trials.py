@@ -68,6 +68,10 @@ class TrialState(str, enum.Enum):
     FAILED = "Failed"
     PRUNED = "Pruned"
     CANCELED = "Canceled"
+    PAUSED = "Paused"
+    """Ended at a rung of successive halving that pauses (``earlyStopping: {rule: asha}`` with
+    ``spec.checkpoints``, see :mod:`kubetune.pausing`): no pod is held, its checkpoint is kept, and a promotion
+    resumes it as a new trial whose lineage names it as the parent."""
 
     @property
     def finished(self) -> bool:
@@ -134,7 +138,8 @@ class Trial:
     completion_time: str | None = None
     truncation: str = field(default="", compare=False)
     lineage: Lineage | None = None
-    """With ``algorithm: pbt``: the trial's member and the checkpoint it restored (see :class:`Lineage`)."""
+    """With ``algorithm: pbt``, a hyperband promotion that resumes, or successive halving that pauses: the trial's
+    member and the checkpoint it restored (see :class:`Lineage`)."""
     checkpoint: str = ""
     """With ``spec.checkpoints``: where the trial's checkpoint is, as the trial sees it (at most
     :data:`MAX_CHECKPOINT_PATH` bytes; empty without checkpoints)."""
@@ -209,6 +214,10 @@ class Trial:
             return Observation(self.params, ObservationState.COMPLETE, loss, inter)
         if self.state is TrialState.PRUNED:
             loss = inter[-1][1] if inter else None
+            return Observation(self.params, ObservationState.PRUNED, loss, inter)
+        if self.state is TrialState.PAUSED:  # a partial result, as a pruned trial's: its value at the rung
+            value = self.objective_value(objective)
+            loss = objective.loss(value) if value is not None else (inter[-1][1] if inter else None)
             return Observation(self.params, ObservationState.PRUNED, loss, inter)
         return Observation(self.params, ObservationState.FAILED, None, inter)
 

@@ -48,6 +48,7 @@ from kubetune.engine import (
     SearchSpace,
     make_sampler,
 )
+from kubetune.pausing import pauses, settle
 from kubetune.plan import make_plan
 from kubetune.spec import ExperimentSpec
 from kubetune.trials import Reason, Trial, TrialState
@@ -224,6 +225,9 @@ def experiment(draw: st.DrawFn) -> dict[str, Any]:
     elif rule == "asha":
         spec["earlyStopping"] = {"rule": "asha", "minTrials": draw(st.integers(1, 3)),
                                  "minResource": 1, "reductionFactor": draw(st.integers(2, 4))}
+        if algo != "hyperband" and draw(st.booleans()):  # trials pause at the rungs (kubetune/pausing.py)
+            spec["checkpoints"] = {"persistentVolumeClaim": "ck"}
+            spec["earlyStopping"]["maxResource"] = draw(st.integers(2, 20))
     return {"apiVersion": "kubetune.io/v1alpha1", "kind": "TuningExperiment", "metadata": {"name": "prop"},
             "spec": spec}
 
@@ -354,13 +358,23 @@ def run_example(raw: dict[str, Any], rounds: int = ROUNDS) -> str:
             running = sum(1 for t in trials if t.active)
             asked = min(spec.parallel_trials - running, spec.max_trials - len(trials))
             if plan.outcome is None and asked > 0:
-                check_suggestions(spec, raw, trials, [n.params for n in plan.create], asked)
+                new = plan.create
+                if pauses(spec):  # a promotion resumes a paused trial: its configuration, once per paused trial
+                    resumed = [n for n in new if n.lineage is not None and n.lineage.parent is not None]
+                    paused = {t.number: t for t in trials if t.state is TrialState.PAUSED}
+                    assert all(n.lineage.parent in paused and n.params == paused[n.lineage.parent].params
+                               for n in resumed)  # type: ignore[union-attr]
+                    assert not {n.lineage.parent for n in resumed} & {  # type: ignore[union-attr]
+                        t.lineage.parent for t in trials if t.lineage is not None}
+                    new, asked = [n for n in new if n not in resumed], asked - len(resumed)
+                check_suggestions(spec, raw, trials, [n.params for n in new], asked)
             for n in plan.create:
                 trials.append(Trial(n.number, dict(n.params), TrialState.RUNNING,
                                     curve=[(1, fake_loss(n.params, n.number) + 5.0)], lineage=n.lineage))
             for i, t in enumerate(t for t in trials if t.active):
                 if (i + r) % 3 != 2:  # most running trials finish each round, some keep running
                     finish(t, (t.number + r) % 3)
+                    settle(spec, t)  # Paused at a rung when trials pause (kubetune/pausing.py)
             assert time.process_time() - started < TIME_BOUND
         peak = peak_of()
     assert peak < MEMORY_BOUND, f"peak {peak / 2**20:.1f} MiB"

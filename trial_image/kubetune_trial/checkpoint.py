@@ -7,7 +7,9 @@ kubetune sets these env vars when the experiment has ``spec.checkpoints`` (``kub
   which this trial must only read) and the step it holds; absent when the trial starts afresh;
 * ``KUBETUNE_END_STEP``: with ``algorithm: pbt``, the step this trial's segment trains to: report every step up to
   it (``report(step=...)``), then make the final report and exit. A hyperband promotion that resumes (``algorithm:
-  hyperband`` with ``spec.checkpoints``) gets it too: its rung's resource, the value of the resource parameter.
+  hyperband`` with ``spec.checkpoints``) gets it too: its rung's resource, the value of the resource parameter; so
+  does every trial of ``earlyStopping: {rule: asha}`` with ``spec.checkpoints``: the rung it pauses at (or
+  ``maxResource``).
 
 A pbt segment therefore looks like::
 
@@ -60,6 +62,7 @@ def restore_step() -> int:
 
 
 def end_step() -> int | None:
-    """With ``algorithm: pbt`` (and for a hyperband promotion that resumes), the step this trial trains to; None
-    otherwise (train as long as you like)."""
+    """With ``algorithm: pbt``, for a hyperband promotion that resumes, and for every trial of ``asha`` with
+    checkpoints (it pauses at a rung), the step this trial trains to; None otherwise (train as long as you
+    like)."""
     return _int_env("KUBETUNE_END_STEP")

@@ -21,6 +21,7 @@ from ..metrics import (
     parse_annotation,
     parse_termination_report,
 )
+from ..pausing import settle
 from ..spec import ExperimentSpec, trial_time_limit
 from ..trials import Reason, Trial, TrialState, bound_metrics, make_curve
 from . import labels as L
@@ -287,6 +288,7 @@ def observe_trial(spec: ExperimentSpec, job: JobSummary, pods: list[PodSummary],
         missing = [o.metric for o in spec.objective_list if o.metric not in trial.metrics]
         if not missing:
             trial.state, trial.reason = TrialState.SUCCEEDED, Reason.COMPLETED
+            settle(spec, trial)  # or Paused at a rung (kubetune.pausing)
         elif problem and metric in missing:  # the message says why; what else the report lacked is moot
             trial.state, trial.reason, trial.message = TrialState.FAILED, Reason.INVALID_METRICS, problem
             notes.clear()

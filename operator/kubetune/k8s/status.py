@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from ..pausing import pauses
 from ..plan import Plan, front_in_status
 from ..spec import ExperimentSpec, render_value
 from ..template import trial_name
@@ -75,7 +76,7 @@ def running_status(
     status: dict[str, Any] = {
         "observedGeneration": gen,
         "conditions": conds,
-        "trials": c.as_status(constrained=bool(spec.constraints)),
+        "trials": c.as_status(constrained=bool(spec.constraints), pausing=pauses(spec)),
         "results": f"{name}-results-",
     }
     if plan.best is not None:

@@ -53,6 +53,7 @@ from ..metrics import (
     parse_report_line,
     parse_termination_message,
 )
+from ..pausing import paused_reason
 from ..plan import NewTrial, Outcome, Plan, StopOrder, build_sampler, make_plan, recent_segments
 from ..pruning import make_pruner
 from ..spec import ExperimentSpec, TuningExperiment, trial_time_limit
@@ -762,6 +763,10 @@ class LocalRunner:
         if missing:
             self._finish(lt, TrialState.FAILED, Reason.METRICS_MISSING,
                          f"the trial exited without reporting the objective metric {missing[0]!r}")
+            return
+        why = paused_reason(self.spec, lt.trial)  # a segment that ended on a rung (kubetune.pausing)
+        if why is not None:
+            self._finish(lt, TrialState.PAUSED, *why)
             return
         self._finish(lt, TrialState.SUCCEEDED, Reason.COMPLETED, "")
 

@@ -54,6 +54,8 @@ def make_pruner(spec: ExperimentSpec) -> Pruner | None:
 
         return MedianPruner(effective)
     if effective.rule == "asha":
+        if getattr(spec, "checkpoints", None) is not None:
+            return None  # trials pause at the rungs instead: kubetune.pausing promotes and resumes them
         from .asha import AshaPruner
 
         return AshaPruner(effective)

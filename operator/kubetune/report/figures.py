@@ -71,11 +71,12 @@ def history(data: ReportData) -> go.Figure:
                                  mode="markers", name="infeasible (a constraint does not hold)",
                                  marker=dict(color=PRUNED, symbol="circle-open", size=7),
                                  text=_hover(data, infeasible), hoverinfo="text+y"))
-    pruned = [r for r in data.results.trials if r.state is TrialState.PRUNED and r.trial.curve]
+    pruned = [r for r in data.results.trials if r.state in (TrialState.PRUNED, TrialState.PAUSED) and r.trial.curve]
     pruned = data.sample(pruned, MAX_POINTS, "optimization history (pruned)")
     if pruned:
+        paused = any(r.state is TrialState.PAUSED for r in pruned)
         fig.add_trace(go.Scatter(x=[r.number for r in pruned], y=[r.trial.curve[-1][1] for r in pruned],
-                                 mode="markers", name="pruned (last report)",
+                                 mode="markers", name="paused at a rung" if paused else "pruned (last report)",
                                  marker=dict(color=PRUNED, symbol="x", size=6), text=_hover(data, pruned),
                                  hoverinfo="text+y"))
     fig.add_trace(go.Scatter(x=best_x, y=best_y, mode="lines", line=dict(color=BEST, shape="hv", width=2),

@@ -1,9 +1,9 @@
 """A trial that trains ``epochs`` steps of one configuration, resuming from the checkpoint kubetune names.
 
 It restores ``state.json`` from ``KUBETUNE_RESTORE_DIR`` (exit 3 when it is missing or holds another step than
-``KUBETUNE_RESTORE_STEP``), trains the steps after it up to ``epochs`` (0.05 s each), writes ``state.json`` (every
-step this configuration's chain of trials trained, in order) to its own checkpoint directory before reporting each
-step, and ``seen.json`` with the checkpoint env vars it was given.
+``KUBETUNE_RESTORE_STEP``), trains the steps after it up to ``KUBETUNE_END_STEP`` or else ``epochs`` (0.05 s
+each), writes ``state.json`` (every step this configuration's chain of trials trained, in order) to its own
+checkpoint directory before reporting each step, and ``seen.json`` with the checkpoint env vars it was given.
 """
 
 import json
@@ -14,7 +14,7 @@ import time
 import kubetune_trial as kt
 
 p = kt.params()
-epochs = int(p["epochs"])
+epochs = kt.end_step() or int(p["epochs"])  # a segment that pauses at a rung is told where to end
 x = float(p["x"])
 own = kt.checkpoint_dir()
 if own is None:
