@@ -288,8 +288,8 @@ def _experiment_row(obj: dict[str, Any], wide: bool, with_namespace: bool) -> li
     row += [shown, _fmt(trials.get("succeeded")),
             _fmt(trials.get("created")), _fmt(spec.get("maxTrials"))]
     if wide:
-        row += [_fmt(trials.get("running")), _fmt(trials.get("pruned")), _fmt(trials.get("failed")),
-                _fmt(trials.get("infeasible"))]
+        row += [_fmt(trials.get("running")), _fmt(trials.get("pruned")), _fmt(trials.get("paused")),
+                _fmt(trials.get("failed")), _fmt(trials.get("infeasible"))]
     row += [_fmt(succeeded.get("status")), _fmt(succeeded.get("reason")), _age(meta.get("creationTimestamp"))]
     return row
 
@@ -324,7 +324,7 @@ def _cmd_get(args: argparse.Namespace) -> int:
         return 0
     wide = args.output == "wide"
     header = (["NAMESPACE"] if args.all_namespaces else []) + ["NAME"] + (["METRIC"] if wide else []) + [
-        "BEST", "SUCCEEDED-TRIALS", "TRIALS", "MAX"] + (["RUNNING", "PRUNED", "FAILED", "INFEASIBLE"] if wide
+        "BEST", "SUCCEEDED-TRIALS", "TRIALS", "MAX"] + (["RUNNING", "PRUNED", "PAUSED", "FAILED", "INFEASIBLE"] if wide
                                                         else []) + [
         "SUCCEEDED", "REASON", "AGE"]
     _table(header, [_experiment_row(o, wide, args.all_namespaces) for o in items])

@@ -159,6 +159,7 @@ def crd() -> dict[str, Any]:
                         {"name": "Max", "type": "integer", "jsonPath": ".spec.maxTrials"},
                         {"name": "Running", "type": "integer", "jsonPath": ".status.trials.running", "priority": 1},
                         {"name": "Pruned", "type": "integer", "jsonPath": ".status.trials.pruned", "priority": 1},
+                        {"name": "Paused", "type": "integer", "jsonPath": ".status.trials.paused", "priority": 1},
                         {"name": "Failed", "type": "integer", "jsonPath": ".status.trials.failed", "priority": 1},
                         {"name": "Infeasible", "type": "integer", "jsonPath": ".status.trials.infeasible",
                          "priority": 1},

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-from operator_process import Experiments, OperatorProcess, script_experiment, wait_for
+from operator_process import Experiments, OperatorProcess, script_experiment, table_cell, wait_for
 
 from kubetune.engine import make_sampler
 from kubetune.plan import observe
@@ -149,8 +149,8 @@ def test_cli_shows_feasibility(finished: tuple[dict[str, Any], dict[str, Any]], 
 
     header, row = kubetune("get", "cons", "-n", ns, "-o", "wide").splitlines()
     assert dict(zip(header.split(), row.split()))["INFEASIBLE"] == str(len(infeasible))
-    kubectl = control_plane.kubectl("get", "tex", "cons", "-n", ns, "-o", "wide").stdout.splitlines()
-    assert dict(zip(kubectl[0].split(), kubectl[1].split()))["INFEASIBLE"] == str(len(infeasible))
+    kubectl = control_plane.kubectl("get", "tex", "cons", "-n", ns, "-o", "wide").stdout
+    assert table_cell(kubectl, "INFEASIBLE") == str(len(infeasible))
     header, *rows = kubetune("trials", "cons", "-n", ns).splitlines()
     assert header.split()[:3] == ["NAME", "STATE", "FEASIBLE"]
     assert {int(r.split()[0].rsplit("-", 1)[1]) for r in rows if r.split()[2] == "no"} == infeasible

@@ -15,8 +15,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import pytest
 from kubernetes import client
-from operator_process import Experiments, OperatorProcess, wait_for
+from operator_process import Experiments, OperatorProcess, table_cell, wait_for
 
 from kubetune.trials import Trial, TrialState
 
@@ -45,7 +46,8 @@ def experiment() -> dict[str, Any]:
 
 
 def test_asha_pauses_trials_at_rungs_and_promotions_resume_them(
-        op: OperatorProcess, ns: str, kube_api: client.ApiClient, node_agent: Any) -> None:
+        op: OperatorProcess, ns: str, kube_api: client.ApiClient, node_agent: Any, control_plane: Any,
+        capsys: pytest.CaptureFixture[str]) -> None:
     client.CoreV1Api(kube_api).create_namespaced_persistent_volume_claim(ns, {
         "metadata": {"name": CLAIM},
         "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}}})
@@ -65,6 +67,16 @@ def test_asha_pauses_trials_at_rungs_and_promotions_resume_them(
     status = ex.get(NAME)["status"]
     assert status["trials"]["paused"] == states.count(TrialState.PAUSED)
     assert status["trials"]["succeeded"] == states.count(TrialState.SUCCEEDED)
+    # kubectl get -o wide and kubetune get -o wide show the paused count
+    from kubetune.cli import main
+
+    paused = str(states.count(TrialState.PAUSED))
+    kubectl = control_plane.kubectl("get", "tex", NAME, "-n", ns, "-o", "wide").stdout
+    assert table_cell(kubectl, "PAUSED") == paused
+    capsys.readouterr()
+    assert main(["get", NAME, "-n", ns, "-o", "wide", "--kubeconfig", str(control_plane.kubeconfig)]) == 0
+    header, row = capsys.readouterr().out.splitlines()
+    assert dict(zip(header.split(), row.split()))["PAUSED"] == paused
     best = status["bestTrial"]["number"]
     assert trials[best].state is TrialState.SUCCEEDED and trials[best].lineage.end == 9  # type: ignore[union-attr]
 

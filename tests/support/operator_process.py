@@ -109,6 +109,17 @@ def script_experiment(name: str, command: list[str], spec: dict[str, Any], *, gr
     }
 
 
+def table_cell(table: str, column: str, row: int = 0) -> str:
+    """The cell of ``column`` in data row ``row`` of a kubectl-style table, read by the header's position: kubectl
+    leaves a missing value blank, so splitting on whitespace would shift the later cells."""
+    header, *rows = table.splitlines()
+    start = header.index(column)
+    end = start + len(column)
+    while end < len(header) and header[end] == " ":
+        end += 1
+    return rows[row][start:end if end < len(header) else None].strip()
+
+
 class Experiments:
     """Thin helpers over the TuningExperiment API for tests."""
 

@@ -351,3 +351,30 @@ def test_kubetune_run_pauses_and_resumes_and_trains_no_step_twice(tmp_path: Path
     assert "Paused    q=" in proc.stdout + proc.stderr  # the live table shows the state
     best = max((t for t in trials if t.state is TrialState.SUCCEEDED), key=lambda t: t.metrics["q"])
     assert best.lineage is not None and best.lineage.end == 9
+
+
+@pytest.mark.timeout(300)
+def test_the_example_pauses_and_resumes_models(tmp_path: Path) -> None:
+    """examples/digits-mlp-asha-pause.yaml cut to 7 trials: the trial script trains to KUBETUNE_END_STEP, a promoted
+    trial unpickles its parent's model (exit 3 when it holds another epoch) and trains only the next epochs."""
+    doc = yaml.safe_load((ROOT / "examples" / "digits-mlp-asha-pause.yaml").read_text())
+    doc["spec"]["maxTrials"], doc["spec"]["parallelTrials"] = 7, 1
+    doc["spec"]["earlyStopping"].update(minTrials=1, maxResource=9)
+    doc["spec"]["initialTrials"] = [{"lr": 0.01, "alpha": 1e-4, "hidden": 32}, {"lr": 0.0002, "alpha": 1e-4,
+                                                                                "hidden": 16}]
+    path = tmp_path / "sha.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), str(ROOT / "trial_image"),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "kubetune", "run", str(path), "--out", str(out)], env=env,
+                          capture_output=True, text=True, timeout=280)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    trials = [Trial.from_record(json.loads(line)) for line in (out / "trials.jsonl").read_text().splitlines()]
+    assert len(trials) == 7 and {t.state for t in trials} <= {TrialState.PAUSED, TrialState.SUCCEEDED}
+    by_member = chains(trials)
+    # the first configuration (lr 0.01) learns faster than lr 0.0002: promoted to 3, then to the end (9)
+    assert [t.lineage.end for t in by_member[0]] == [1, 3, 9]  # type: ignore[union-attr]
+    assert by_member[0][-1].state is TrialState.SUCCEEDED
+    for t in trials:
+        assert [s for s, _ in t.curve] == list(range(t.lineage.start + 1, t.lineage.end + 1))  # type: ignore

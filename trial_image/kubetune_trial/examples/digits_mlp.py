@@ -13,8 +13,9 @@ epochs). That is what makes Hyperband's promotions cheap: a promoted configurati
 over. On a cluster the directory must be shared by the trials (a ReadWriteMany volume).
 
 With ``spec.checkpoints`` (no ``--checkpoint-dir``) it follows the trial contract instead: it resumes from
-``model.pkl`` in ``kt.restore_dir()`` (a hyperband promotion; exit 3 when that checkpoint does not hold
-``kt.restore_step()`` epochs) and saves ``model.pkl`` to ``kt.checkpoint_dir()`` after training.
+``model.pkl`` in ``kt.restore_dir()`` (a hyperband or asha promotion; exit 3 when that checkpoint does not hold
+``kt.restore_step()`` epochs), trains to ``kt.end_step()`` when kubetune sets it (in place of ``--epochs``), and
+saves ``model.pkl`` to ``kt.checkpoint_dir()`` after training.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint-dir", help="resume from / save to a checkpoint of this configuration here")
     args = parser.parse_args(argv)
+    if not args.checkpoint_dir and kt.end_step() is not None:
+        args.epochs = kt.end_step()  # a segment that ends at a rung (asha with spec.checkpoints) or a promotion
 
     import numpy as np
     from sklearn.datasets import load_digits
