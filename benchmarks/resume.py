@@ -1,8 +1,10 @@
-"""Resume-based Hyperband against retraining Hyperband: the compute each needs to reach the same accuracy.
+"""Resume-based Hyperband against retraining Hyperband, and ASHA that pauses against ASHA that prunes: the compute
+each needs to reach the same accuracy.
 
 Usage (from the repository root)::
 
     nice -n 19 python benchmarks/resume.py              # the documented run (docs/benchmarks-multifidelity.md)
+    nice -n 19 python benchmarks/resume.py --family asha    # earlyStopping asha, pruning against pausing
     nice -n 19 python benchmarks/resume.py --quick      # one seed, tiny budgets: checks that everything runs
 
 Tasks, data, training and compute accounting are those of :mod:`benchmarks.multifidelity` (digits, epoch by epoch
@@ -17,7 +19,14 @@ with ``epochs`` (1..27, eta 3) as the resource, driven through :func:`kubetune.p
   the lineage says.
 
 Given the same records both suggest the same configurations (checkpoints change no suggestion); the runs part
-only because resumed trials finish sooner. Measured per seed: the
+only because resumed trials finish sooner.
+
+``--family asha``: ``algorithm: random`` with ``earlyStopping: {rule: asha, maxResource: 27}`` (eta 3, minTrials 3,
+rungs 1, 3, 9), without checkpoints (a trial behind at a rung is pruned) and with ``spec.checkpoints`` (each trial
+trains to its rung and is paused; promotions restore the paused trial's checkpoint, :mod:`kubetune.pausing`). The
+target is the pruning run's final best.
+
+Measured per seed: the
 final best validation accuracy of each, and the epochs each needed to first reach the retraining run's final best
 (the same accuracy).
 """
@@ -40,13 +49,17 @@ for _p in (str(ROOT / "operator"), str(ROOT)):
         sys.path.insert(0, _p)
 
 from benchmarks import multifidelity as mf  # noqa: E402
+from kubetune.pausing import settle  # noqa: E402
 from kubetune.plan import make_plan  # noqa: E402
 from kubetune.spec import ExperimentSpec  # noqa: E402
 from kubetune.trials import Trial, TrialState, add_curve_point  # noqa: E402
 
 RETRAIN = "hyperband (retrain)"
 RESUME = "hyperband + spec.checkpoints (resume)"
-METHODS = [RETRAIN, RESUME]
+PRUNE = "asha (prune)"
+PAUSE = "asha + spec.checkpoints (pause)"
+FAMILIES = {"hyperband": [RETRAIN, RESUME], "asha": [PRUNE, PAUSE]}
+METHODS = FAMILIES["hyperband"]
 TASKS = ["mlp-digits", "sgd-digits"]
 
 
@@ -77,8 +90,18 @@ def _spec(task: mf.Task, cfg: mf.Config, seed: int, checkpoints: bool) -> Experi
     return ExperimentSpec.model_validate(doc)
 
 
+def _asha_spec(task: mf.Task, cfg: mf.Config, seed: int, checkpoints: bool) -> ExperimentSpec:
+    spec = mf._spec(task, cfg, seed, early={"rule": "asha", "maxResource": cfg.max_epochs})
+    doc = spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+    if checkpoints:
+        doc["checkpoints"] = {"persistentVolumeClaim": "bench"}
+    return ExperimentSpec.model_validate(doc)
+
+
 def run_hyperband(spec: ExperimentSpec, curves: mf.Curves, ledger: mf.Ledger) -> int:
-    """The backends' loop, simulated (one epoch per running trial per tick); returns how many trials resumed."""
+    """The backends' loop, simulated (one epoch per running trial per tick); returns how many trials resumed. A trial
+    trains to its lineage's end (a segment), else to its ``epochs`` parameter, else to the full budget; stop orders
+    (pruning) end trials; a trial that ends is settled as the backends do (``Paused`` at a rung when trials pause)."""
     trials: list[Trial] = []
     running: dict[int, Trial] = {}
     checkpoint: dict[int, int] = {}
@@ -88,6 +111,10 @@ def run_hyperband(spec: ExperimentSpec, curves: mf.Curves, ledger: mf.Ledger) ->
     resumed = 0
     while True:
         plan = make_plan(spec, trials, experiment="bench")
+        for order in plan.stop:
+            t = running.pop(order.number)
+            t.state, t.reason, t.message = order.state, order.reason, order.message
+            del done[t.number]
         if ledger.exhausted or plan.finished:
             return resumed
         for new in plan.create:
@@ -103,7 +130,7 @@ def run_hyperband(spec: ExperimentSpec, curves: mf.Curves, ledger: mf.Ledger) ->
         if not running:
             return resumed
         for t in list(running.values()):
-            target = int(t.params["epochs"])
+            target = t.lineage.end if t.lineage is not None else int(t.params.get("epochs", curves.max_epochs))
             e = done[t.number] = done[t.number] + 1
             val, test, secs = curves.epoch(t.params, e)
             ledger.charge(secs)
@@ -111,32 +138,35 @@ def run_hyperband(spec: ExperimentSpec, curves: mf.Curves, ledger: mf.Ledger) ->
             t.metrics = {"accuracy": val}
             if e >= target:
                 t.state = TrialState.SUCCEEDED
+                settle(spec, t)
                 del running[t.number], done[t.number]
                 checkpoint[t.number] = e
-                if target == curves.max_epochs:
+                if target == curves.max_epochs and t.state is TrialState.SUCCEEDED:
                     ledger.finished_full(val, test)
 
 
-def run_one(task_name: str, seed: int, cfg: mf.Config) -> list[Run]:
+def run_one(task_name: str, seed: int, cfg: mf.Config, family: str = "hyperband") -> list[Run]:
     task = mf.TASK_DEFS[task_name]
     curves = mf.Curves(task, mf.Data(), seed, cfg.max_epochs)
     budget = cfg.trials * cfg.max_epochs
     out = []
-    for method in METHODS:
+    for method in FAMILIES[family]:
         ledger = mf.Ledger(budget_epochs=budget, max_epochs=cfg.max_epochs)
-        resumed = run_hyperband(_spec(task, cfg, seed, checkpoints=method == RESUME), curves, ledger)
+        spec = (_spec(task, cfg, seed, checkpoints=method == RESUME) if family == "hyperband"
+                else _asha_spec(task, cfg, seed, checkpoints=method == PAUSE))
+        resumed = run_hyperband(spec, curves, ledger)
         out.append(Run(task_name, seed, method, budget, ledger.epochs, ledger.seconds, ledger.best_val,
                        ledger.best_test, ledger.trials, resumed, ledger.trace))
     return out
 
 
-def run(cfg: mf.Config, log: bool = False) -> list[Run]:
+def run(cfg: mf.Config, log: bool = False, family: str = "hyperband") -> list[Run]:
     jobs = [(task, seed) for task in cfg.tasks for seed in cfg.seeds]
     if cfg.workers <= 1:
-        return [r for task, seed in jobs for r in run_one(task, seed, cfg)]
+        return [r for task, seed in jobs for r in run_one(task, seed, cfg, family)]
     results: list[Run] = []
     with ProcessPoolExecutor(max_workers=cfg.workers) as pool:
-        for (task, seed), future in [(job, pool.submit(run_one, *job, cfg)) for job in jobs]:
+        for (task, seed), future in [(job, pool.submit(run_one, *job, cfg, family)) for job in jobs]:
             results += future.result()
             if log:
                 print(f"  done {task} seed {seed}", file=sys.stderr, flush=True)
@@ -149,9 +179,11 @@ HEADER = ["method", "val acc (final)", "test acc (final)", "reached the retraini
 
 def table(results: list[Run], task: str) -> str:
     rows = [r for r in results if r.task == task]
-    target = {r.seed: r.best_val for r in rows if r.method == RETRAIN}
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "|".join("---" for _ in HEADER) + "|"]
-    for m in METHODS:
+    methods = next(ms for ms in FAMILIES.values() if rows and rows[0].method in ms)
+    target = {r.seed: r.best_val for r in rows if r.method == methods[0]}
+    header = HEADER if methods[0] == RETRAIN else [h.replace("retraining", "pruning") for h in HEADER]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for m in methods:
         rs = [r for r in rows if r.method == m]
         hits = [e for r in rs if (e := r.reached(target[r.seed])) is not None]
         med = statistics.median(hits) if hits else float("nan")
@@ -186,11 +218,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=8, help="number of seeds (default 8: seeds 100..107)")
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=None)
     parser.add_argument("--workers", type=int, default=2, help="processes (one task and seed each)")
+    parser.add_argument("--family", choices=sorted(FAMILIES), default="hyperband",
+                        help="hyperband: retraining against resuming; asha: pruning against pausing")
     args = parser.parse_args(argv)
     cfg = config_for(args.quick, args.seeds, args.tasks, args.workers)
     command = "nice -n 19 python benchmarks/resume.py " + " ".join(argv if argv is not None else sys.argv[1:])
     t0 = time.perf_counter()
-    results = run(cfg, log=True)
+    results = run(cfg, log=True, family=args.family)
     print(report(results, cfg, time.perf_counter() - t0, command.strip()))
     return 0
 

@@ -378,3 +378,21 @@ def test_the_example_pauses_and_resumes_models(tmp_path: Path) -> None:
     assert by_member[0][-1].state is TrialState.SUCCEEDED
     for t in trials:
         assert [s for s, _ in t.curve] == list(range(t.lineage.start + 1, t.lineage.end + 1))  # type: ignore
+
+
+@pytest.mark.timeout(300)
+def test_quick_benchmark_pausing_against_pruning() -> None:
+    from benchmarks import resume as bench
+
+    cfg = bench.config_for(quick=True)
+    results = bench.run(cfg, family="asha")
+    assert [r.method for r in results] == bench.FAMILIES["asha"]
+    budget = cfg.trials * cfg.max_epochs
+    prune, pause = results
+    assert prune.resumed == 0 and pause.resumed >= 1  # only pausing resumes
+    for r in results:
+        assert budget <= r.epochs <= budget + cfg.parallel and 0 <= r.best_val <= 1
+    lines = bench.table(results, "mlp-digits").splitlines()
+    assert "reached the pruning run's final accuracy" in lines[0] and len(lines) == 4
+    assert [row.split("|")[1].strip() for row in lines[2:]] == bench.FAMILIES["asha"]
+    assert lines[2].split("|")[4].strip() == "1/1"  # the pruning run reaches its own final accuracy
