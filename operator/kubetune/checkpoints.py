@@ -18,7 +18,8 @@ them from env vars (read by the SDK's ``checkpoint_dir()``, ``restore_dir()``, `
 Cleanup: a checkpoint is *superseded* once its pbt member has two later finished segments; nothing restores from a
 superseded checkpoint again once no running trial restores from it (:func:`deletable`). ``kubetune run`` deletes
 those directories as trials finish, so at most ``2 * populationSize + parallelTrials`` checkpoints exist at once. On a
-cluster the operator does not mount the claim and deletes nothing: the claim holds at most one directory per trial
+cluster the operator does not mount the claim and deletes nothing (with asha pausing, ``kubetune run`` deletes a
+paused trial's checkpoint once the trial that continued it finished: :func:`kubetune.pausing.superseded`): the claim holds at most one directory per trial
 (``maxTrials``), and deleting the experiment's directory (or the claim) is the owner's. Checkpoints of other
 algorithms are never deleted by kubetune (they are each trial's own, for a later resume).
 """

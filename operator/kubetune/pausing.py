@@ -31,6 +31,11 @@ and counts in ``maxTrials``.
 
 Everything is read from the records (states, lineages, final values), so both backends and a restarted operator
 promote the same trials. A paused trial is seen by the algorithm like a pruned one: a partial result at its rung.
+
+Checkpoints: once the trial that continued a paused trial has finished, the paused trial's checkpoint is never
+restored again (:func:`superseded`); ``kubetune run`` deletes it, so its directory holds one checkpoint per
+configuration (the latest segment's) plus those a running trial restores. On a cluster, as for every algorithm,
+the operator deletes no checkpoint (the claim is the owner's; at most one directory per trial).
 """
 
 from __future__ import annotations
@@ -142,6 +147,15 @@ def promotions(spec: ExperimentSpec, paused: Mapping[int, Mapping[int, Trial]], 
             if len(out) >= limit:
                 return out
     return out
+
+
+def superseded(trials: Iterable[Trial]) -> set[int]:
+    """The paused trials whose checkpoint nothing will restore again: those a *finished* trial continued (a paused
+    trial is promoted at most once, and the trial that continued it has its own checkpoint, or failed). ``kubetune
+    run`` deletes their directories, so at most one checkpoint per configuration, plus those being restored, is
+    kept."""
+    return {t.lineage.parent for t in trials
+            if t.lineage is not None and t.lineage.parent is not None and not t.active}
 
 
 def promotable(spec: ExperimentSpec, trials: Sequence[Trial], limit: int) -> list[tuple[dict[str, ParamValue], Lineage]]:

@@ -351,6 +351,9 @@ def test_kubetune_run_pauses_and_resumes_and_trains_no_step_twice(tmp_path: Path
     assert "Paused    q=" in proc.stdout + proc.stderr  # the live table shows the state
     best = max((t for t in trials if t.state is TrialState.SUCCEEDED), key=lambda t: t.metrics["q"])
     assert best.lineage is not None and best.lineage.end == 9
+    # a paused trial's checkpoint is deleted once the trial that continued it finished: one per configuration left
+    kept = sorted(int(d.name.rsplit("-", 1)[1]) for d in (out / "checkpoints").iterdir())
+    assert kept == sorted(c[-1].number for c in by_member.values())
 
 
 @pytest.mark.timeout(300)

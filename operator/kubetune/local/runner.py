@@ -53,7 +53,7 @@ from ..metrics import (
     parse_report_line,
     parse_termination_message,
 )
-from ..pausing import paused_reason
+from ..pausing import paused_reason, pauses, superseded
 from ..plan import NewTrial, Outcome, Plan, StopOrder, build_sampler, make_plan, recent_segments
 from ..pruning import make_pruner
 from ..spec import ExperimentSpec, TuningExperiment, trial_time_limit
@@ -442,8 +442,16 @@ class LocalRunner:
 
     def _delete_checkpoints(self) -> None:
         """With pbt, delete the checkpoints nothing can restore from any more (:func:`kubetune.checkpoints.deletable`)
-        once, so at most ``2 * populationSize + parallelTrials`` exist at a time."""
-        if self.spec.checkpoints is None or self.spec.algorithm.name != "pbt":
+        once, so at most ``2 * populationSize + parallelTrials`` exist at a time. With asha pausing, delete a paused
+        trial's checkpoint once the trial that continued it finished (:func:`kubetune.pausing.superseded`)."""
+        if self.spec.checkpoints is None:
+            return
+        if pauses(self.spec):
+            for number in sorted(superseded(self.all_trials()) - self.checkpoints_deleted):
+                shutil.rmtree(self.checkpoint_root / trial_name(self.name, number), ignore_errors=True)
+                self.checkpoints_deleted.add(number)
+            return
+        if self.spec.algorithm.name != "pbt":
             return
         trials = self.all_trials()
         candidates = [t.number for t in trials if t.lineage is not None and not t.active
