@@ -4,9 +4,9 @@ Every trial of an experiment with ``spec.checkpoints`` gets a directory of its o
 ``<root>/<trial name>`` where the root is ``<mountPath>/<experiment>`` on a cluster (the PersistentVolumeClaim is
 mounted at ``mountPath`` into every container of every trial) and ``<results directory>/checkpoints`` with
 ``kubetune run``. A trial that continues another trial's training (a pbt segment, a hyperband promotion: see
-:mod:`kubetune.resume`, or an asha promotion: see :mod:`kubetune.pausing`) also gets the directory to restore from and the step that checkpoint holds. The trial learns
-them from env vars (read by the SDK's ``checkpoint_dir()``, ``restore_dir()``, ``restore_step()`` and
-``end_step()``):
+:mod:`kubetune.resume`, or an asha promotion: see :mod:`kubetune.pausing`) also gets the directory to restore from
+and the step that checkpoint holds. The trial learns them from env vars (read by the SDK's ``checkpoint_dir()``,
+``restore_dir()``, ``restore_step()`` and ``end_step()``):
 
 * ``KUBETUNE_CHECKPOINT_DIR``: the trial's own directory (``kubetune run`` creates it; on a cluster the SDK does);
 * ``KUBETUNE_RESTORE_DIR``, ``KUBETUNE_RESTORE_STEP``: the checkpoint to start from and its step (absent for a
@@ -18,10 +18,11 @@ them from env vars (read by the SDK's ``checkpoint_dir()``, ``restore_dir()``, `
 Cleanup: a checkpoint is *superseded* once its pbt member has two later finished segments; nothing restores from a
 superseded checkpoint again once no running trial restores from it (:func:`deletable`). ``kubetune run`` deletes
 those directories as trials finish, so at most ``2 * populationSize + parallelTrials`` checkpoints exist at once. On a
-cluster the operator does not mount the claim and deletes nothing (with asha pausing, ``kubetune run`` deletes a
-paused trial's checkpoint once the trial that continued it finished: :func:`kubetune.pausing.superseded`): the claim holds at most one directory per trial
-(``maxTrials``), and deleting the experiment's directory (or the claim) is the owner's. Checkpoints of other
-algorithms are never deleted by kubetune (they are each trial's own, for a later resume).
+cluster the operator does not mount the claim and deletes nothing: the claim holds at most one directory per trial
+(``maxTrials``), and deleting the experiment's directory (or the claim) is the owner's. With asha pausing,
+``kubetune run`` deletes a paused trial's checkpoint once the trial that continued it finished
+(:func:`kubetune.pausing.superseded`). Checkpoints of other algorithms are never deleted by kubetune (they are each
+trial's own, for a later resume).
 """
 
 from __future__ import annotations

@@ -158,7 +158,8 @@ def superseded(trials: Iterable[Trial]) -> set[int]:
             if t.lineage is not None and t.lineage.parent is not None and not t.active}
 
 
-def promotable(spec: ExperimentSpec, trials: Sequence[Trial], limit: int) -> list[tuple[dict[str, ParamValue], Lineage]]:
+def promotable(spec: ExperimentSpec, trials: Sequence[Trial],
+               limit: int) -> list[tuple[dict[str, ParamValue], Lineage]]:
     """:func:`promotions` over every trial of an experiment."""
     idx = index(trials)
     return promotions(spec, idx.paused, idx.continued, limit)

@@ -18,9 +18,9 @@ import numpy as np
 from .engine import Observation, ParamValue, Sampler, make_sampler
 from .engine.pareto import select_spread
 from .engine.pbt import NextSegment, PBTSampler, Segment
+from .pausing import PausedIndex, first_lineage, pauses, promotable, promotions
 from .pruning import Pruner, make_pruner
 from .pruning._curve import FinishedCurves
-from .pausing import PausedIndex, first_lineage, pauses, promotable, promotions
 from .resume import promotion_lineages, resumes
 from .spec import MAX_FRONT_IN_STATUS, ExperimentSpec
 from .trials import Lineage, Reason, Trial, TrialState
@@ -190,10 +190,11 @@ def best_trial(spec: ExperimentSpec, trials: Sequence[Trial]) -> Trial | None:
 
 def _stall_step(spec: ExperimentSpec, trial: Trial, reference: float | None, run: int) -> tuple[float | None, int]:
     """One finished trial (taken in number order) through ``stopping.noImprovement``: the value of the last trial
-    that improved, and how many counted trials came after it. Canceled trials are not counted."""
+    that improved, and how many counted trials came after it. Canceled and Paused trials are not counted (a paused
+    trial is not a result: its configuration may still be resumed)."""
     rule = spec.stopping.no_improvement if spec.stopping is not None else None
     assert rule is not None
-    if trial.state is TrialState.CANCELED:
+    if trial.state in (TrialState.CANCELED, TrialState.PAUSED):
         return reference, run
     if feasible(spec, trial):
         value = trial.objective_value(spec.objective)
@@ -203,9 +204,9 @@ def _stall_step(spec: ExperimentSpec, trial: Trial, reference: float | None, run
 
 
 def without_improvement(spec: ExperimentSpec, trials: Iterable[Trial]) -> int:
-    """How many finished trials in a row, in number order and Canceled ones not counted, did not improve (see
-    :class:`~kubetune.spec.NoImprovement`): counted after the last trial that improved, or from the first trial
-    when none did. 0 without ``stopping.noImprovement``."""
+    """How many finished trials in a row, in number order and Canceled and Paused ones not counted, did not
+    improve (see :class:`~kubetune.spec.NoImprovement`): counted after the last trial that improved, or from the
+    first trial when none did. 0 without ``stopping.noImprovement``."""
     if spec.stopping is None or spec.stopping.no_improvement is None:
         return 0
     reference: float | None = None

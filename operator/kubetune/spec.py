@@ -941,8 +941,9 @@ class ExperimentSpec(KubeModel):
         None,
         description="Optional: where trials keep checkpoints (a PersistentVolumeClaim mounted into every trial); "
         "needed by pbt; with hyperband a promotion resumes its parent's checkpoint, and with earlyStopping rule asha "
-        "trials pause at the rungs and resume when promoted. A trial finds its own directory and the one to restore from with the SDK "
-        "(checkpoint_dir(), restore_dir()) or the env vars KUBETUNE_CHECKPOINT_DIR and KUBETUNE_RESTORE_DIR.",
+        "trials pause at the rungs and resume when promoted. A trial finds its own directory and the one to "
+        "restore from with the SDK (checkpoint_dir(), restore_dir()) or the env vars KUBETUNE_CHECKPOINT_DIR and "
+        "KUBETUNE_RESTORE_DIR.",
     )
     trial_template: TrialTemplate = Field(description="A batch/v1 Job template for one trial.")
 

@@ -399,3 +399,23 @@ def test_quick_benchmark_pausing_against_pruning() -> None:
     assert "reached the pruning run's final accuracy" in lines[0] and len(lines) == 4
     assert [row.split("|")[1].strip() for row in lines[2:]] == bench.FAMILIES["asha"]
     assert lines[2].split("|")[4].strip() == "1/1"  # the pruning run reaches its own final accuracy
+
+
+def test_no_improvement_counts_no_paused_trial() -> None:
+    """stopping.noImprovement over trials that pause: a paused trial is not a result, so a run of paused trials
+    (every new configuration pauses at rung 0) never ends the experiment; the results at maxResource count."""
+    doc_spec = _spec(stopping={"minResource": 1, "reductionFactor": 3, "maxResource": 3}, parallelTrials=1,
+                     maxTrials=12)
+    doc = doc_spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+    doc["stopping"] = {"noImprovement": {"trials": 2}}
+    spec = ExperimentSpec.model_validate(doc)
+    paused = [Trial(n, {"x": 0.1 * n}, TrialState.PAUSED, metrics={"q": -1.0}, lineage=Lineage(n, None, 0, 1))
+              for n in range(5)]
+    plan = make_plan(spec, paused, experiment="e")
+    assert plan.outcome is None and plan.create  # five paused trials in a row: no stall
+    done = [*paused, Trial(5, {"x": 0.0}, TrialState.SUCCEEDED, metrics={"q": -2.0},
+                           lineage=Lineage(0, 0, 1, 3)),
+            Trial(6, {"x": 0.1}, TrialState.SUCCEEDED, metrics={"q": -3.0}, lineage=Lineage(1, 1, 1, 3)),
+            Trial(7, {"x": 0.2}, TrialState.SUCCEEDED, metrics={"q": -4.0}, lineage=Lineage(2, 2, 1, 3))]
+    plan = make_plan(spec, done, experiment="e")
+    assert plan.outcome is not None and plan.outcome.reason == "NoImprovement"  # 6 and 7 did not beat 5
