@@ -42,8 +42,9 @@ OPTIMIZERS = ["kubetune-bayesian", "kubetune-tpe", "kubetune-sobol", "optuna-tpe
 # name -> (rounds, batch size)
 BUDGETS = {"seq50": (50, 1), "batch8": (16, 8)}
 QUICK_BUDGETS = {"seq50": (12, 1), "batch8": (3, 4)}
-EXTRA_BUDGETS = {"seq200": (200, 1), "batch8x25": (25, 8)}
-"""Longer budgets, chosen with ``--budgets`` (e.g. for CMA-ES, which needs generations to adapt)."""
+EXTRA_BUDGETS = {"seq200": (200, 1), "batch8x25": (25, 8), "batch4": (25, 4)}
+"""Other budgets, chosen with ``--budgets`` (e.g. seq200 for CMA-ES, which needs generations to adapt; batch4, 25
+rounds of 4 parallel suggestions, for ``benchmarks/tpe_compare.py``)."""
 CMAES_OPTIMIZERS = ["kubetune-cmaes", "optuna-cmaes", "kubetune-bayesian", "random"]
 """CMA-ES against its Optuna counterpart, the default algorithm and random search (``--optimizers cmaes``); the
 synthetic problems are the ones it applies to (numeric spaces)."""
