@@ -38,8 +38,8 @@ enter the good group nor count toward its size (``gamma`` is over finished trial
 age weights as its newest members. A liar at ``x`` raises ``g`` there, so the next suggestion of the batch moves away
 from it instead of piling onto the same spot. Without the liar, pending trials are only kept from being repeated.
 Measured against leaving them out (``benchmarks/tpe_compare.py``, docs/benchmarks.md "kubetune tpe against Optuna's
-TPE"), the liar scores alike or better in batches of 4 and 8 and keeps a batch's suggestions apart, so it stays the
-default.
+TPE"), the two score alike in batches of 4 and 8 (paired differences within noise); the liar keeps a batch's
+suggestions apart from each other and from running trials, so it stays the default.
 
 Against Optuna's TPESampler (5.x, single objective; it is multivariate by default there too) the model is the same
 rule by rule: ``min(ceil(0.1 n), 25)`` good trials, the bad group's linear age ramp beyond its 25 newest trials,
