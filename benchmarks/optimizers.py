@@ -54,12 +54,21 @@ class Optimizer(Protocol):
 class KubetuneOptimizer:
     """A kubetune algorithm, driven exactly like the operator drives it (stateless, whole history each call)."""
 
-    def __init__(self, algorithm: str, space: SearchSpace, seed: int, settings: Mapping[str, object] | None = None):
+    def __init__(self, algorithm: str, space: SearchSpace, seed: int, settings: Mapping[str, object] | None = None,
+                 one_by_one: bool = False):
         self.sampler = make_sampler(algorithm, space, seed=seed, settings=settings)
         self.history: list[Observation] = []
+        self.one_by_one = one_by_one
+        """Ask a round's suggestions one call each, the earlier ones of the round pending (as the operator does when
+        trials start one at a time), instead of one call for the whole round."""
 
     def ask(self, n: int) -> list[Params]:
-        return self.sampler.suggest(self.history, [], n=n)
+        if not self.one_by_one:
+            return self.sampler.suggest(self.history, [], n=n)
+        out: list[Params] = []
+        for _ in range(n):
+            out += self.sampler.suggest(self.history, out, n=1)
+        return out
 
     def tell(self, params: list[Params], losses: list[float]) -> None:
         self.history += [Observation(p, ObservationState.COMPLETE, loss=l) for p, l in zip(params, losses)]
@@ -335,12 +344,16 @@ def make_optimizer(name: str, space: SearchSpace, seed: int, budget: int | None 
                    workers: int | None = None) -> Optimizer:
     """``kubetune-<algorithm>`` (``random`` is the random-search baseline) or a peer name from :data:`PEERS`.
 
-    Kubetune settings may follow in brackets, for experiments: ``kubetune-tpe[multivariate=false,gamma=0.2]``.
+    Kubetune settings may follow in brackets, for experiments: ``kubetune-tpe[multivariate=false,gamma=0.2]``;
+    ``kubetune-tpe:one-by-one`` asks each suggestion of a round in its own call, the earlier ones pending.
     """
     if name.startswith("kubetune-"):
         algo, _, rest = name.removeprefix("kubetune-").partition("[")
+        algo, _, mode = algo.partition(":")
+        if mode not in ("", "one-by-one"):
+            raise ValueError(f"unknown mode {mode!r} in {name!r} (known: one-by-one)")
         settings = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in rest.rstrip("]").split(",") if kv)}
-        return KubetuneOptimizer(algo, space, seed, settings)
+        return KubetuneOptimizer(algo, space, seed, settings, one_by_one=mode == "one-by-one")
     if name == "random":
         return KubetuneOptimizer("random", space, seed)
     if name in BUDGET_AWARE and budget is not None:

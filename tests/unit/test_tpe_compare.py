@@ -32,3 +32,20 @@ def test_small_run_and_json_round_trip(tmp_path: Path, capsys: pytest.CaptureFix
     again = capsys.readouterr().out
     assert again.split("\n", 1)[1] == text.split("\n", 1)[1]
     assert len(json.loads(out.read_text())["runs"]) == 2 * 2 * 2
+
+
+def test_one_by_one_mode_asks_each_suggestion_with_the_earlier_ones_pending() -> None:
+    from benchmarks.optimizers import make_optimizer
+    from benchmarks.problems import problem
+
+    space = problem("branin").space
+    batch = make_optimizer("kubetune-tpe", space, 0)
+    serial = make_optimizer("kubetune-tpe:one-by-one", space, 0)
+    for opt in (batch, serial):
+        for _ in range(4):
+            ps = opt.ask(4)
+            assert len({space.key(p) for p in ps}) == 4
+            opt.tell(ps, [float(sum(p.values())) for p in ps])
+    assert batch.ask(4) != serial.ask(4)
+    with pytest.raises(ValueError):
+        make_optimizer("kubetune-tpe:all-at-once", space, 0)
