@@ -251,11 +251,17 @@ class Reader:
 
     def _paths_exist(self, argv: list[str]) -> None:
         for prev, token in zip(["", *argv], argv):
+            if prev in OUTPUT_FLAGS:
+                continue  # a file the command writes (an absolute path would be read from this machine's disk)
             named = prev in ("-f", "--file", "--filename", "--patch-file", "-k", "--kustomize")
             pathlike = (":" not in token and "=" not in token and not token.startswith("-")
                         and (token.endswith("/") or token.endswith((".yaml", ".yml", ".py", ".json"))))
             if named or pathlike:
                 assert (self.repo / token).exists(), f"{token} does not exist in the repository"
+
+
+OUTPUT_FLAGS = ("--json", "--out", "-o", "--output", "--png")
+"""Flags whose value is a file or directory the command writes, not one that must exist."""
 
 
 def _answers_200(url: str) -> bool:

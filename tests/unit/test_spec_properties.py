@@ -130,7 +130,7 @@ def int_param(draw: st.DrawFn, name: str, resource: bool = False) -> dict[str, A
     if resource:
         a, b = abs(a) + 1.0, abs(b) + 1.0
     if a == b:
-        b = a + 1.0 if abs(a) < 2**52 else (a / 2 if a > 1 else 7.0)
+        b = a + 1.0 if abs(a) < 2**52 else (float(int(a) // 2) if a > 1 else 7.0)  # whole, as an int needs
     lo, hi = min(a, b), max(a, b)
     p: dict[str, Any] = {"name": name, "type": "int", "min": lo, "max": hi}
     span = int(hi) - int(lo)
