@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -21,6 +19,7 @@ from kubetune.plan import History, make_plan
 from kubetune.spec import ExperimentSpec
 from kubetune.trials import Lineage, Trial, TrialState
 from kubetune.validation import validate_document
+from tests.support.local_run import run_local
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -318,16 +317,8 @@ def test_kubetune_run_pauses_and_resumes_and_trains_no_step_twice(tmp_path: Path
                 {"name": "t", "image": "x", "command": [sys.executable, str(tmp_path / "trial.py")]}]}}}},
         },
     }
-    path = tmp_path / "sha.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    out = tmp_path / "run"
     log = tmp_path / "steps.jsonl"
-    env = {**os.environ, "STEP_LOG": str(log),
-           "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), str(ROOT / "trial_image"),
-                                          os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-m", "kubetune", "run", str(path), "--out", str(out)], env=env,
-                          capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc, out = run_local(tmp_path, doc, timeout=240, STEP_LOG=str(log))
     records = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
     assert len(records) == 16
     states = [r["state"] for r in records]
@@ -365,14 +356,7 @@ def test_the_example_pauses_and_resumes_models(tmp_path: Path) -> None:
     doc["spec"]["earlyStopping"].update(minTrials=1, maxResource=9)
     doc["spec"]["initialTrials"] = [{"lr": 0.01, "alpha": 1e-4, "hidden": 32}, {"lr": 0.0002, "alpha": 1e-4,
                                                                                 "hidden": 16}]
-    path = tmp_path / "sha.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    out = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), str(ROOT / "trial_image"),
-                                                        os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-m", "kubetune", "run", str(path), "--out", str(out)], env=env,
-                          capture_output=True, text=True, timeout=280)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc, out = run_local(tmp_path, doc, timeout=280)
     trials = [Trial.from_record(json.loads(line)) for line in (out / "trials.jsonl").read_text().splitlines()]
     assert len(trials) == 7 and {t.state for t in trials} <= {TrialState.PAUSED, TrialState.SUCCEEDED}
     by_member = chains(trials)

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +20,7 @@ from kubetune.plan import History, make_plan, recent_segments
 from kubetune.spec import ExperimentSpec
 from kubetune.trials import MAX_LINEAGE_BYTES, Lineage, Trial, TrialState, json_size
 from kubetune.validation import validate_document
+from tests.support.local_run import run_local
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -337,14 +335,7 @@ def test_kubetune_run_restores_checkpoints_and_deletes_the_ones_nothing_needs(tm
     doc = yaml.safe_load((ROOT / "examples" / "pbt-toy.yaml").read_text())
     doc["spec"]["maxTrials"] = 16
     doc["spec"]["parallelTrials"] = 3
-    path = tmp_path / "pbt.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    out = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), str(ROOT / "trial_image"),
-                                                        os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-m", "kubetune", "run", str(path), "--out", str(out)], env=env,
-                          capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc, out = run_local(tmp_path, doc, timeout=240)
     assert "population:" in proc.stdout and "schedule of the best trial:" in proc.stdout
     assert sum(line.startswith("  member ") for line in proc.stdout.splitlines()) == 4
     # the report's summary shows the population and the best trial's schedule
@@ -425,14 +416,7 @@ def test_digits_sgd_example_runs_with_kubetune_run(tmp_path: Path) -> None:
     population = doc["spec"]["algorithm"]["settings"]["populationSize"]
     interval = doc["spec"]["algorithm"]["settings"]["perturbationInterval"]
     doc["spec"]["maxTrials"] = 2 * population
-    path = tmp_path / "sgd.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    out = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), str(ROOT / "trial_image"),
-                                                        os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-m", "kubetune", "run", str(path), "--out", str(out)], env=env,
-                          capture_output=True, text=True, timeout=280)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc, out = run_local(tmp_path, doc, timeout=280)
     trials = [Trial.from_record(json.loads(line)) for line in (out / "trials.jsonl").read_text().splitlines()]
     assert len(trials) == 2 * population and all(t.state is TrialState.SUCCEEDED for t in trials)
     for t in trials[population:]:

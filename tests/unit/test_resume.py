@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from kubetune.plan import History, make_plan
 from kubetune.spec import ExperimentSpec
 from kubetune.trials import Lineage, Trial, TrialState
+from tests.support.local_run import run_local
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -195,16 +196,8 @@ def test_kubetune_run_trains_no_step_of_a_configuration_twice(tmp_path: Path) ->
                 {"name": "t", "image": "x", "command": [sys.executable, str(tmp_path / "trial.py")]}]}}}},
         },
     }
-    path = tmp_path / "hb.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    out = tmp_path / "run"
     log = tmp_path / "steps.jsonl"
-    env = {**os.environ, "STEP_LOG": str(log),
-           "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), str(ROOT / "trial_image"),
-                                          os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-m", "kubetune", "run", str(path), "--out", str(out)], env=env,
-                          capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc, out = run_local(tmp_path, doc, timeout=240, STEP_LOG=str(log))
     records = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
     assert len(records) == 16 and all(r["state"] == "Succeeded" for r in records)  # a wrong restore exits 3
     trials = [Trial.from_record(r) for r in records]
@@ -256,14 +249,7 @@ def test_the_example_resumes_models_and_ends_where_training_from_scratch_ends(tm
     configuration reaches (the model's random state travels with it)."""
     doc = yaml.safe_load((ROOT / "examples" / "digits-mlp-hyperband-resume.yaml").read_text())
     doc["spec"]["maxTrials"], doc["spec"]["parallelTrials"] = 8, 1
-    path = tmp_path / "hb.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    out = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), str(ROOT / "trial_image"),
-                                                        os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-m", "kubetune", "run", str(path), "--out", str(out)], env=env,
-                          capture_output=True, text=True, timeout=280)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc, out = run_local(tmp_path, doc, timeout=280)
     trials = [Trial.from_record(json.loads(line)) for line in (out / "trials.jsonl").read_text().splitlines()]
     assert len(trials) == 8 and all(t.state is TrialState.SUCCEEDED for t in trials)  # a wrong restore exits 3
     check_resumes(trials)
@@ -274,7 +260,9 @@ def test_the_example_resumes_models_and_ends_where_training_from_scratch_ends(tm
     scratch = subprocess.run(
         [sys.executable, "-m", "kubetune_trial.examples.digits_mlp", "--epochs", str(t.params["epochs"]),
          "--lr", repr(t.params["lr"]), "--alpha", repr(t.params["alpha"]), "--hidden", str(t.params["hidden"])],
-        env={k: v for k, v in env.items() if not k.startswith("KUBETUNE_")}, capture_output=True, text=True,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("KUBETUNE_")},
+             "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), str(ROOT / "trial_image")])},
+        capture_output=True, text=True,
         timeout=120)
     assert scratch.returncode == 0, scratch.stderr
     assert f"accuracy={t.metrics['accuracy']:.4f} after {t.params['epochs']} epochs" in scratch.stdout
