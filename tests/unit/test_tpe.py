@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 
@@ -35,7 +37,7 @@ def test_parzen_density_matches_optuna(n: int) -> None:
     """Same observations, same density: kernels at the trials, the larger-neighbour-gap bandwidth with the magic
     clip, the prior kernel (centre, width of the range, weight 1), truncation to the bounds, the categorical
     smoothing; multivariate (one joint kernel per trial)."""
-    pe = pytest.importorskip("optuna.samplers._tpe.parzen_estimator")
+    pe = importlib.import_module("optuna.samplers._tpe.parzen_estimator")
     from optuna.distributions import CategoricalDistribution as OCat
     from optuna.distributions import FloatDistribution as OFloat
     from optuna.samplers._tpe.sampler import default_weights
@@ -64,7 +66,7 @@ def test_parzen_density_matches_optuna(n: int) -> None:
 @pytest.mark.parametrize("m", [1, 24, 25, 26, 60])
 def test_bad_group_weights_match_optunas_default_weights(m: int) -> None:
     """Older bad trials weigh less as Optuna's ``default_weights`` ramp, by creation order, whatever the loss order."""
-    from_optuna = pytest.importorskip("optuna.samplers._tpe.sampler").default_weights
+    from_optuna = importlib.import_module("optuna.samplers._tpe.sampler").default_weights
     creation = np.random.default_rng(m).permutation(3 * m)[:m]  # history positions, listed in loss order
     got = _age_weights(creation)
     want = from_optuna(m)[np.argsort(np.argsort(creation))]
@@ -97,7 +99,7 @@ def test_constant_liar_spreads_a_batch_away_from_pending_trials() -> None:
 def test_liars_share_the_bad_groups_age_ramp_as_its_newest_members(n_bad: int, n_liars: int) -> None:
     """Optuna's constant liar puts running trials into the "above" group, weighed by one ``default_weights`` ramp in
     trial-number order (running trials are the newest)."""
-    from_optuna = pytest.importorskip("optuna.samplers._tpe.sampler").default_weights
+    from_optuna = importlib.import_module("optuna.samplers._tpe.sampler").default_weights
     from kubetune.engine.tpe import _bad_weights
 
     n_history = n_bad + 5
