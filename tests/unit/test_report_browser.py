@@ -134,3 +134,43 @@ def test_png_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         width, height = struct.unpack(">II", data[16:24])
         assert (width, height) == (WIDTH, fig.layout.height)
         assert len(data) > 10_000  # a drawn plot, not an empty canvas
+
+
+def test_png_export_renders_a_dropped_image_again_and_fails_when_it_stays_missing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # kaleido returns a failed render as a value plotly drops: write_images returns, the file is not there. Fault
+    # injection around the real export: the first call drops one image (and a stale file of that name must not
+    # count), the retry renders it; a figure that is never written ends in an error naming it.
+    import plotly.io as pio
+
+    from kubetune.report.png import PngExportError, write_pngs
+
+    if not any(map(shutil.which, CHROMIUM)):
+        pytest.fail("--png needs Chromium on PATH (Debian: apt-get install -y chromium)")
+    figs = dict(list(build(load(str(write_results_dir(tmp_path / "run", make_trials(20), journal=False))))
+                     .figures.items())[:2])
+    first, second = list(figs)
+    real = pio.write_images
+    calls: list[list[str]] = []
+
+    def dropping(figures: list[object], paths: list[Path], **kw: object) -> None:
+        calls.append([Path(p).stem for p in paths])
+        keep = [(f, p, h) for f, p, h in zip(figures, paths, kw.pop("height"), strict=True)  # type: ignore[call-overload]
+                if not (Path(p).stem == second and (len(calls) == 1 or drop_always))]
+        if keep:
+            real([f for f, _, _ in keep], [p for _, p, _ in keep], height=[h for _, _, h in keep], **kw)
+
+    monkeypatch.setattr(pio, "write_images", dropping)
+    out = tmp_path / "png"
+    out.mkdir()
+    (out / f"{second}.png").write_bytes(b"stale")
+    drop_always = False
+    paths = write_pngs(figs, out)
+    assert calls == [[first, second], [second]]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
+
+    calls.clear()
+    drop_always = True
+    with pytest.raises(PngExportError, match=f"no image for {second} "):
+        write_pngs(figs, tmp_path / "png2")
+    assert calls == [[first, second], [second]]

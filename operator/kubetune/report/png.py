@@ -18,15 +18,27 @@ class PngExportError(Exception):
     """No browser for static export, or the export failed."""
 
 
-def write_pngs(figs: dict[str, go.Figure], directory: Path) -> list[Path]:
+def write_pngs(figs: dict[str, go.Figure], directory: Path, attempts: int = 2) -> list[Path]:
+    """Write each figure to ``DIRECTORY/NAME.png``; every path returned exists.
+
+    kaleido reports a figure it failed to render (a render timeout, a browser tab that died) only in a value that
+    plotly drops, so the files are checked: a missing one is rendered again, up to ``attempts`` times in all, and
+    then named in a :class:`PngExportError`."""
     import plotly.io as pio
 
     directory.mkdir(parents=True, exist_ok=True)
-    paths = [directory / f"{name}.png" for name in figs]
-    try:
-        pio.write_images(list(figs.values()), paths, format="png", width=WIDTH,
-                         height=[int(f.layout.height or HEIGHT_DEFAULT) for f in figs.values()], scale=SCALE)
-    except Exception as e:  # kaleido raises its own types (no browser found, browser failed) and RuntimeError
-        raise PngExportError(f"static export needs Chromium or Chrome installed (on Debian: apt-get install "
-                             f"chromium), or BROWSER_PATH set to one: {type(e).__name__}: {str(e)[:300]}") from None
-    return paths
+    paths = {name: directory / f"{name}.png" for name in figs}
+    for path in paths.values():
+        path.unlink(missing_ok=True)  # an old image must not pass for a new one
+    todo = list(figs)
+    for _ in range(max(1, attempts)):
+        try:
+            pio.write_images([figs[n] for n in todo], [paths[n] for n in todo], format="png", width=WIDTH,
+                             height=[int(figs[n].layout.height or HEIGHT_DEFAULT) for n in todo], scale=SCALE)
+        except Exception as e:  # kaleido raises its own types (no browser found, browser failed) and RuntimeError
+            raise PngExportError(f"static export needs Chromium or Chrome installed (on Debian: apt-get install "
+                                 f"chromium), or BROWSER_PATH set to one: {type(e).__name__}: {str(e)[:300]}") from None
+        todo = [n for n in todo if not paths[n].is_file() or paths[n].stat().st_size == 0]
+        if not todo:
+            return list(paths.values())
+    raise PngExportError(f"the browser rendered no image for {', '.join(todo)} (tried {max(1, attempts)} times)")
