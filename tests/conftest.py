@@ -1,11 +1,17 @@
 """Fixtures shared by the unit and integration tests.
 
 * ``browser`` (module): headless Chromium through chromedriver (``tests/support/browser.py``), quit afterwards.
+
+The suite runs in parallel (pytest-xdist, ``-n auto --maxprocesses 4 --dist loadfile`` in ``pyproject.toml``; each
+worker starts its own control plane). ``-n 0`` runs it in one process.
 """
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,3 +26,30 @@ def browser() -> Iterator[Any]:
         yield driver
     finally:
         driver.quit()
+
+
+INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
+
+
+def _selects_integration(config: pytest.Config) -> bool:
+    for arg in config.args or [str(Path(config.rootpath) / "tests")]:
+        path = Path(config.invocation_params.dir, arg.split("::")[0]).resolve()
+        if path == INTEGRATION_DIR or INTEGRATION_DIR in path.parents or path in INTEGRATION_DIR.parents:
+            return True
+    return False
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """With parallel workers, the controller first builds the control-plane binaries (or finds them cached), with
+    its progress on the terminal: a worker's output is not shown, and the first build takes minutes. A failure is
+    left to the ``control_plane`` fixture, which fails every integration test with the reason."""
+    config = session.config
+    if hasattr(config, "workerinput") or not config.getoption("numprocesses", None) or not _selects_integration(config):
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
+    from controlplane import ensure_binaries
+
+    capture = config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        with contextlib.suppress(RuntimeError):
+            ensure_binaries()
