@@ -138,13 +138,38 @@ def run_one(problem: str, optimizer: str, budget: str, rounds: int, batch: int, 
     return Run(problem, optimizer, budget, seed, losses, t_sug, t_obj)
 
 
-def run(config: Config, log: bool = True, partial: Path | None = None) -> Results:
+def read_partial(path: Path) -> list[Run]:
+    """The studies a run appended to its ``.partial.jsonl`` (a line cut short by a kill is left out)."""
+    runs = []
+    for line in path.read_text().splitlines():
+        try:
+            runs.append(Run(**json.loads(line)))
+        except (json.JSONDecodeError, TypeError):
+            continue
+    return runs
+
+
+def run(config: Config, log: bool = True, partial: Path | None = None, resume: bool = False) -> Results:
     """Run every study of ``config``; with ``partial``, each finished study is also appended there as a JSON line
-    (a run cut short keeps what finished)."""
+    (a run cut short keeps what finished). With ``resume``, the studies of ``config`` already in ``partial`` are
+    read back instead of run again (every study is deterministic per seed, so a run can be continued any time,
+    and more seeds, problems or optimizers added to it)."""
     start, cpu0 = time.perf_counter(), _cpu()
     res = Results(config)
     tasks = [(p, o, b, r, n, s) for p in config.problems for b, (r, n) in config.budgets.items()
              for o in config.optimizers for s in config.seeds]
+    if resume and partial is not None and partial.exists():
+        wanted = {t[:3] + (t[5],) for t in tasks}
+        done = {}
+        for r in read_partial(partial):
+            key = (r.problem, r.optimizer, r.budget, r.seed)
+            if key in wanted:
+                done[key] = r
+        res.runs.extend(done.values())
+        tasks = [t for t in tasks if t[:3] + (t[5],) not in done]
+        if log:
+            print(f"[resume] {len(done)} studies read from {partial}, {len(tasks)} to run", file=sys.stderr)
+    # Expensive optimizers first (they bound the wall time); otherwise in the order of config.problems.
     tasks.sort(key=lambda t: -(t[3] * t[4] * (30 if t[1] in ("smac3-hpo", "skopt-gp") else 1)))
     with ProcessPoolExecutor(max_workers=max(1, config.workers)) as pool:
         futures = [pool.submit(run_one, *t) for t in tasks]
@@ -301,10 +326,11 @@ def problem_table(res: Results, budget: str) -> str:
 def report(res: Results) -> str:
     c = res.config
     out = [f"Problems ({len(c.problems)}): {', '.join(c.problems)}", "",
-           f"Seeds: {c.seeds}; {len(res.runs)} studies; wall {res.wall_seconds:.0f} s, CPU {res.cpu_seconds:.0f} s "
-           f"with {c.workers} workers.", ""]
+           f"Seeds: {c.seeds}; {len(res.runs)} studies; {sum(r.suggest_seconds + r.objective_seconds for r in res.runs):.0f} s "
+           f"of optimizer and objective time summed over them; this invocation: wall {res.wall_seconds:.0f} s, "
+           f"CPU {res.cpu_seconds:.0f} s with {c.workers} workers.", ""]
     if c.missing:
-        out += [f"Not installed, left out: {', '.join(c.missing)}.", ""]
+        out += [f"Left out (not installed, or unfinished in a partial run): {', '.join(c.missing)}.", ""]
     for budget, (rounds, batch) in c.budgets.items():
         out += [f"### {budget}: {rounds} rounds x {batch} suggestions", "",
                 "bayesmark score (100 x (1 - mean normalized loss); random search's median configuration = 0), "
@@ -326,6 +352,30 @@ def from_json(data: dict[str, object]) -> Results:
     cfg.budgets = {k: tuple(v) for k, v in cfg.budgets.items()}  # type: ignore[misc]
     res = Results(cfg, [Run(**r) for r in data["runs"]])  # type: ignore[arg-type, attr-defined]
     res.wall_seconds, res.cpu_seconds = float(data["wall_seconds"]), float(data["cpu_seconds"])  # type: ignore[arg-type]
+    return res
+
+
+def from_partial(path: Path) -> Results:
+    """Results of the studies in a ``.partial.jsonl`` (a run still going, or cut short), for a report: the problems
+    every optimizer found in the file finished for every seed and budget found in it; the others are named in
+    ``Config.missing``."""
+    runs = read_partial(path)
+    opts = sorted({r.optimizer for r in runs}, key=lambda o: (o not in FULL_OPTIMIZERS,
+                                                               FULL_OPTIMIZERS.index(o) if o in FULL_OPTIMIZERS else 0, o))
+    seeds = sorted({r.seed for r in runs})
+    budgets: dict[str, tuple[int, int]] = {}
+    for r in runs:  # the full budgets, or --quick's
+        if r.budget not in budgets:
+            dims = [d[r.budget] for d in (BUDGETS, QUICK_BUDGETS) if d[r.budget][0] * d[r.budget][1] == len(r.losses)]
+            budgets[r.budget] = dims[0] if dims else (len(r.losses), 1)
+    have = {(r.problem, r.optimizer, r.budget, r.seed) for r in runs}
+    started = {r.problem for r in runs}
+    order = {n: i for i, n in enumerate(problem_names())}
+    complete = [p for p in sorted(started, key=lambda n: order.get(n, len(order)))
+                if all((p, o, b, s) in have for o in opts for b in budgets for s in seeds)]
+    cfg = Config(complete, opts, seeds, budgets)
+    cfg.missing = [f"{p} (unfinished)" for p in sorted(started - set(complete), key=lambda n: order.get(n, 0))]
+    res = Results(cfg, [r for r in runs if r.problem in set(complete)])
     return res
 
 
@@ -372,14 +422,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--problems", nargs="*", help="bayesmark test cases, e.g. DT_wine_nll (default: the subset)")
     ap.add_argument("--budgets", nargs="*", help=f"subset of {list(BUDGETS)}")
     ap.add_argument("--json", type=Path, help="write raw results here")
-    ap.add_argument("--from-json", type=Path, help="report on results written by --json, without running")
+    ap.add_argument("--resume", action="store_true",
+                    help="with --json: read the studies already in its .partial.jsonl instead of running them again")
+    ap.add_argument("--from-json", type=Path,
+                    help="report on results written by --json (or on the problems a .partial.jsonl has finished), "
+                         "without running")
     args = ap.parse_args(argv)
+    if args.resume and not args.json:
+        ap.error("--resume needs --json (the run to continue)")
     if args.from_json:
-        res = from_json(json.loads(args.from_json.read_text()))
+        if args.from_json.suffix == ".jsonl":
+            res = from_partial(args.from_json)
+        else:
+            res = from_json(json.loads(args.from_json.read_text()))
     else:
         cfg = config_for(args.quick, args.full, args.seeds, args.workers, args.optimizers, args.problems,
                          args.budgets)
-        res = run(cfg, partial=args.json.with_suffix(".partial.jsonl") if args.json else None)
+        res = run(cfg, partial=args.json.with_suffix(".partial.jsonl") if args.json else None, resume=args.resume)
     print(report(res))
     if args.json:
         args.json.write_text(json.dumps(to_json(res)))
