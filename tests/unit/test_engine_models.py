@@ -148,3 +148,48 @@ def test_only_failed_or_pruned_history_still_suggests(name: str) -> None:
             Observation(ps[3], ObservationState.PRUNED, intermediate=((2, math.inf),))]
     nxt = sampler.suggest(hist, [], n=3)
     assert len(nxt) == 3 and all(SPACE.contains(p) for p in nxt)
+
+
+def test_plateau_margin_known_answers() -> None:
+    from kubetune.engine.bayesian import plateau_margin
+
+    assert plateau_margin(np.array([0.3, -1.2, 0.5, 2.0])) == 0.0  # no ties: a continuous objective
+    assert plateau_margin(np.array([-1.0, -1.0, 0.5, 2.0])) == 0.0  # two ties are not a plateau
+    assert plateau_margin(np.array([-1.0, 0.5, -1.0, 2.0, -1.0, 0.25])) == pytest.approx(1.25)  # the next level up
+    assert plateau_margin(np.array([0.0, 0.0, 0.0, 0.0])) == 0.0  # one level only: no step to go by
+    assert plateau_margin(np.array([1.0, -1.0, -1.0, -1.0]), ties=4) == 0.0
+
+
+def test_a_plateau_at_the_best_level_does_not_hold_the_search() -> None:
+    """A wide region of ties at the best loss (a step-like objective such as an accuracy on a small set): expected
+    improvement over the tie stays highest inside the region, where no suggestion can do better than tie. With the
+    plateau rule the model's suggestions (every other one of a batch) mostly leave the region and the others are
+    TPE's, around the good levels; the same history with one loss of the plateau a hair lower (no ties, so no rule)
+    keeps the model's batch in the region, which shows the test can tell the two apart."""
+    space = SearchSpace.of({"x": FloatDistribution(0.0, 1.0), "y": FloatDistribution(0.0, 1.0)})
+    rng = np.random.default_rng(7)
+    U = rng.random((40, 2))
+
+    def radius(p: dict[str, object]) -> float:
+        return math.hypot(float(p["x"]) - 0.3, float(p["y"]) - 0.3)  # type: ignore[arg-type]
+
+    def loss(u: np.ndarray) -> float:  # three levels; the plateau is the disc of radius 0.2 around (0.3, 0.3)
+        r = radius({"x": u[0], "y": u[1]})
+        return -0.95 if r < 0.2 else (-0.90 if r < 0.45 else -0.80)
+
+    ys = [loss(u) for u in U]
+    assert ys.count(-0.95) >= 5
+    plateau = [Observation(space.from_unit(list(u)), ObservationState.COMPLETE, y) for u, y in zip(U, ys, strict=True)]
+    ties_broken = list(plateau)
+    k = ys.index(-0.95)
+    ties_broken[k] = Observation(plateau[k].params, ObservationState.COMPLETE, -0.951)
+    model_inside = tpe_good = no_ties_inside = 0
+    for seed in range(4):
+        batch = make_sampler("bayesian", space, seed=seed).suggest(plateau, [], n=8)
+        model_inside += sum(radius(p) < 0.2 for p in batch[0::2])
+        tpe_good += sum(radius(p) < 0.45 for p in batch[1::2])
+        no_ties_inside += sum(radius(p) < 0.2 for p in make_sampler("bayesian", space, seed=seed).suggest(
+            ties_broken, [], n=8))
+    assert model_inside <= 7, model_inside  # of 16 model suggestions, most outside the plateau
+    assert tpe_good >= 14, tpe_good  # of 16 TPE suggestions, nearly all on the two best levels
+    assert no_ties_inside >= 20, no_ties_inside  # of 32, without ties: the region keeps them

@@ -4,7 +4,10 @@ After ``nStartupTrials`` quasi-random (Sobol') trials, a Gaussian process (Mater
 maximum a posteriori, see :mod:`kubetune.engine._gp`) models the power-warped losses over the unit cube, with
 categorical parameters one-hot encoded. The next configuration maximizes log expected improvement, found by a
 global random candidate set plus local perturbations of the best trials, refined in shrinking steps; int and
-stepped parameters are scored at the values the trial will actually run.
+stepped parameters are scored at the values the trial will actually run. On a step-like objective (at least three
+trials share the best loss exactly: an accuracy on a small set, a depth-limited tree), expected improvement is taken
+over the best level minus the gap to the next level, so ties inside a plateau stop attracting the search
+(:func:`plateau_margin`).
 
 Conditional parameters: a coordinate that is inactive in a trial (or a candidate) is encoded by a fixed rule, so the
 model never sees a value that had no effect and two configurations that differ only in inactive parameters are the
@@ -55,6 +58,29 @@ _SCORE_CHUNK = 2**20
 _controller: Any = None
 _INACTIVE = -0.5
 """The model input of an inactive numeric parameter."""
+_PLATEAU_TIES = 3
+_PLATEAU_TPE = True
+"""Trials sharing the best loss exactly that make the objective count as step-like (see :func:`plateau_margin`)."""
+
+
+def plateau_margin(z: np.ndarray, ties: int = _PLATEAU_TIES) -> float:
+    """The improvement to ask for on a step-like objective: 0, or the gap to the next level.
+
+    Accuracies on a few hundred samples, depth-limited trees and integer settings give losses on a few levels, and
+    a region where many configurations reach the best level exactly. Expected improvement over that level is
+    largest inside the region (its mean is the best, its uncertainty small but not zero), so the search stays
+    there: suggestions that can only tie. When at least ``ties`` trials share the best loss exactly, expected
+    improvement is taken over the best level minus the gap to the next level up (in the model's warped units): the
+    smallest step seen, which a tie cannot reach and a configuration that is both promising and uncertain can. On a
+    continuous objective no two losses tie and nothing changes."""
+    if len(z) < ties:
+        return 0.0
+    lo = float(np.min(z))
+    tol = 1e-12 * max(1.0, abs(lo))
+    at = z <= lo + tol
+    if int(np.count_nonzero(at)) < ties or at.all():
+        return 0.0
+    return float(np.min(z[~at]) - lo)
 
 
 def _single_threaded_blas() -> AbstractContextManager[object]:
@@ -267,9 +293,11 @@ class BayesianSampler(Sampler):
         if rows is None:
             best: float | None = float(np.min(gp.predict(E)[0]))
             top = X[np.argsort(z, kind="stable")[:5]]
+            margin = plateau_margin(z)
         else:
             feasibility = self._feasibility(ctx, hist, rows)
             ok = ~hist.infeasible[rows] & (rows < hist.n_complete)
+            margin = plateau_margin(z[ok])
             # The incumbent is the best feasible trial; without one, the acquisition is the probability of
             # feasibility alone. Local search starts from the best feasible trials, then the least violating.
             best = float(np.min(gp.predict(E[ok])[0])) if ok.any() else None
@@ -291,7 +319,17 @@ class BayesianSampler(Sampler):
                     best = min(best, float(np.min(believed)))  # type: ignore[type-var]
                 elif best is not None and (likely := feasibility.likely(Ef)).any():
                     best = min(best, float(np.min(believed[likely])))
-            pick = self._maximize(ctx, gp, best, top, feasibility)
+            if margin > 0 and _PLATEAU_TPE and feasibility is None and \
+                    (len(ctx.history) + len(ctx.pending) + len(out)) % 2 == 1:
+                # On a plateau, every other suggestion is TPE's: it samples around the whole best level instead of
+                # where the model's uncertainty is largest.
+                sub = SuggestContext(history=ctx.history, pending=[*ctx.pending, *out], rng=ctx.rng, seen=ctx.seen)
+                got = self._tpe()._suggest(sub, 1)
+                pick = got[0] if got else None
+                if pick is not None:
+                    ctx.seen.add(self.space.key(pick))
+            else:
+                pick = self._maximize(ctx, gp, None if best is None else best - margin, top, feasibility)
             if pick is None:
                 more = self._random_unique(ctx, 1)
                 if not more:
@@ -300,6 +338,13 @@ class BayesianSampler(Sampler):
             out.append(pick)
             fantasies = np.vstack([fantasies, np.array(self.space.to_unit(pick))[None]])
         return out
+
+    def _tpe(self) -> Sampler:
+        from .tpe import TPESampler
+
+        if getattr(self, "_tpe_sampler", None) is None:
+            self._tpe_sampler = TPESampler(self.space, seed=self.seed, settings={"nStartupTrials": 1})
+        return self._tpe_sampler
 
     def _model_subset(self, ctx: SuggestContext, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         cap = self._s.max_model_trials
