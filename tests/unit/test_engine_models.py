@@ -183,8 +183,10 @@ def test_a_plateau_at_the_best_level_does_not_hold_the_search() -> None:
     ties_broken = list(plateau)
     k = ys.index(-0.95)
     ties_broken[k] = Observation(plateau[k].params, ObservationState.COMPLETE, -0.951)
-    model_inside = tpe_good = no_ties_inside = 0
+    model_inside = tpe_good = no_ties_inside = rule_off_inside = 0
     for seed in range(4):
+        rule_off_inside += sum(radius(p) < 0.2 for p in make_sampler(
+            "bayesian", space, seed=seed, settings={"plateauRule": False}).suggest(plateau, [], n=8))
         batch = make_sampler("bayesian", space, seed=seed).suggest(plateau, [], n=8)
         model_inside += sum(radius(p) < 0.2 for p in batch[0::2])
         tpe_good += sum(radius(p) < 0.45 for p in batch[1::2])
@@ -193,3 +195,4 @@ def test_a_plateau_at_the_best_level_does_not_hold_the_search() -> None:
     assert model_inside <= 7, model_inside  # of 16 model suggestions, most outside the plateau
     assert tpe_good >= 14, tpe_good  # of 16 TPE suggestions, nearly all on the two best levels
     assert no_ties_inside >= 20, no_ties_inside  # of 32, without ties: the region keeps them
+    assert rule_off_inside >= 20, rule_off_inside  # and so it does with ties and plateauRule: false

@@ -59,7 +59,6 @@ _controller: Any = None
 _INACTIVE = -0.5
 """The model input of an inactive numeric parameter."""
 _PLATEAU_TIES = 3
-_PLATEAU_TPE = True
 """Trials sharing the best loss exactly that make the objective count as step-like (see :func:`plateau_margin`)."""
 
 
@@ -181,6 +180,13 @@ class BayesianSettings(ModelSettings):
         description="bayesian: random candidates scored by expected improvement per suggestion, before local "
         "refinement around the most promising ones.",
     )
+    plateau_rule: bool = Field(
+        True,
+        alias="plateauRule",
+        description="bayesian: when at least three trials tie at the best loss (a step-like objective), ask "
+        "expected improvement for one more level and take every other suggestion from tpe, so a plateau of ties "
+        "does not hold the search; no effect on objectives without ties.",
+    )
 
 
 class BayesianSampler(Sampler):
@@ -293,11 +299,11 @@ class BayesianSampler(Sampler):
         if rows is None:
             best: float | None = float(np.min(gp.predict(E)[0]))
             top = X[np.argsort(z, kind="stable")[:5]]
-            margin = plateau_margin(z)
+            margin = plateau_margin(z) if s.plateau_rule else 0.0
         else:
             feasibility = self._feasibility(ctx, hist, rows)
             ok = ~hist.infeasible[rows] & (rows < hist.n_complete)
-            margin = plateau_margin(z[ok])
+            margin = plateau_margin(z[ok]) if s.plateau_rule else 0.0
             # The incumbent is the best feasible trial; without one, the acquisition is the probability of
             # feasibility alone. Local search starts from the best feasible trials, then the least violating.
             best = float(np.min(gp.predict(E[ok])[0])) if ok.any() else None
@@ -319,7 +325,7 @@ class BayesianSampler(Sampler):
                     best = min(best, float(np.min(believed)))  # type: ignore[type-var]
                 elif best is not None and (likely := feasibility.likely(Ef)).any():
                     best = min(best, float(np.min(believed[likely])))
-            if margin > 0 and _PLATEAU_TPE and feasibility is None and \
+            if margin > 0 and feasibility is None and \
                     (len(ctx.history) + len(ctx.pending) + len(out)) % 2 == 1:
                 # On a plateau, every other suggestion is TPE's: it samples around the whole best level instead of
                 # where the model's uncertainty is largest.
