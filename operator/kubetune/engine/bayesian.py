@@ -6,8 +6,9 @@ categorical parameters one-hot encoded. The next configuration maximizes log exp
 global random candidate set plus local perturbations of the best trials, refined in shrinking steps; int and
 stepped parameters are scored at the values the trial will actually run. On a step-like objective (at least three
 trials share the best loss exactly: an accuracy on a small set, a depth-limited tree), expected improvement is taken
-over the best level minus the gap to the next level, so ties inside a plateau stop attracting the search
-(:func:`plateau_margin`).
+over the best level minus the gap to the next level, and every other suggestion is TPE's (:mod:`.tpe`, which samples
+around the whole best level), so ties inside a plateau stop holding the search (:func:`plateau_margin`,
+``settings.plateauRule``).
 
 Conditional parameters: a coordinate that is inactive in a trial (or a candidate) is encoded by a fixed rule, so the
 model never sees a value that had no effect and two configurations that differ only in inactive parameters are the
