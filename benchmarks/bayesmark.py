@@ -158,6 +158,11 @@ def run(config: Config, log: bool = True, partial: Path | None = None, resume: b
     res = Results(config)
     tasks = [(p, o, b, r, n, s) for p in config.problems for b, (r, n) in config.budgets.items()
              for o in config.optimizers for s in config.seeds]
+    if partial is not None and partial.exists() and partial.stat().st_size:
+        with partial.open("rb+") as fh:  # a line torn by a kill: the next study starts on a line of its own
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                fh.write(b"\n")
     if resume and partial is not None and partial.exists():
         wanted = {t[:3] + (t[5],) for t in tasks}
         done = {}

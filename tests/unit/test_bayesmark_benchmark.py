@@ -6,7 +6,9 @@ The scoring tests use hand-made studies whose score is worked out by hand from t
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,3 +128,54 @@ def test_quick_run_scores_every_optimizer() -> None:
     again = bm.from_json(__import__("json").loads(__import__("json").dumps(bm.to_json(res))))
     assert bm.report(again) == text
     assert np.isfinite(bm.score(again, "batch8", bm.DEFAULT)[0])
+
+
+def test_resume_runs_only_the_missing_studies_and_partial_reports_keep_finished_problems(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Counted by the studies really run (run_one is wrapped), against a run cut short by hand: a line removed and
+    # a torn last line, as a kill leaves them.
+    cfg = bm.config_for(quick=True, workers=1, optimizers=["kubetune-bayesian"], budgets=["batch8"])
+    partial = tmp_path / "r.partial.jsonl"
+    first = bm.run(cfg, log=False, partial=partial)
+    lines = partial.read_text().splitlines()
+    assert len(lines) == len(first.runs) == 4  # 2 problems x (bayesian, random) x 1 seed
+    dropped = json.loads(lines[1])
+    partial.write_text("\n".join(lines[:1] + lines[2:]) + "\n" + lines[1][:40])
+    cut = bm.from_partial(partial)
+    assert cut.config.problems == [p for p in cfg.problems if p != dropped["problem"]]
+    assert cut.config.missing == [f"{dropped['problem']} (unfinished)"]
+    ran: list[tuple[str, str]] = []
+    real = bm.run_one
+
+    def counting(problem: str, optimizer: str, *args: object) -> bm.Run:
+        ran.append((problem, optimizer))
+        return real(problem, optimizer, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bm, "ProcessPoolExecutor", _InProcess)
+    monkeypatch.setattr(bm, "run_one", counting)
+    again = bm.run(cfg, log=False, partial=partial, resume=True)
+    assert ran == [(dropped["problem"], dropped["optimizer"])]
+    assert sorted((r.problem, r.optimizer, r.losses) for r in again.runs) == \
+        sorted((r.problem, r.optimizer, r.losses) for r in first.runs)
+    whole = bm.from_partial(partial)
+    assert whole.config.problems == cfg.problems and whole.config.missing == []
+
+
+class _InProcess:
+    """A ProcessPoolExecutor stand-in that runs each task in this process (so a wrapped run_one is seen)."""
+
+    def __init__(self, max_workers: int) -> None:
+        pass
+
+    def __enter__(self) -> _InProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def submit(self, fn: object, *args: object) -> object:
+        from concurrent.futures import Future
+
+        f: Future[object] = Future()
+        f.set_result(fn(*args))  # type: ignore[operator]
+        return f
