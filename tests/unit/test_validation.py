@@ -621,7 +621,7 @@ def test_valid_variations(mutate: Callable[[dict], None]) -> None:
     assert exp is not None
 
 
-SETTING_VALUES = {"nStartupTrials": 5, "maxModelTrials": 50, "nCandidates": 64, "order": "shuffled",
+SETTING_VALUES = {"nStartupTrials": 5, "maxModelTrials": 50, "nCandidates": 64, "plateauRule": False, "order": "shuffled",
                   "nEiCandidates": 12, "gamma": 0.2, "multivariate": False, "priorWeight": 2.0, "constantLiar": False,
                   "resourceParameter": "layers", "minResource": 1, "maxResource": 4, "reductionFactor": 2,
                   "sigma0": 0.25, "populationSize": 6, "restartStrategy": "none", "incPopsize": 3,
