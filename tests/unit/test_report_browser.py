@@ -164,13 +164,15 @@ def test_png_export_renders_a_dropped_image_again_and_fails_when_it_stays_missin
     out = tmp_path / "png"
     out.mkdir()
     (out / f"{second}.png").write_bytes(b"stale")
+    # The real export may drop an image of its own on a busy machine (that is what the retry is for), so a call may
+    # name ``first`` again; ``second`` is in every call until it is written.
     drop_always = False
     paths = write_pngs(figs, out)
-    assert calls == [[first, second], [second]]
+    assert calls[0] == [first, second] and calls[1][-1:] == [second] and len(calls) >= 2
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
 
     calls.clear()
     drop_always = True
-    with pytest.raises(PngExportError, match=f"no image for {second} "):
-        write_pngs(figs, tmp_path / "png2")
-    assert calls == [[first, second], [second]]
+    with pytest.raises(PngExportError, match=f"no image for ({first}, )?{second} \\(tried 3 times\\)"):
+        write_pngs(figs, tmp_path / "png2", attempts=3)
+    assert calls[0] == [first, second] and [c[-1] for c in calls] == [second] * 3

@@ -18,7 +18,7 @@ class PngExportError(Exception):
     """No browser for static export, or the export failed."""
 
 
-def write_pngs(figs: dict[str, go.Figure], directory: Path, attempts: int = 2) -> list[Path]:
+def write_pngs(figs: dict[str, go.Figure], directory: Path, attempts: int = 3) -> list[Path]:
     """Write each figure to ``DIRECTORY/NAME.png``; every path returned exists.
 
     kaleido reports a figure it failed to render (a render timeout, a browser tab that died) only in a value that
