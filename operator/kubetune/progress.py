@@ -262,11 +262,15 @@ class _Screen:
         if not self.header_printed:
             self.header_printed = True
             header = self._table(snapshot.max_trials)
-            header.add_row("#", "state", clip(snapshot.metric, width), "parameters", style="bold")
+            others = snapshot.objectives[1:]  # several objectives: the first has the value column
+            header.add_row("#", "state", clip(snapshot.metric, width),
+                           ", ".join([*others, "parameters"]) if others else "parameters", style="bold")
             self.live.console.print(header)
         tail = format_params(t, short=True)
         if t.state is not TrialState.SUCCEEDED and (t.reason or t.message):
             tail = f"{clean(t.reason)}: {clean(t.message[:200])}  [{tail}]"
+        elif snapshot.objectives[1:]:
+            tail = "  ".join([*(f"{m}={fmt_metric(t.metrics.get(m))}" for m in snapshot.objectives[1:]), tail])
         table = self._table(snapshot.max_trials)
         self._row(table, (str(t.number), t.state.value, fmt_metric(t.metrics.get(snapshot.metric)), tail),
                   snapshot.max_trials, style=_STYLES.get(t.state, ""))

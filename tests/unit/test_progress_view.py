@@ -69,6 +69,37 @@ def test_live_view_on_a_terminal() -> None:
     assert max(len(ln) for ln in lines) <= 80, [ln for ln in lines if len(ln) > 80]  # rich: 80 columns without a size
 
 
+def test_live_view_shows_every_objective() -> None:
+    # Several objectives: the first has the value column, the others lead each finished row's last cell.
+    from kubetune.spec import TuningExperiment
+
+    doc = experiment(max_trials=20).model_dump(by_alias=True, exclude_none=True)
+    del doc["spec"]["objective"], doc["spec"]["earlyStopping"]
+    doc["spec"]["objectives"] = [{"metric": "accuracy", "goal": "maximize"}, {"metric": "loss", "goal": "minimize"}]
+    doc["spec"]["additionalMetrics"] = []
+    spec = TuningExperiment.model_validate(doc).spec
+    trials = [t for t in make_trials(6, curves=False) if t.state is TrialState.SUCCEEDED]
+    master, slave = os.openpty()
+    stream = os.fdopen(slave, "w", encoding="utf-8")
+    try:
+        progress = Progress(stream)
+        progress("tick", SimpleNamespace(spec=spec, all_trials=lambda: trials, resumed=None,  # type: ignore[arg-type]
+                                         out_dir="out"))
+        progress.close()
+        screen = CURSOR.sub("\n", STYLE.sub("", _drain(master).decode("utf-8", "replace")))
+    finally:
+        stream.close()
+        os.close(master)
+    lines = [ln for ln in screen.split("\n") if ln.strip()]
+    assert any(ln.split()[:5] == ["#", "state", "accuracy", "loss,", "parameters"] for ln in lines), lines
+    rows = {int(ln.split()[0]): ln for ln in lines if re.match(r"^\d+\s+Succeeded\s", ln)}
+    assert sorted(rows) == [t.number for t in trials]
+    for t in trials:
+        cells = rows[t.number].split()
+        assert cells[2] == f"{t.metrics['accuracy']:.6g}" and cells[3] == f"loss={t.metrics['loss']:.6g}", cells
+    assert "Pareto front:" in screen
+
+
 def test_plain_lines_when_not_a_terminal() -> None:
     stream = io.StringIO()
     trials = make_trials(3)
