@@ -40,23 +40,28 @@ def _drain(fd: int) -> bytes:
     return out
 
 
-def test_live_view_on_a_terminal() -> None:
+def _one_tick_on_a_terminal(runner: SimpleNamespace) -> str:
+    """What one tick of the live view draws for ``runner`` on a real pseudo-terminal, styles stripped and every
+    cursor move a line break."""
     master, slave = os.openpty()
     stream = os.fdopen(slave, "w", encoding="utf-8")
     try:
         assert stream.isatty()
-        trials = make_trials(6)
-        for t in trials[4:]:
-            t.state, t.metrics = TrialState.RUNNING, {}
-        runner = _runner(trials)
         progress = Progress(stream)
         assert progress.live
         progress("tick", runner)  # type: ignore[arg-type]
         progress.close()
-        screen = CURSOR.sub("\n", STYLE.sub("", _drain(master).decode("utf-8", "replace")))
+        return CURSOR.sub("\n", STYLE.sub("", _drain(master).decode("utf-8", "replace")))
     finally:
         stream.close()
         os.close(master)
+
+
+def test_live_view_on_a_terminal() -> None:
+    trials = make_trials(6)
+    for t in trials[4:]:
+        t.state, t.metrics = TrialState.RUNNING, {}
+    screen = _one_tick_on_a_terminal(_runner(trials))
     lines = [ln for ln in screen.split("\n") if ln.strip()]
     assert any(ln.split()[:4] == ["#", "state", "accuracy", "parameters"] for ln in lines)
     rows = [ln for ln in lines if re.match(r"^\d+\s+(Succeeded|Pruned|Failed)\s", ln)]
@@ -79,17 +84,7 @@ def test_live_view_shows_every_objective() -> None:
     doc["spec"]["additionalMetrics"] = []
     spec = TuningExperiment.model_validate(doc).spec
     trials = [t for t in make_trials(6, curves=False) if t.state is TrialState.SUCCEEDED]
-    master, slave = os.openpty()
-    stream = os.fdopen(slave, "w", encoding="utf-8")
-    try:
-        progress = Progress(stream)
-        progress("tick", SimpleNamespace(spec=spec, all_trials=lambda: trials, resumed=None,  # type: ignore[arg-type]
-                                         out_dir="out"))
-        progress.close()
-        screen = CURSOR.sub("\n", STYLE.sub("", _drain(master).decode("utf-8", "replace")))
-    finally:
-        stream.close()
-        os.close(master)
+    screen = _one_tick_on_a_terminal(SimpleNamespace(spec=spec, all_trials=lambda: trials, resumed=None, out_dir="out"))
     lines = [ln for ln in screen.split("\n") if ln.strip()]
     assert any(ln.split()[:5] == ["#", "state", "accuracy", "loss,", "parameters"] for ln in lines), lines
     rows = {int(ln.split()[0]): ln for ln in lines if re.match(r"^\d+\s+Succeeded\s", ln)}
