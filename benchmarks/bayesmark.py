@@ -303,7 +303,8 @@ def summary_table(res: Results, budget: str) -> str:
         mvr = median_vs_random(res, budget, o)
         worst = max(mvr, key=lambda p: mvr[p])
         t = np.mean([r.suggest_seconds for r in res.runs if r.budget == budget and r.optimizer == o])
-        rows.append((s, f"| {o} | **{s:.1f}** | {se:.1f} | {wtl} | {mvr[worst]:.2f} ({worst}) | {t:.2f} |"))
+        se_cell = "—" if math.isnan(se) else f"{se:.1f}"  # one problem: no spread over problems
+        rows.append((s, f"| {o} | **{s:.1f}** | {se_cell} | {wtl} | {mvr[worst]:.2f} ({worst}) | {t:.2f} |"))
     return "\n".join(lines + [r for _, r in sorted(rows, key=lambda x: -x[0])])
 
 
