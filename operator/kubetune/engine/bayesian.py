@@ -203,6 +203,8 @@ class BayesianSampler(Sampler):
         super().__init__(space, **kwargs)  # type: ignore[arg-type]
         sizes = categorical_sizes(space)
         self._sizes = sizes
+        self._tpe_sampler: Sampler | None = None
+        """The plateau rule's TPE (made on first use)."""
         self._num_idx = [i for i, k in enumerate(sizes) if k == 0]
         self._cat_idx = [i for i, k in enumerate(sizes) if k > 0]
         col_dim: list[int] = []
@@ -349,7 +351,7 @@ class BayesianSampler(Sampler):
     def _tpe(self) -> Sampler:
         from .tpe import TPESampler
 
-        if getattr(self, "_tpe_sampler", None) is None:
+        if self._tpe_sampler is None:
             self._tpe_sampler = TPESampler(self.space, seed=self.seed, settings={"nStartupTrials": 1})
         return self._tpe_sampler
 
