@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import socket
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import urllib3
 from controlplane import K8S_VERSION, ControlPlane
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
@@ -123,6 +126,39 @@ def test_node_agent_survives_expired_watch(core: client.CoreV1Api, node_agent: N
     assert node_agent.sync_once(timeout=1) == "timeout"  # the relist + watch the loop does next
     core.create_namespaced_pod(namespace, python_pod("after-expiry", "pass"))
     wait_for(lambda: pod_phase(core, namespace, "after-expiry", "Succeeded"), "pod Succeeded")
+
+
+def test_node_agent_retries_a_cut_response_body(node_agent: NodeAgent) -> None:
+    """A response whose body a restarting API server cuts short (``IncompleteRead`` while reading it) is retried like
+    a refused connection: the body is read inside the retried call (a token request once failed this way)."""
+    body = json.dumps({"status": {"token": "x" * 900}}).encode()
+    served: list[int] = []
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        for _ in range(2):
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(65536)
+                head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n" \
+                       "Connection: close\r\n\r\n"
+                cut = len(body) // 2 if not served else len(body)  # the first answer stops half way
+                conn.sendall(head.encode() + body[:cut])
+                served.append(cut)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/token"
+
+    def request(*, _preload_content: bool, _request_timeout: Any) -> Any:
+        return urllib3.request("GET", url, preload_content=_preload_content, timeout=10.0, retries=False)
+
+    before = node_agent.faults.get("cut body", 0)
+    assert node_agent.call_body("cut body", request) == json.loads(body)
+    thread.join(10)
+    server.close()
+    assert served == [len(body) // 2, len(body)]
+    assert node_agent.faults["cut body"] == before + 1
 
 
 def test_job_completes_and_sees_env(core: client.CoreV1Api, batch: client.BatchV1Api,

@@ -454,9 +454,8 @@ class PodWorker(threading.Thread):
                 "spec": {"expirationSeconds": TOKEN_SECONDS, "audiences": [],
                          "boundObjectRef": {"apiVersion": "v1", "kind": "Pod",
                                             "name": self.pod_name, "uid": self.uid}}}
-        resp = self.agent.call("token request", self.agent.core.create_namespaced_service_account_token,
-                               sa, self.namespace, body, _preload_content=False)
-        token = json.loads(resp.data)["status"]["token"]
+        token = self.agent.call_body("token request", self.agent.core.create_namespaced_service_account_token,
+                                     sa, self.namespace, body)["status"]["token"]
         tmp = self.sa_dir / ".token.tmp"
         tmp.write_text(token)
         tmp.chmod(0o600)
@@ -536,13 +535,9 @@ class PodWorker(threading.Thread):
         core, call = self.agent.core, self.agent.call
         conflicts = 0
 
-        def read_pod(**kw: Any) -> bytes:
-            # the body is read within the retried call: a response cut by a restarting API server is retried too
-            return bytes(core.read_namespaced_pod(self.pod_name, self.namespace, _preload_content=False, **kw).data)
-
         while True:
             try:
-                pod = json.loads(call("read pod", read_pod))
+                pod = self.agent.call_body("read pod", core.read_namespaced_pod, self.pod_name, self.namespace)
             except ApiException as exc:
                 if exc.status == 404:
                     raise PodGone() from exc
@@ -655,6 +650,14 @@ class NodeAgent:
             if self._stop.wait(delay):
                 raise AgentStopping(what)
             delay = min(delay * factor, cap)
+
+    def call_body(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn``'s response body as JSON, read inside :meth:`call`: a body cut by a restarting API server
+        (``IncompleteRead``) is retried like a refused connection."""
+        def read(**call_kwargs: Any) -> bytes:  # call() adds the request timeout
+            return bytes(fn(*args, _preload_content=False, **kwargs, **call_kwargs).data)
+
+        return json.loads(self.call(what, read))
 
     def _fault(self, what: str) -> None:
         with self._lock:
@@ -876,8 +879,7 @@ class NodeAgent:
         """
         rv = resource_version
         if rv is None:
-            listing = json.loads(self.call(
-                "list pods", self.core.list_pod_for_all_namespaces, _preload_content=False).data)
+            listing = self.call_body("list pods", self.core.list_pod_for_all_namespaces)
             self.relists += 1
             present = {pod["metadata"]["uid"] for pod in listing["items"]}
             with self._lock:
