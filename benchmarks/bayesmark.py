@@ -52,6 +52,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks.bayesmark_problems import bayesmark_problem, family, problem_names  # noqa: E402
 from benchmarks.optimizers import make_optimizer  # noqa: E402
+from kubetune.engine.space import ParamValue  # noqa: E402
 
 DEFAULT = "kubetune-bayesian"
 OPTIMIZERS = [DEFAULT, "optuna-tpe", "hyperopt-tpe", "nevergrad-1p1", "random"]
@@ -94,6 +95,8 @@ class Run:
     losses: list[float]  # every evaluation, in order
     suggest_seconds: float
     objective_seconds: float
+    best_params: dict[str, ParamValue] | None = None
+    """The configuration of the best loss (the first one to reach it); absent from studies recorded before it was."""
 
     @property
     def best(self) -> float:
@@ -124,6 +127,7 @@ def run_one(problem: str, optimizer: str, budget: str, rounds: int, batch: int, 
     opt_seed = seed * 1000 + problem_names().index(problem) if problem in problem_names() else seed
     opt = make_optimizer(optimizer, prob.space, opt_seed, budget=rounds * batch, workers=batch)
     losses: list[float] = []
+    best_params: dict[str, ParamValue] | None = None
     t_sug = t_obj = 0.0
     for _ in range(rounds):
         t0 = time.perf_counter()
@@ -134,8 +138,11 @@ def run_one(problem: str, optimizer: str, budget: str, rounds: int, batch: int, 
         opt.tell(params, ys)
         t_sug += (t1 - t0) + (time.perf_counter() - t2)
         t_obj += t2 - t1
-        losses += ys
-    return Run(problem, optimizer, budget, seed, losses, t_sug, t_obj)
+        for p, y in zip(params, ys):
+            if not losses or y < min(losses):
+                best_params = {k: v.item() if isinstance(v, np.generic) else v for k, v in p.items()}
+            losses.append(y)
+    return Run(problem, optimizer, budget, seed, losses, t_sug, t_obj, best_params)
 
 
 def read_partial(path: Path) -> list[Run]:

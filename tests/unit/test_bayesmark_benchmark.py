@@ -117,6 +117,9 @@ def test_quick_run_scores_every_optimizer() -> None:
         assert len(r.losses) == rounds * batch and all(math.isfinite(v) for v in r.losses)
         space = bayesmark_problem(r.problem).space
         assert space is not None
+        # the recorded best configuration is the one that scored the best loss (the objectives are deterministic)
+        assert r.best_params is not None and set(r.best_params) == set(space.names)
+        assert bayesmark_problem(r.problem).loss(r.best_params) == r.best
     for budget in cfg.budgets:
         for o in cfg.optimizers:
             s, se = bm.score(res, budget, o)
