@@ -3,7 +3,7 @@
 The reconciler runs against the in-memory API server of ``tests/support/fake_api.py`` (no faults, short trials,
 the watch events of a real cluster in its order: a deleted Job's pods end and go after the Job). Memory is measured
 with ``tracemalloc`` at quiet points (the experiment finished, nothing running, every event delivered) after the
-budget is raised from 500 to 1,250 to 2,000 trials. What must grow is the records (the operator's ``records``
+budget is raised from 250 to 1,000 to 2,000 trials. What must grow is the records (the operator's ``records``
 dict and the server's ConfigMaps): both are moved out of the process while measuring (pickled to a file) and
 brought back after, so the number measured is everything else the process holds.
 
