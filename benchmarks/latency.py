@@ -4,11 +4,16 @@ Usage (from the repository root)::
 
     python benchmarks/latency.py            # N = 10, 100, 200, 500, 1000, 2000
     python benchmarks/latency.py --quick    # N = 10, 50 only
+    python benchmarks/latency.py --batch 8 --loss steps --sizes 200   # 8 suggestions per call, step-like losses
 
 Every optimizer gets the same history (N uniformly random configurations of a 6-parameter mixed space with a
 synthetic loss), loaded the cheapest way the library allows (kubetune: the history list; Optuna: ``add_trials``;
 scikit-optimize: one ``tell`` of all points; Hyperopt: inserted trial documents). Then one suggestion is asked and
-its result told, timed together, repeated and the median reported. BLAS/OpenMP are limited to one thread, as in the
+its result told, timed together, repeated and the median reported; with ``--batch B`` one call asks B suggestions
+together (as a round of B parallel trials does) and the table shows the call's time divided by B. ``--loss steps``
+rounds the loss up to a multiple of 0.3, so trials tie at the best loss, as accuracies do (from N = 200 on at least
+three trials of the history share the best loss, and ``bayesian``'s plateau rule takes every other suggestion from
+TPE; the output gives the number of ties per N). BLAS/OpenMP are limited to one thread, as in the
 quality benchmark. Slow peers are capped (``CAPS``) where one suggestion would take minutes; capped cells show
 "—".
 """
@@ -61,9 +66,18 @@ CAPS = {"skopt-gp": 500}  # largest N measured
 Params = dict[str, ParamValue]
 
 
+STEP = 0.0
+"""``--loss steps`` sets it: losses rounded to multiples of it (0: the smooth loss)."""
+BATCH = 1
+"""``--batch``: suggestions asked in one call."""
+STEPS = 0.3
+"""The step of ``--loss steps``."""
+
+
 def loss(p: Params) -> float:
     u = np.array(SPACE.to_unit(p))
-    return float(((u - 0.3) ** 2).sum() + 0.3 * (p["opt"] != "adam"))
+    v = float(((u - 0.3) ** 2).sum() + 0.3 * (p["opt"] != "adam"))
+    return math.ceil(v / STEP) * STEP if STEP else v
 
 
 def history(n: int, seed: int = 0) -> list[Params]:
@@ -78,8 +92,8 @@ def _kubetune(algorithm: str) -> Callable[[list[Params]], Callable[[], None]]:
         obs = [Observation(p, ObservationState.COMPLETE, loss(p)) for p in hist]
 
         def step() -> None:
-            p = sampler.suggest(obs, [], n=1)[0]
-            obs.append(Observation(p, ObservationState.COMPLETE, loss(p)))
+            for p in sampler.suggest(obs, [], n=BATCH):
+                obs.append(Observation(p, ObservationState.COMPLETE, loss(p)))
 
         return step
 
@@ -93,8 +107,8 @@ def _optuna(hist: list[Params]) -> Callable[[], None]:
     opt.study.add_trials([optuna.trial.create_trial(params=p, distributions=opt.dists, value=loss(p)) for p in hist])
 
     def step() -> None:
-        p = opt.ask(1)
-        opt.tell(p, [loss(p[0])])
+        p = opt.ask(BATCH)
+        opt.tell(p, [loss(q) for q in p])
 
     return step
 
@@ -120,8 +134,8 @@ def _skopt(hist: list[Params]) -> Callable[[], None]:
         opt.opt.tell(enc, [loss(p) for p in hist])
 
     def step() -> None:
-        p = opt.ask(1)
-        opt.tell(p, [loss(p[0])])
+        p = opt.ask(BATCH)
+        opt.tell(p, [loss(q) for q in p])
 
     return step
 
@@ -143,8 +157,8 @@ def _hyperopt(hist: list[Params]) -> Callable[[], None]:
     opt.trials.refresh()
 
     def step() -> None:
-        p = opt.ask(1)
-        opt.tell(p, [loss(p[0])])
+        p = opt.ask(BATCH)
+        opt.tell(p, [loss(q) for q in p])
 
     return step
 
@@ -167,8 +181,8 @@ def _kubetune_numeric(algorithm: str, fresh: bool) -> Callable[[list[Params]], C
 
         def step() -> None:
             s = make_sampler(algorithm, NUMERIC, seed=0) if fresh else sampler
-            p = s.suggest(obs, [], n=1)[0]
-            obs.append(Observation(p, ObservationState.COMPLETE, loss({**p, "opt": "adam"})))
+            for p in s.suggest(obs, [], n=BATCH):
+                obs.append(Observation(p, ObservationState.COMPLETE, loss({**p, "opt": "adam"})))
 
         return step
 
@@ -191,7 +205,8 @@ SETUPS: dict[str, Callable[[list[Params]], Callable[[], None]]] = {
 
 
 def measure(name: str, n: int, max_seconds: float = 20.0) -> float:
-    """Median seconds of one ask+tell after ``n`` trials (repeated up to 7 times or ``max_seconds``)."""
+    """Median seconds per suggestion of one ask+tell of :data:`BATCH` suggestions after ``n`` trials (repeated up to
+    7 times or ``max_seconds``)."""
     step = SETUPS[name](history(n))
     step()  # warm-up (imports, caches)
     times: list[float] = []
@@ -201,14 +216,24 @@ def measure(name: str, n: int, max_seconds: float = 20.0) -> float:
         step()
         times.append(time.perf_counter() - t0)
         spent += times[-1]
-    return statistics.median(times)
+    return statistics.median(times) / BATCH
 
 
-def run(sizes: list[int], optimizers: list[str], log: bool = True) -> dict[str, dict[int, float]]:
+def run(sizes: list[int], optimizers: list[str], log: bool = True, batch: int = 1,
+        step: float = 0.0) -> dict[str, dict[int, float]]:
+    """Seconds per suggestion by optimizer and N; ``batch`` suggestions per call, losses in steps of ``step``."""
     from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
 
-    with threadpool_limits(1):
-        return _run(sizes, optimizers, log)
+    global BATCH, STEP
+    if batch < 1 or step < 0:
+        raise ValueError(f"batch must be at least 1 and step at least 0, not {batch} and {step}")
+    saved = BATCH, STEP
+    BATCH, STEP = batch, step
+    try:
+        with threadpool_limits(1):
+            return _run(sizes, optimizers, log)
+    finally:
+        BATCH, STEP = saved
 
 
 def _run(sizes: list[int], optimizers: list[str], log: bool) -> dict[str, dict[int, float]]:
@@ -223,6 +248,17 @@ def _run(sizes: list[int], optimizers: list[str], log: bool) -> dict[str, dict[i
             if log:
                 print(f"{name} N={n}: {out[name][n] * 1000:.1f} ms", file=sys.stderr, flush=True)
     return out
+
+
+def ties_at_best(n: int, step: float) -> int:
+    """How many of the ``n`` trials of the history share its best loss when losses are in steps of ``step``."""
+    global STEP
+    saved, STEP = STEP, step
+    try:
+        losses = [loss(p) for p in history(n)]
+    finally:
+        STEP = saved
+    return sum(v == min(losses) for v in losses)
 
 
 def table(results: dict[str, dict[int, float]]) -> str:
@@ -243,11 +279,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help=f"N in {QUICK_SIZES} only")
     ap.add_argument("--optimizers", nargs="*", help=f"subset of {list(SETUPS)} (default {OPTIMIZERS})")
     ap.add_argument("--sizes", nargs="*", type=int, help=f"numbers of trials N (default {SIZES})")
+    ap.add_argument("--batch", type=int, default=1, help="suggestions asked in one call (default 1)")
+    ap.add_argument("--loss", choices=["smooth", "steps"], default="smooth",
+                    help="steps: the loss rounded up to a multiple of 0.3, so trials tie at the best loss (default smooth)")
     args = ap.parse_args(argv)
+    if args.batch < 1:
+        ap.error(f"--batch must be at least 1, not {args.batch}")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
-    res = run(args.sizes or (QUICK_SIZES if args.quick else SIZES), args.optimizers or OPTIMIZERS)
-    print(f"Seconds per suggestion (ask + tell, median), load average at start {load:.2f}:\n")
+    res = run(args.sizes or (QUICK_SIZES if args.quick else SIZES), args.optimizers or OPTIMIZERS,
+              batch=args.batch, step=STEPS if args.loss == "steps" else 0.0)
+    how = f"{args.batch} suggestions asked in one call, the call's time divided by {args.batch}" \
+        if args.batch > 1 else "one suggestion per call"
+    print(f"Seconds per suggestion (ask + tell, median; {how}; {args.loss} loss), load average at start {load:.2f}:\n")
     print(table(res))
+    if args.loss == "steps":
+        print("\nTrials of the history tied at its best loss: " + ", ".join(
+            f"N={n}: {ties_at_best(n, STEPS)}" for n in sorted({n for r in res.values() for n in r})))
     return 0
 
 
