@@ -67,7 +67,7 @@ Params = dict[str, ParamValue]
 
 
 STEP = 0.0
-"""``--loss steps`` sets it: losses rounded to multiples of it (0: the smooth loss)."""
+"""``--loss steps`` sets it: losses rounded up to a multiple of it (0: the smooth loss)."""
 BATCH = 1
 """``--batch``: suggestions asked in one call."""
 STEPS = 0.3
