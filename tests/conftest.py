@@ -4,17 +4,29 @@
 
 The suite runs in parallel (pytest-xdist, ``-n auto --maxprocesses 4 --dist loadfile`` in ``pyproject.toml``; each
 worker starts its own control plane). ``-n 0`` runs it in one process.
+
+Several tests send Ctrl-C (SIGINT) to a ``kubetune`` process they start and check that it stops. A process started in
+the background by a non-interactive shell inherits SIGINT *ignored*, and an ignored signal stays ignored across
+``exec``, so those commands would never see the Ctrl-C. :func:`pytest_configure` gives this process (and each xdist
+worker) Python's own SIGINT handler, which ``exec`` resets to the default in every child: the suite behaves the same
+however it was started.
 """
 
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="module")
