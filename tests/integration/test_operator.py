@@ -119,8 +119,8 @@ def test_experiment_runs_to_success_with_real_jobs_and_sdk(operator: OperatorPro
         env = {e.name: e.value for e in job.spec.template.spec.containers[0].env}
         assert env["KUBETUNE_TRIAL"] == job.metadata.name
         assert '"x"' in env["KUBETUNE_PARAMS"]
-    reasons = {e.reason for e in ex.events("quad")}
-    assert {"TrialCreated", "BestTrialImproved", "ExperimentSucceeded"} <= reasons
+    expected = {"TrialCreated", "BestTrialImproved", "ExperimentSucceeded"}
+    assert expected <= {e.reason for e in ex.events("quad", until=expected)}
     # `kubectl get tex`: best value, trials succeeded/created/max, the Succeeded condition and reason, age
     header, row = control_plane.kubectl("get", "tex", "quad", "-n", trial_namespace).stdout.splitlines()
     assert header.split() == ["NAME", "BEST", "SUCCEEDED-TRIALS", "TRIALS", "MAX", "SUCCEEDED", "REASON", "AGE"]
@@ -152,7 +152,7 @@ def test_failed_missing_metric_and_termination_message_trials(operator: Operator
     assert done["status"] == "True"
     status = ex.get("modes")["status"]
     assert status["trials"]["failed"] == 2 and status["trials"]["succeeded"] == 2
-    assert "TrialFailed" in {e.reason for e in ex.events("modes")}
+    assert "TrialFailed" in {e.reason for e in ex.events("modes", until={"TrialFailed"})}
 
 
 def test_too_many_failures_fails_the_experiment(operator: OperatorProcess, trial_namespace: str,
@@ -302,4 +302,4 @@ def test_median_stopping_prunes_trials_and_their_pods_end(operator: OperatorProc
     # the pruned trials' pods ended: nothing of the experiment is left running
     wait_for("no running pods", lambda: not [p for p in ex.pods("prune") if p.status.phase == "Running"],
              timeout=60)
-    assert "TrialPruned" in {e.reason for e in ex.events("prune")}
+    assert "TrialPruned" in {e.reason for e in ex.events("prune", until={"TrialPruned"})}

@@ -93,7 +93,7 @@ def test_warm_start_by_name_and_initial_trials_as_the_first_jobs(op: OperatorPro
     assert (expected.number, expected.params) == (2, records[2]["params"])
     cold = History(spec, "ws-target", [Trial.from_record(records[n]) for n in (0, 1)])
     assert make_plan(spec, [], experiment="ws-target", history=cold).create[0].params != records[2]["params"]
-    reasons = [e.reason for e in ex.events("ws-target")]
+    reasons = [e.reason for e in ex.events("ws-target", until={"WarmStart"})]
     assert "WarmStart" in reasons, reasons
 
 

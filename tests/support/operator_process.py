@@ -167,6 +167,17 @@ class Experiments:
         return list(self.core.list_namespaced_pod(
             self.namespace, label_selector=f"kubetune.io/experiment={name}").items)
 
-    def events(self, name: str) -> list[Any]:
-        return [e for e in self.core.list_namespaced_event(self.namespace).items
-                if e.involved_object.name == name and e.involved_object.kind == "TuningExperiment"]
+    def events(self, name: str, until: set[str] | None = None, timeout: float = 30.0) -> list[Any]:
+        """The experiment's Events; with ``until``, once every one of those reasons has been posted (the operator
+        posts Events on threads of its own, so they may arrive after the status that caused them)."""
+        def listed() -> list[Any]:
+            return [e for e in self.core.list_namespaced_event(self.namespace).items
+                    if e.involved_object.name == name and e.involved_object.kind == "TuningExperiment"]
+        if not until:
+            return listed()
+        def complete() -> list[Any]:
+            found = listed()
+            return found if until <= {e.reason for e in found} else []
+        found: list[Any] = wait_for(f"events {sorted(until)} on {name}", complete, timeout=timeout,
+                                    on_timeout=lambda: f"posted: {sorted({e.reason for e in listed()})}")
+        return found
