@@ -3,15 +3,39 @@
 
 from __future__ import annotations
 
-import argparse
 import signal
-import sys
-import threading
-from pathlib import Path
+from types import FrameType
 
-from pydantic import ValidationError
+# A Ctrl-C while the modules below load would interrupt pydantic's schema build, which reports it as a SchemaError
+# (exit code 1). So, when Ctrl-C has its default meaning, it is only noted while they load, and `main` then returns
+# 130. This is done here, where both `kubetune` (the console script imports this module) and `python -m kubetune`
+# load the command line; an inherited "ignore" (a background job) is left as it is.
+_interrupted: list[int] = []
 
-from .validation import InvalidExperiment, Problem, load_experiment, rule_problems, schema_problems
+
+def _note(signum: int, frame: FrameType | None) -> None:
+    _interrupted.append(signum)
+
+
+_deferred = False
+if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    try:
+        signal.signal(signal.SIGINT, _note)
+        _deferred = True
+    except ValueError:  # imported outside the main thread, where handlers cannot be set
+        pass
+try:
+    import argparse
+    import sys
+    import threading
+    from pathlib import Path
+
+    from pydantic import ValidationError
+
+    from .validation import InvalidExperiment, Problem, load_experiment, rule_problems, schema_problems
+finally:
+    if _deferred:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -258,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if _interrupted:  # Ctrl-C while this module loaded
+        _interrupted.clear()
+        return 130
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

@@ -321,20 +321,26 @@ def test_interrupt_at_many_moments(tmp_path: Path, phase: str) -> None:
             r["state"] == "Canceled" for r in rows)
 
 
+CONSOLE_SCRIPT = Path(sys.executable).parent / "kubetune"  # what `pip install` put beside this interpreter
+
+
 def test_interrupt_while_starting_exits_130(tmp_path: Path) -> None:
     """Ctrl-C at a random moment of start-up (the interpreter importing, the file read, the sampler built, the first
-    trials launched) of a fresh ``kubetune run`` process, as a shell job: 130, or death by SIGINT (which a shell also
-    shows as 130) if it lands before ``main`` is called; never a run that goes on. A fresh process, not a fork of
-    the test process, so no state of other tests (handlers, threads) is inherited."""
+    trials launched) of a fresh ``kubetune run`` process, as a shell job, started both as ``python -m kubetune`` and
+    as the installed ``kubetune`` command: 130, or death by SIGINT (which a shell also shows as 130) if it lands
+    before ``main`` is called; never a run that goes on. A Ctrl-C while the interpreter itself starts (its ``site``
+    module, before any code of the project runs) is CPython's "Fatal Python error", exit 1: allowed for that alone.
+    A fresh process, not a fork of the test process, so no state of other tests (handlers, threads) is inherited."""
     write_experiment(tmp_path)
     rng = random.Random("sturdy-start")
+    commands = [[sys.executable, "-m", "kubetune"], [str(CONSOLE_SCRIPT)]]
     for attempt in range(4):
         out = tmp_path / f"out{attempt}"
         log = tmp_path / f"out{attempt}.log"
         env = {**os.environ, "LAUNCH_LOG": str(tmp_path / f"out{attempt}.launches")}
         with open(log, "w") as stream:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "kubetune", "run", str(tmp_path / "exp.yaml"), "--out", str(out), "--quiet"],
+                [*commands[attempt % 2], "run", str(tmp_path / "exp.yaml"), "--out", str(out), "--quiet"],
                 stdout=stream, stderr=stream, env=env, start_new_session=True)
         time.sleep(rng.uniform(0, 1.5))
         os.killpg(proc.pid, signal.SIGINT)
@@ -344,8 +350,38 @@ def test_interrupt_while_starting_exits_130(tmp_path: Path) -> None:
             code = None
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
-        assert code in (130, -signal.SIGINT), log.read_text()
+        text = log.read_text()
+        assert code in (130, -signal.SIGINT) or (code == 1 and "init_import_site" in text), (code, text)
         assert_no_trial_processes(out)
+
+
+INTERRUPT_ON_IMPORT = """
+import importlib.abc, os, signal, sys
+
+MODULE = sys.argv.pop(1)
+
+class Interrupt(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == MODULE:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, handled at the next bytecode: inside that import
+        return None
+
+sys.meta_path.insert(0, Interrupt())
+from kubetune.cli import main  # as the installed `kubetune` command starts
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("module", ["pydantic", "kubetune.spec", "kubetune.engine.bayesian"])
+def test_ctrl_c_while_the_command_line_loads_exits_130(tmp_path: Path, module: str) -> None:
+    """A Ctrl-C that lands exactly while the CLI's modules load (injected by an import hook as ``module`` is
+    imported, from the same entry point the ``kubetune`` console script uses) ends with 130 and no traceback:
+    not a KeyboardInterrupt traceback, nor the SchemaError pydantic turns an interrupted schema build into."""
+    write_experiment(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", INTERRUPT_ON_IMPORT, module, "validate", str(tmp_path / "exp.yaml")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 130, proc.stderr
+    assert "Traceback" not in proc.stderr and "valid TuningExperiment" not in proc.stdout, (proc.stdout, proc.stderr)
 
 
 # ------------------------------------------------------------------------------------------------- 2: SIGKILL
