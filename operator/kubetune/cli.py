@@ -286,7 +286,10 @@ def main(argv: list[str] | None = None) -> int:
         _interrupted.clear()
         return 130
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:  # a Ctrl-C no command handles itself (e.g. while a command's own modules load)
+        return 130
 
 
 if __name__ == "__main__":

@@ -372,16 +372,25 @@ sys.exit(main())
 """
 
 
-@pytest.mark.parametrize("module", ["pydantic", "kubetune.spec", "kubetune.engine.bayesian"])
-def test_ctrl_c_while_the_command_line_loads_exits_130(tmp_path: Path, module: str) -> None:
+@pytest.mark.parametrize(("module", "command"), [
+    ("pydantic", "validate"), ("kubetune.spec", "validate"), ("kubetune.engine.bayesian", "validate"),
+    # modules a command loads only when it runs
+    ("kubetune.report", "report"), ("kubetune.dashboard", "dashboard"), ("kubetune.k8s.main", "operator"),
+])
+def test_ctrl_c_while_the_command_line_loads_exits_130(tmp_path: Path, module: str, command: str) -> None:
     """A Ctrl-C that lands exactly while the CLI's modules load (injected by an import hook as ``module`` is
     imported, from the same entry point the ``kubetune`` console script uses) ends with 130 and no traceback:
-    not a KeyboardInterrupt traceback, nor the SchemaError pydantic turns an interrupted schema build into."""
+    not a KeyboardInterrupt traceback, nor the SchemaError pydantic turns an interrupted schema build into; also
+    for the modules a command imports when it starts."""
     write_experiment(tmp_path)
-    proc = subprocess.run([sys.executable, "-c", INTERRUPT_ON_IMPORT, module, "validate", str(tmp_path / "exp.yaml")],
+    args = {"validate": [str(tmp_path / "exp.yaml")], "report": [str(tmp_path / "no-such-dir")],
+            "dashboard": [str(tmp_path / "no-such-dir")], "operator": []}[command]
+    proc = subprocess.run([sys.executable, "-c", INTERRUPT_ON_IMPORT, module, command, *args],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 130, proc.stderr
     assert "Traceback" not in proc.stderr and "valid TuningExperiment" not in proc.stdout, (proc.stdout, proc.stderr)
+    if command != "validate":  # the interrupt came before the command did anything
+        assert "no-such-dir" not in proc.stderr + proc.stdout, (proc.stdout, proc.stderr)
 
 
 # ------------------------------------------------------------------------------------------------- 2: SIGKILL
