@@ -105,6 +105,31 @@ def test_win_tie_loss_counts_problems() -> None:
     assert bm.win_tie_loss(_results(noisy, 1, 1), "b", bm.DEFAULT, "x") == (1, 2, 0)
 
 
+def test_ceilings_of_the_pool_worked_by_hand() -> None:
+    P = "DT_wine_nll"  # a name the report's family table can parse
+    # As above: random search's evaluations give clip 7.5, the best evaluation of anyone is 1 -> opt 1.
+    rand = {(P, "random", 0): [5.0, 7.0, 6.0, 9.0], (P, "random", 1): [6.0, 8.0, 10.0, 12.0]}
+    # the default: seed 0 best 1 -> 0, seed 1 best 4.25 -> 3.25 / 6.5 = 0.5 (mean 0.25)
+    # the peer: seed 0 best 4.25 -> 0.5, seed 1 best 2.3 -> 1.3 / 6.5 = 0.2 (mean 0.35)
+    res = _results({**rand, (P, bm.DEFAULT, 0): [1.0, 50.0, 50.0, 50.0],
+                    (P, bm.DEFAULT, 1): [50.0, 4.25, 50.0, 50.0], (P, "peer", 0): [4.25, 50.0, 50.0, 50.0], (P, "peer", 1): [50.0, 50.0, 2.3, 50.0]}, 2, 2)
+    assert bm.score(res, "b", bm.DEFAULT)[0] == pytest.approx(75.0, abs=1e-6)
+    assert bm.score(res, "b", "peer")[0] == pytest.approx(65.0, abs=1e-6)
+    ceil = bm.ceilings(res, "b")
+    assert ceil is not None
+    # the better optimizer on the problem (the default, 0.25) -> 75; per seed the better study: min(0, 0.5) and
+    # min(0.5, 0.2) -> mean 0.1 -> 90.
+    assert ceil == pytest.approx((75.0, 90.0), abs=1e-6)
+    assert "**75.0**" in bm.report(res) and "**90.0**" in bm.report(res)
+    # one optimizer besides random search: nothing to choose among
+    one = _results({k: v for k, v in res_studies(res).items() if k[1] != "peer"}, 2, 2)
+    assert bm.ceilings(one, "b") is None and "Ceilings" not in bm.report(one)
+
+
+def res_studies(res: bm.Results) -> dict[tuple[str, str, int], list[float]]:
+    return {(r.problem, r.optimizer, r.seed): r.losses for r in res.runs}
+
+
 @pytest.mark.timeout(600)
 def test_quick_run_scores_every_optimizer() -> None:
     cfg = bm.config_for(quick=True, workers=1)
