@@ -74,6 +74,26 @@ def test_score_is_bayesmarks_leaderboard_number_worked_by_hand() -> None:
     assert s == pytest.approx(75.0, abs=1e-6) and se == pytest.approx(25.0, abs=1e-6)
 
 
+def test_score_against_the_peers_leaves_the_scored_optimizers_out_of_opt() -> None:
+    # Random search as above (clip 7.5, best 5). A peer: seed 0 best 4, seed 1 best 4.5. The default: 1 and 5.75.
+    P = "DT_wine_nll"
+    res = _results({(P, "random", 0): [5.0, 7.0, 6.0, 9.0], (P, "random", 1): [6.0, 8.0, 10.0, 12.0],
+                    (P, "peer", 0): [4.0, 9.0, 9.0, 9.0], (P, "peer", 1): [9.0, 4.5, 9.0, 9.0],
+                    (P, bm.DEFAULT, 0): [3.0, 1.0, 9.0, 9.0], (P, bm.DEFAULT, 1): [9.0, 9.0, 5.75, 9.0]}, 2, 2)
+    assert bm.reference_pool(res) == ["peer", "random"]
+    ref = bm.reference_pool(res)
+    # opt = 4 (the peer's best; the default's 1 is left out), span 7.5 - 4 = 3.5.
+    # default: (1 - 4) / 3.5 = -0.857 (better than the reference's best: negative), (5.75 - 4) / 3.5 = 0.5
+    assert bm.score(res, "b", bm.DEFAULT, reference=ref)[0] == pytest.approx(100 * (1 - (-3 / 3.5 + 0.5) / 2), abs=1e-6)
+    # peer: 0 and 0.5 / 3.5
+    assert bm.score(res, "b", "peer", reference=ref)[0] == pytest.approx(100 * (1 - (0.5 / 3.5) / 2), abs=1e-6)
+    # in the pool (opt = 1, span 6.5): default 0 and 4.75 / 6.5, peer 3 / 6.5 and 3.5 / 6.5
+    assert bm.score(res, "b", bm.DEFAULT)[0] == pytest.approx(100 * (1 - 4.75 / 13), abs=1e-6)
+    assert bm.score(res, "b", "peer")[0] == pytest.approx(100 * (1 - 6.5 / 13), abs=1e-6)
+    text = bm.report(res)
+    assert "against the peers" in text and "117.9" in text and "92.9" in text
+
+
 def test_median_against_random_uses_the_pooled_minimum_quantile() -> None:
     # 100 random evaluations 1..100, budget of 1 evaluation -> random's median best is the median evaluation.
     rand = {("p", "random", s): [float(v)] for s, v in enumerate(range(1, 101))}
