@@ -332,9 +332,16 @@ def families(res: Results) -> dict[str, list[str]]:
     return fam
 
 
+def _scored_against_peers(res: Results) -> bool:
+    """Whether the report shows the score against the peers: there are kubetune optimizers and peers besides
+    random search."""
+    ref = reference_pool(res)
+    return len(ref) < len(res.config.optimizers) and any(o != "random" for o in ref)
+
+
 def summary_table(res: Results, budget: str) -> str:
     ref = reference_pool(res)
-    against = len(ref) < len(res.config.optimizers) and any(o != "random" for o in ref)
+    against = _scored_against_peers(res)
     lines = ["| optimizer | score | ± s.e. | " + ("against the peers (± s.e.) | " if against else "")
              + "W/T/L of default | worst problem vs random median | optimizer s/run |",
              "|---" * (7 if against else 6) + "|"]
@@ -386,12 +393,13 @@ def report(res: Results) -> str:
     for budget, (rounds, batch) in c.budgets.items():
         out += [f"### {budget}: {rounds} rounds x {batch} suggestions", "",
                 "bayesmark score (100 x (1 - mean normalized loss); random search's median configuration = 0), "
-                "standard error over problems, the same score against the best loss of the peers and random search "
-                f"only ({', '.join(reference_pool(res))}: fixed baselines, as the challenge's leaderboard scored "
-                "entries; above 100 = better than their best), per-problem win/tie/loss of the default against each, "
-                "the worst "
-                "problem by median normalized against random search's median (> 1: worse than random), optimizer "
-                "seconds per study:", "", summary_table(res, budget), ""]
+                "standard error over problems, "
+                + (f"the same score against the best loss of the peers and random search only "
+                   f"({', '.join(reference_pool(res))}: fixed baselines, as the challenge's leaderboard scored "
+                   "entries; above 100 = better than their best), " if _scored_against_peers(res) else "")
+                + "per-problem win/tie/loss of the default against each, the worst problem by median normalized "
+                "against random search's median (> 1: worse than random), optimizer seconds per study:", "",
+                summary_table(res, budget), ""]
         if (ceil := ceilings(res, budget)) is not None:
             out += [f"Ceilings of this pool (random search aside; the scale is set by the pool's best loss seen): the "
                     f"best optimizer per problem, chosen after the fact, **{ceil[0]:.1f}**; the best of their studies "

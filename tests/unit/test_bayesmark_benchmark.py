@@ -144,6 +144,8 @@ def test_ceilings_of_the_pool_worked_by_hand() -> None:
     # one optimizer besides random search: nothing to choose among
     one = _results({k: v for k, v in res_studies(res).items() if k[1] != "peer"}, 2, 2)
     assert bm.ceilings(one, "b") is None and "Ceilings" not in bm.report(one)
+    # and no peer besides random search: no score against the peers either
+    assert "against the peers" not in bm.report(one) and "against the peers" in bm.report(res)
 
 
 def res_studies(res: bm.Results) -> dict[tuple[str, str, int], list[float]]:
