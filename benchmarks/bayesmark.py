@@ -111,6 +111,8 @@ class Results:
     runs: list[Run] = field(default_factory=list)
     wall_seconds: float = 0.0
     cpu_seconds: float = 0.0
+    recorded_in: Path | None = None
+    """The ``.partial.jsonl`` the studies were read from, for a report that ran none of them."""
 
 
 def _limit_threads() -> None:
@@ -386,8 +388,10 @@ def report(res: Results) -> str:
     c = res.config
     out = [f"Problems ({len(c.problems)}): {', '.join(c.problems)}", "",
            f"Seeds: {c.seeds}; {len(res.runs)} studies; {sum(r.suggest_seconds + r.objective_seconds for r in res.runs):.0f} s "
-           f"of optimizer and objective time summed over them; this invocation: wall {res.wall_seconds:.0f} s, "
-           f"CPU {res.cpu_seconds:.0f} s with {c.workers} workers.", ""]
+           "of optimizer and objective time summed over them; "
+           + (f"read from {res.recorded_in.name} (no study ran in this invocation)." if res.recorded_in else
+              f"this invocation: wall {res.wall_seconds:.0f} s, CPU {res.cpu_seconds:.0f} s with {c.workers} "
+              "workers."), ""]
     if c.missing:
         out += [f"Left out (not installed, or unfinished in a partial run): {', '.join(c.missing)}.", ""]
     for budget, (rounds, batch) in c.budgets.items():
@@ -442,7 +446,7 @@ def from_partial(path: Path) -> Results:
                 if all((p, o, b, s) in have for o in opts for b in budgets for s in seeds)]
     cfg = Config(complete, opts, seeds, budgets)
     cfg.missing = [f"{p} (unfinished)" for p in sorted(started - set(complete), key=lambda n: order.get(n, 0))]
-    res = Results(cfg, [r for r in runs if r.problem in set(complete)])
+    res = Results(cfg, [r for r in runs if r.problem in set(complete)], recorded_in=path)
     return res
 
 

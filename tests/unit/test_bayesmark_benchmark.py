@@ -209,6 +209,10 @@ def test_resume_runs_only_the_missing_studies_and_partial_reports_keep_finished_
         sorted((r.problem, r.optimizer, r.losses) for r in first.runs)
     whole = bm.from_partial(partial)
     assert whole.config.problems == cfg.problems and whole.config.missing == []
+    # A report on recorded studies names the file and claims no wall time or workers of its own.
+    header = bm.report(whole).splitlines()[2]
+    assert "read from r.partial.jsonl (no study ran in this invocation)" in header and "workers" not in header
+    assert "this invocation: wall" in bm.report(again).splitlines()[2]
 
 
 class _InProcess:
