@@ -112,7 +112,8 @@ class Results:
     wall_seconds: float = 0.0
     cpu_seconds: float = 0.0
     recorded_in: Path | None = None
-    """The ``.partial.jsonl`` the studies were read from, for a report that ran none of them."""
+    """The file the studies were read from, for a report that ran none of them: a ``.partial.jsonl`` (no timing) or
+    the ``--json`` of a finished run (``wall_seconds`` and ``cpu_seconds`` are that run's)."""
 
 
 def _limit_threads() -> None:
@@ -384,14 +385,22 @@ def problem_table(res: Results, budget: str) -> str:
     return "\n".join(lines)
 
 
+def _provenance(res: Results) -> str:
+    n = res.config.workers
+    timing = f"wall {res.wall_seconds:.0f} s, CPU {res.cpu_seconds:.0f} s with {n} worker{'s' if n != 1 else ''}."
+    if res.recorded_in is None:
+        return "this invocation: " + timing
+    if res.recorded_in.name.endswith(".jsonl"):
+        return f"read from {res.recorded_in.name} (no study ran in this invocation)."
+    return f"read from {res.recorded_in.name} (no study ran in this invocation); the run that wrote it: " + timing
+
+
 def report(res: Results) -> str:
     c = res.config
     out = [f"Problems ({len(c.problems)}): {', '.join(c.problems)}", "",
            f"Seeds: {c.seeds}; {len(res.runs)} studies; {sum(r.suggest_seconds + r.objective_seconds for r in res.runs):.0f} s "
            "of optimizer and objective time summed over them; "
-           + (f"read from {res.recorded_in.name} (no study ran in this invocation)." if res.recorded_in else
-              f"this invocation: wall {res.wall_seconds:.0f} s, CPU {res.cpu_seconds:.0f} s with {c.workers} "
-              "workers."), ""]
+           + _provenance(res), ""]
     if c.missing:
         out += [f"Left out (not installed, or unfinished in a partial run): {', '.join(c.missing)}.", ""]
     for budget, (rounds, batch) in c.budgets.items():
@@ -418,10 +427,11 @@ def to_json(res: Results) -> dict[str, object]:
             "cpu_seconds": res.cpu_seconds}
 
 
-def from_json(data: dict[str, object]) -> Results:
+def from_json(data: dict[str, object], path: Path | None = None) -> Results:
+    """Results written by ``--json`` (``to_json``); ``path``, the file they were read from, goes in the report."""
     cfg = Config(**data["config"])  # type: ignore[arg-type]
     cfg.budgets = {k: tuple(v) for k, v in cfg.budgets.items()}  # type: ignore[misc]
-    res = Results(cfg, [Run(**r) for r in data["runs"]])  # type: ignore[arg-type, attr-defined]
+    res = Results(cfg, [Run(**r) for r in data["runs"]], recorded_in=path)  # type: ignore[arg-type, attr-defined]
     res.wall_seconds, res.cpu_seconds = float(data["wall_seconds"]), float(data["cpu_seconds"])  # type: ignore[arg-type]
     return res
 
@@ -505,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.from_json.suffix == ".jsonl":
             res = from_partial(args.from_json)
         else:
-            res = from_json(json.loads(args.from_json.read_text()))
+            res = from_json(json.loads(args.from_json.read_text()), args.from_json)
     else:
         cfg = config_for(args.quick, args.full, args.seeds, args.workers, args.optimizers, args.problems,
                          args.budgets)

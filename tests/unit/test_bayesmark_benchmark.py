@@ -181,7 +181,7 @@ def test_quick_run_scores_every_optimizer() -> None:
 
 
 def test_resume_runs_only_the_missing_studies_and_partial_reports_keep_finished_problems(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     # Counted by the studies really run (run_one is wrapped), against a run cut short by hand: a line removed and
     # a torn last line, as a kill leaves them.
     cfg = bm.config_for(quick=True, workers=1, optimizers=["kubetune-bayesian"], budgets=["batch8"])
@@ -213,6 +213,14 @@ def test_resume_runs_only_the_missing_studies_and_partial_reports_keep_finished_
     header = bm.report(whole).splitlines()[2]
     assert "read from r.partial.jsonl (no study ran in this invocation)" in header and "workers" not in header
     assert "this invocation: wall" in bm.report(again).splitlines()[2]
+    # ... and a report on a finished run's --json gives that run's wall time as the run's, not this invocation's.
+    written = tmp_path / "r.json"
+    written.write_text(json.dumps(bm.to_json(again)))
+    capsys.readouterr()
+    assert bm.main(["--from-json", str(written)]) == 0
+    header = capsys.readouterr().out.splitlines()[2]
+    assert header.endswith(f"read from r.json (no study ran in this invocation); the run that wrote it: wall "
+                           f"{again.wall_seconds:.0f} s, CPU {again.cpu_seconds:.0f} s with 1 worker."), header
 
 
 class _InProcess:
