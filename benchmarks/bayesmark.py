@@ -164,8 +164,9 @@ def read_partial(path: Path) -> list[Run]:
 def run(config: Config, log: bool = True, partial: Path | None = None, resume: bool = False) -> Results:
     """Run every study of ``config``; with ``partial``, each finished study is also appended there as a JSON line
     (a run cut short keeps what finished). With ``resume``, the studies of ``config`` already in ``partial`` are
-    read back instead of run again (every study is deterministic per seed, so a run can be continued any time,
-    and more seeds, problems or optimizers added to it)."""
+    read back instead of run again (every study is deterministic per seed on one CPU model, so a run can be
+    continued any time, and more seeds, problems or optimizers added to it; docs/benchmarks.md says what differs
+    on another CPU model)."""
     start, cpu0 = time.perf_counter(), _cpu()
     res = Results(config)
     tasks = [(p, o, b, r, n, s) for p in config.problems for b, (r, n) in config.budgets.items()
@@ -351,7 +352,8 @@ def summary_table(res: Results, budget: str) -> str:
     rows = []
     for o in res.config.optimizers:
         s, se = score(res, budget, o)
-        wtl = "—" if o == DEFAULT else "{}/{}/{}".format(*win_tie_loss(res, budget, DEFAULT, o))
+        wtl = "—" if o == DEFAULT or DEFAULT not in res.config.optimizers else \
+            "{}/{}/{}".format(*win_tie_loss(res, budget, DEFAULT, o))
         mvr = median_vs_random(res, budget, o)
         worst = max(mvr, key=lambda p: mvr[p])
         t = np.mean([r.suggest_seconds for r in res.runs if r.budget == budget and r.optimizer == o])
@@ -460,6 +462,19 @@ def from_partial(path: Path) -> Results:
     return res
 
 
+def only(res: Results, optimizers: list[str]) -> Results:
+    """The same studies re-scored with only ``optimizers`` (and random search, the baseline) in the pool, so the best
+    loss seen and the ceilings are theirs: e.g. a run kept with an earlier version of an algorithm beside it."""
+    unknown = sorted(set(optimizers) - set(res.config.optimizers))
+    if unknown:
+        raise ValueError(f"not in these results: {', '.join(unknown)} (they have {', '.join(res.config.optimizers)})")
+    keep = [o for o in res.config.optimizers if o in optimizers or o == "random"]
+    cfg = Config(res.config.problems, keep, res.config.seeds, res.config.budgets, res.config.workers,
+                 res.config.missing)
+    return Results(cfg, [r for r in res.runs if r.optimizer in keep], res.wall_seconds, res.cpu_seconds,
+                   res.recorded_in)
+
+
 def available(optimizers: list[str]) -> tuple[list[str], list[str]]:
     import importlib.util
 
@@ -499,7 +514,8 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--full", action="store_true", help="all 90 problems, 10 seeds, every peer")
     ap.add_argument("--seeds", type=int, help="number of seeds")
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
-    ap.add_argument("--optimizers", nargs="*", help=f"default {OPTIMIZERS}; random search is always added")
+    ap.add_argument("--optimizers", nargs="*", help=f"default {OPTIMIZERS}; random search is always added; with "
+                    "--from-json, the optimizers of the saved run to score (the others leave the pool)")
     ap.add_argument("--problems", nargs="*", help="bayesmark test cases, e.g. DT_wine_nll (default: the subset)")
     ap.add_argument("--budgets", nargs="*", help=f"subset of {list(BUDGETS)}")
     ap.add_argument("--json", type=Path, help="write raw results here")
@@ -516,6 +532,11 @@ def main(argv: list[str] | None = None) -> int:
             res = from_partial(args.from_json)
         else:
             res = from_json(json.loads(args.from_json.read_text()), args.from_json)
+        if args.optimizers:
+            try:
+                res = only(res, args.optimizers)
+            except ValueError as e:
+                ap.error(str(e))
     else:
         cfg = config_for(args.quick, args.full, args.seeds, args.workers, args.optimizers, args.problems,
                          args.budgets)

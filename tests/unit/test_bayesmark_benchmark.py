@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -221,6 +222,31 @@ def test_resume_runs_only_the_missing_studies_and_partial_reports_keep_finished_
     header = capsys.readouterr().out.splitlines()[2]
     assert header.endswith(f"read from r.json (no study ran in this invocation); the run that wrote it: wall "
                            f"{again.wall_seconds:.0f} s, CPU {again.cpu_seconds:.0f} s with 1 worker."), header
+
+
+def test_from_json_with_optimizers_scores_a_smaller_pool(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    # Hand-made studies on two problems and two seeds: kubetune-bayesian finds the best loss everywhere, Optuna's
+    # TPE the second best, random search worse. In the whole pool TPE is below 100; without kubetune's studies its
+    # own best losses set the scale, so it scores exactly 100, and kubetune's row is gone.
+    rows = []
+    for problem in ("DT_iris_acc", "kNN_iris_nll"):
+        for seed in (0, 1):
+            for optimizer, losses in (("kubetune-bayesian", [0.5, 0.1]), ("optuna-tpe", [0.6, 0.3]),
+                                      ("random", [0.9, 0.7, 0.8, 0.6][: 2])):
+                rows.append(asdict(bm.Run(problem, optimizer, "seq40", seed, list(losses) * 20, 1.0, 1.0)))
+    partial = tmp_path / "r.partial.jsonl"
+    partial.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    whole = bm.from_partial(partial)
+    assert bm.score(whole, "seq40", "optuna-tpe")[0] < 99.0
+    assert bm.score(bm.only(whole, ["optuna-tpe"]), "seq40", "optuna-tpe")[0] == pytest.approx(100.0)
+    capsys.readouterr()
+    assert bm.main(["--from-json", str(partial), "--optimizers", "optuna-tpe"]) == 0
+    out = capsys.readouterr().out
+    assert "| optuna-tpe | **100.0** |" in out and "kubetune-bayesian |" not in out
+    with pytest.raises(SystemExit):
+        bm.main(["--from-json", str(partial), "--optimizers", "hyperopt-tpe"])
+    assert "not in these results: hyperopt-tpe" in capsys.readouterr().err
 
 
 class _InProcess:
