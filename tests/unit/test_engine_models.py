@@ -196,3 +196,36 @@ def test_a_plateau_at_the_best_level_does_not_hold_the_search() -> None:
     assert tpe_good >= 14, tpe_good  # of 16 TPE suggestions, nearly all on the two best levels
     assert no_ties_inside >= 20, no_ties_inside  # of 32, without ties: the region keeps them
     assert rule_off_inside >= 20, rule_off_inside  # and so it does with ties and plateauRule: false
+
+
+def test_a_step_like_objective_gets_a_pessimistic_prior_mean(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a step-like objective the process is fitted on losses whose upper quartile is its zero prior mean (so far
+    from every trial it expects a worse than typical loss); without ties, or with plateauRule: false, on losses
+    whose mean is zero. The targets the process is fitted on are recorded as they are passed to it."""
+    space = SearchSpace.of({"x": FloatDistribution(0.0, 1.0), "y": FloatDistribution(0.0, 1.0)})
+    U = np.random.default_rng(5).random((30, 2))
+    levels = [-0.95 if u[0] + u[1] < 0.8 else (-0.9 if u[0] + u[1] < 1.3 else -0.7) for u in U]
+    assert levels.count(-0.95) >= 3
+    smooth = [float(u[0] + u[1]) for u in U]
+    fitted: list[np.ndarray] = []
+    real_fit = GaussianProcess.fit
+
+    def spy(self: GaussianProcess, X: np.ndarray, y: np.ndarray, *args: object, **kwargs: object) -> None:
+        fitted.append(np.array(y))
+        real_fit(self, X, y, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(GaussianProcess, "fit", spy)
+
+    def targets(ys: list[float], **settings: object) -> np.ndarray:
+        fitted.clear()
+        hist = [Observation(space.from_unit(list(u)), ObservationState.COMPLETE, y) for u, y in zip(U, ys, strict=True)]
+        make_sampler("bayesian", space, seed=0, settings=settings).suggest(hist, [], n=1)
+        assert len(fitted) == 1
+        return fitted[0]
+
+    step = targets(levels)
+    assert np.quantile(step, 0.75) == pytest.approx(0.0, abs=1e-12)
+    assert np.mean(step) < -0.1  # most trials lie below the prior mean
+    assert np.argsort(step, kind="stable").tolist() == np.argsort(levels, kind="stable").tolist()  # order kept
+    assert np.mean(targets(smooth)) == pytest.approx(0.0, abs=1e-9)  # no ties: the mean, as before
+    assert np.mean(targets(levels, plateauRule=False)) == pytest.approx(0.0, abs=1e-9)

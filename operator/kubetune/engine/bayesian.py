@@ -8,7 +8,10 @@ stepped parameters are scored at the values the trial will actually run. On a st
 trials share the best loss exactly: an accuracy on a small set, a depth-limited tree), expected improvement is taken
 over the best level minus the gap to the next level, and every other suggestion is TPE's (:mod:`.tpe`, which samples
 around the whole best level), so ties inside a plateau stop holding the search (:func:`plateau_margin`,
-``settings.plateauRule``).
+``settings.plateauRule``). On such an objective the process's constant prior mean is also the upper quartile of the
+warped losses instead of their mean: away from the trials the model expects a worse than typical loss, so expected
+improvement looks for the next level near the good trials (a thin band at the edge of a plateau, a pocket beside
+a good configuration) rather than in the corners of the space, where a zero-mean model's uncertainty is largest.
 
 Conditional parameters: a coordinate that is inactive in a trial (or a candidate) is encoded by a fixed rule, so the
 model never sees a value that had no effect and two configurations that differ only in inactive parameters are the
@@ -61,6 +64,8 @@ _INACTIVE = -0.5
 """The model input of an inactive numeric parameter."""
 _PLATEAU_TIES = 3
 """Trials sharing the best loss exactly that make the objective count as step-like (see :func:`plateau_margin`)."""
+_STEP_PRIOR_QUANTILE = 0.75
+"""On a step-like objective, the quantile of the warped losses taken as the process's constant prior mean."""
 
 
 def plateau_margin(z: np.ndarray, ties: int = _PLATEAU_TIES) -> float:
@@ -81,6 +86,14 @@ def plateau_margin(z: np.ndarray, ties: int = _PLATEAU_TIES) -> float:
     if int(np.count_nonzero(at)) < ties or at.all():
         return 0.0
     return float(np.min(z[~at]) - lo)
+
+
+def step_prior(z: np.ndarray) -> np.ndarray:
+    """The warped losses of a step-like objective, shifted so that the process's zero prior mean stands at their
+    upper quartile (``_STEP_PRIOR_QUANTILE``) instead of their mean: a pessimistic prior, so expected improvement is
+    high near good trials and low far from every trial (see the module docstring)."""
+    shifted: np.ndarray = z - float(np.quantile(z, _STEP_PRIOR_QUANTILE))
+    return shifted
 
 
 def _single_threaded_blas() -> AbstractContextManager[object]:
@@ -185,8 +198,9 @@ class BayesianSettings(ModelSettings):
         True,
         alias="plateauRule",
         description="bayesian: when at least three trials tie at the best loss (a step-like objective), ask "
-        "expected improvement for one more level and take every other suggestion from tpe, so a plateau of ties "
-        "does not hold the search; no effect on objectives without ties.",
+        "expected improvement for one more level, take every other suggestion from tpe and set the model's prior "
+        "mean at the upper quartile of the losses, so a plateau of ties does not hold the search and the next level "
+        "is sought near the good trials; no effect on objectives without ties.",
     )
 
 
@@ -290,6 +304,8 @@ class BayesianSampler(Sampler):
         else:
             X, y = self._model_subset(ctx, hist.X, hist.y)
         z = warp_targets(y)
+        if s.plateau_rule and plateau_margin(z) > 0:
+            z = step_prior(z)
         E = self._encode(X)
         gp = GaussianProcess(self._col_dim, len(self.space))
         if len(z) > _FIT_SUBSET:
