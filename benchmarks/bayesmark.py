@@ -274,6 +274,20 @@ def score(res: Results, budget: str, optimizer: str, problems: list[str] | None 
     return 100.0 * (1.0 - float(means.mean())), 100.0 * se
 
 
+def seed_noise(res: Results, budget: str, optimizer: str, reference: list[str] | None = None) -> float:
+    """The standard error of :func:`score` from the seeds alone, with the baselines held fixed: each problem's
+    normalized losses vary over its seeds, and the score's variance is the sum over problems of the variance of
+    each problem's mean (``var / n_seeds``) divided by the number of problems squared. The ``±`` of :func:`score`
+    is the spread over problems, which says how much the problems differ; this says how much running the same
+    problems with other seeds would move the number. NaN with fewer than two seeds on some problem."""
+    pp = per_problem(res, budget, optimizer, reference)
+    vals = [pp[p] for p in res.config.problems]
+    if not vals or any(len(v) < 2 for v in vals):
+        return math.nan
+    var = sum(float(v.var(ddof=1)) / len(v) for v in vals)
+    return 100.0 * math.sqrt(var) / len(vals)
+
+
 def median_vs_random(res: Results, budget: str, optimizer: str) -> dict[str, float]:
     """bayesmark's median normalization per problem: ``(median S - opt) / (random's median S - opt)``."""
     base = baselines(res, budget)
@@ -397,6 +411,10 @@ def _provenance(res: Results) -> str:
     return f"read from {res.recorded_in.name} (no study ran in this invocation); the run that wrote it: " + timing
 
 
+def _fmt(x: float) -> str:
+    return "—" if math.isnan(x) else f"{x:.2f}"
+
+
 def report(res: Results) -> str:
     c = res.config
     out = [f"Problems ({len(c.problems)}): {', '.join(c.problems)}", "",
@@ -415,6 +433,16 @@ def report(res: Results) -> str:
                 + "per-problem win/tie/loss of the default against each, the worst problem by median normalized "
                 "against random search's median (> 1: worse than random), optimizer seconds per study:", "",
                 summary_table(res, budget), ""]
+        noise = []
+        for o in res.config.optimizers:
+            cell = f"{o} ± {_fmt(seed_noise(res, budget, o))}"
+            if _scored_against_peers(res):
+                cell += f" (± {_fmt(seed_noise(res, budget, o, reference_pool(res)))} against the peers)"
+            noise.append(cell)
+        if len(c.seeds) > 1:
+            out += ["Seed noise of each score (its standard error from each problem's spread over its seeds, the "
+                    "baselines held fixed; the ± of the table is the spread over problems): " + ", ".join(noise)
+                    + ".", ""]
         if (ceil := ceilings(res, budget)) is not None:
             out += [f"Ceilings of this pool (random search aside; the scale is set by the pool's best loss seen): the "
                     f"best optimizer per problem, chosen after the fact, **{ceil[0]:.1f}**; the best of their studies "

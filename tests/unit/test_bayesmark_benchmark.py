@@ -149,6 +149,34 @@ def test_ceilings_of_the_pool_worked_by_hand() -> None:
     assert "against the peers" not in bm.report(one) and "against the peers" in bm.report(res)
 
 
+def test_seed_noise_worked_by_hand() -> None:
+    P, Q = "DT_wine_nll", "DT_iris_nll"
+    rand = {(P, "random", 0): [5.0, 7.0, 6.0, 9.0], (P, "random", 1): [6.0, 8.0, 10.0, 12.0]}
+    # As in the ceilings test: opt 1, clip 7.5. The default's normalized losses 0 and 0.5, the peer's 0.5 and 0.2.
+    studies = {**rand, (P, bm.DEFAULT, 0): [1.0, 50.0, 50.0, 50.0], (P, bm.DEFAULT, 1): [50.0, 4.25, 50.0, 50.0],
+               (P, "peer", 0): [4.25, 50.0, 50.0, 50.0], (P, "peer", 1): [50.0, 50.0, 2.3, 50.0]}
+    res = _results(studies, 2, 2)
+    # one problem: var([0, 0.5], ddof=1) = 0.125, over 2 seeds 0.0625, sqrt 0.25 -> 25 points; the peer:
+    # var([0.5, 0.2]) = 0.045 -> 0.0225 -> 0.15 -> 15 points
+    assert bm.seed_noise(res, "b", bm.DEFAULT) == pytest.approx(25.0, abs=1e-9)
+    assert bm.seed_noise(res, "b", "peer") == pytest.approx(15.0, abs=1e-9)
+    # a second problem where each optimizer ends at the same loss in both seeds adds no variance, and the mean over
+    # two problems halves the standard error: 12.5 and 7.5. There opt = 1, clip = 2.5, and the default ends at 2
+    # (normalized 2/3), the peer at 1 (0).
+    flat = {(Q, o, s): [1.0, 2.0, 3.0, 4.0] for o in ("random", "peer") for s in (0, 1)}
+    flat |= {(Q, bm.DEFAULT, s): [2.0, 3.0, 4.0, 5.0] for s in (0, 1)}
+    res2 = _results({**studies, **flat}, 2, 2)
+    assert bm.seed_noise(res2, "b", bm.DEFAULT) == pytest.approx(12.5, abs=1e-9)
+    assert bm.seed_noise(res2, "b", "peer") == pytest.approx(7.5, abs=1e-9)
+    # the spread over problems is another number: std([0.25, 2/3], ddof=1) / sqrt 2 = (2/3 - 0.25) / 2
+    assert bm.score(res2, "b", bm.DEFAULT)[1] == pytest.approx(100 * (2 / 3 - 0.25) / 2, abs=1e-9)
+    text = bm.report(res2)
+    assert "Seed noise" in text and f"{bm.DEFAULT} ± 12.50" in text and "peer ± 7.50" in text
+    # one seed: no spread to measure
+    one = _results({k: v for k, v in studies.items() if k[2] == 0}, 2, 2)
+    assert math.isnan(bm.seed_noise(one, "b", bm.DEFAULT)) and "Seed noise" not in bm.report(one)
+
+
 def res_studies(res: bm.Results) -> dict[tuple[str, str, int], list[float]]:
     return {(r.problem, r.optimizer, r.seed): r.losses for r in res.runs}
 
