@@ -303,6 +303,22 @@ def median_vs_random(res: Results, budget: str, optimizer: str) -> dict[str, flo
     return out
 
 
+def against_random_median(res: Results, budget: str, optimizer: str) -> dict[str, tuple[int, int, int]]:
+    """Per problem, how many of ``optimizer``'s studies end better than, level with, or worse than random search's
+    median best (the ``rand_med`` of :func:`baselines`; level: the same loss up to float rounding, as in
+    :func:`median_vs_random`). With many seeds this says more than the median alone on a step-like problem, where
+    the median is often exactly level."""
+    base = baselines(res, budget)
+    out = {}
+    for p in res.config.problems:
+        b = base[p]
+        tol = 1e-9 * max(1.0, abs(b.opt))
+        bests = [r.best for r in res.runs if r.problem == p and r.budget == budget and r.optimizer == optimizer]
+        out[p] = (sum(v < b.rand_med - tol for v in bests), sum(abs(v - b.rand_med) <= tol for v in bests),
+                  sum(v > b.rand_med + tol for v in bests))
+    return out
+
+
 def win_tie_loss(res: Results, budget: str, a: str, b: str) -> tuple[int, int, int]:
     """Per problem, ``a`` against ``b``: a win or loss when the mean normalized losses over seeds differ by more
     than 0.01 (one point of score) and by more than twice the standard error of the paired difference; else a
@@ -390,14 +406,18 @@ def family_table(res: Results, budget: str) -> str:
 
 
 def problem_table(res: Results, budget: str) -> str:
-    """Per problem: the mean score over seeds and, for the default, the median normalized against random."""
+    """Per problem: the mean score over seeds and, for the default, the median normalized against random and its
+    studies better / level / worse than random search's median best."""
     opts = res.config.optimizers
-    lines = ["| problem | " + " | ".join(opts) + f" | {DEFAULT} median vs random |", "|---" * (len(opts) + 2) + "|"]
+    lines = ["| problem | " + " | ".join(opts) + f" | {DEFAULT} median vs random | better / level / worse |",
+             "|---" * (len(opts) + 3) + "|"]
     pps = {o: per_problem(res, budget, o) for o in opts}
     mvr = median_vs_random(res, budget, DEFAULT) if DEFAULT in opts else {}
+    blw = against_random_median(res, budget, DEFAULT) if DEFAULT in opts else {}
     for p in res.config.problems:
         cells = [f"{100 * (1 - pps[o][p].mean()):.1f}" for o in opts]
-        lines.append(f"| {p} | " + " | ".join(cells) + f" | {mvr.get(p, math.nan):.2f} |")
+        counts = " / ".join(str(k) for k in blw[p]) if p in blw else "—"
+        lines.append(f"| {p} | " + " | ".join(cells) + f" | {mvr.get(p, math.nan):.2f} | {counts} |")
     return "\n".join(lines)
 
 
@@ -433,13 +453,13 @@ def report(res: Results) -> str:
                 + "per-problem win/tie/loss of the default against each, the worst problem by median normalized "
                 "against random search's median (> 1: worse than random), optimizer seconds per study:", "",
                 summary_table(res, budget), ""]
-        noise = []
-        for o in res.config.optimizers:
-            cell = f"{o} ± {_fmt(seed_noise(res, budget, o))}"
-            if _scored_against_peers(res):
-                cell += f" (± {_fmt(seed_noise(res, budget, o, reference_pool(res)))} against the peers)"
-            noise.append(cell)
         if len(c.seeds) > 1:
+            noise = []
+            for o in res.config.optimizers:
+                cell = f"{o} ± {_fmt(seed_noise(res, budget, o))}"
+                if _scored_against_peers(res):
+                    cell += f" (± {_fmt(seed_noise(res, budget, o, reference_pool(res)))} against the peers)"
+                noise.append(cell)
             out += ["Seed noise of each score (its standard error from each problem's spread over its seeds, the "
                     "baselines held fixed; the ± of the table is the spread over problems): " + ", ".join(noise)
                     + ".", ""]

@@ -108,6 +108,18 @@ def test_median_against_random_uses_the_pooled_minimum_quantile() -> None:
     assert bm.median_vs_random(flat, "b", "x")["p"] == 1.0
 
 
+def test_studies_against_random_medians_best_are_counted_better_level_worse() -> None:
+    # 100 random evaluations 1..100, budget 1: random search's median best is 50. The default's five studies end at
+    # 10, 50, 50 + 1e-12 (level: float rounding), 70 and 99.
+    rand = {("DT_wine_nll", "random", s): [float(v)] for s, v in enumerate(range(1, 101))}
+    mine = {("DT_wine_nll", bm.DEFAULT, s): [v] for s, v in enumerate([10.0, 50.0, 50.0 + 1e-12, 70.0, 99.0])}
+    res = _results({**rand, **mine}, 1, 1)
+    assert bm.against_random_median(res, "b", bm.DEFAULT) == {"DT_wine_nll": (1, 2, 2)}
+    # random search's own 100 studies: 49 below 50, one at it, 50 above
+    assert bm.against_random_median(res, "b", "random") == {"DT_wine_nll": (49, 1, 50)}
+    assert "| 1 / 2 / 2 |" in bm.problem_table(res, "b")
+
+
 def test_win_tie_loss_counts_problems() -> None:
     studies: dict[tuple[str, str, int], list[float]] = {}
     for p, (a, b) in {"p1": (1.0, 5.0), "p2": (5.0, 1.0), "p3": (3.0, 3.0)}.items():
