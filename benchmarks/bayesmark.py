@@ -5,6 +5,9 @@ Usage (from the repository root; run it with ``nice -n 19`` on a shared machine)
     python benchmarks/bayesmark.py --quick        # 2 cheap problems, 1 seed, tiny budgets (the unit test)
     python benchmarks/bayesmark.py                # the documented subset (docs/benchmarks.md): ~15 min of CPU
     python benchmarks/bayesmark.py --full         # all 90 problems, 10 seeds, every peer: a quiet machine's day
+    # more seeds of one optimizer, scored against the peers' and random search's studies of a saved run, held fixed:
+    python benchmarks/bayesmark.py --full --seeds 5 --optimizers kubetune-bayesian --json SAVED.json --resume \
+        --fixed-baselines
 
 Problems are :mod:`benchmarks.bayesmark_problems` (bayesmark's models, datasets, metrics and warped spaces).
 Budgets: ``batch8`` is the NeurIPS 2020 challenge's (16 rounds of 8 suggestions asked together, then told together);
@@ -252,16 +255,26 @@ def normed(b: Baseline, best: float) -> float:
     return float(np.clip((best - b.opt) / span, -1.0, 1.0)) if span > 0 else 0.0
 
 
+def by_seed(res: Results, budget: str, optimizer: str,
+            reference: list[str] | None = None) -> dict[str, dict[int, float]]:
+    """Normalized loss per problem and seed; ``reference`` as in :func:`baselines`."""
+    base = baselines(res, budget, reference)
+    return {p: {r.seed: normed(base[p], r.best) for r in res.runs
+                if r.problem == p and r.budget == budget and r.optimizer == optimizer}
+            for p in res.config.problems}
+
+
 def per_problem(res: Results, budget: str, optimizer: str,
                 reference: list[str] | None = None) -> dict[str, np.ndarray]:
-    """Normalized loss per problem, one value per seed (in seed order); ``reference`` as in :func:`baselines`."""
-    base = baselines(res, budget, reference)
-    out = {}
-    for p in res.config.problems:
-        runs = sorted((r for r in res.runs if r.problem == p and r.budget == budget and r.optimizer == optimizer),
-                      key=lambda r: r.seed)
-        out[p] = np.array([normed(base[p], r.best) for r in runs])
-    return out
+    """Normalized loss per problem, one value per seed (in seed order); ``reference`` as in :func:`baselines`.
+    Optimizers may have different seeds (:func:`seeds_of`): each has its own."""
+    return {p: np.array([v for _, v in sorted(d.items())]) for p, d in by_seed(res, budget, optimizer, reference).items()}
+
+
+def seeds_of(res: Results, optimizer: str) -> list[int]:
+    """The seeds of ``optimizer``'s studies. Usually ``Config.seeds``; fewer for an optimizer whose studies were
+    held fixed while another ran more seeds (``--fixed-baselines``)."""
+    return sorted({r.seed for r in res.runs if r.optimizer == optimizer})
 
 
 def score(res: Results, budget: str, optimizer: str, problems: list[str] | None = None,
@@ -322,11 +335,12 @@ def against_random_median(res: Results, budget: str, optimizer: str) -> dict[str
 def win_tie_loss(res: Results, budget: str, a: str, b: str) -> tuple[int, int, int]:
     """Per problem, ``a`` against ``b``: a win or loss when the mean normalized losses over seeds differ by more
     than 0.01 (one point of score) and by more than twice the standard error of the paired difference; else a
-    tie."""
-    pa, pb = per_problem(res, budget, a), per_problem(res, budget, b)
+    tie. Paired by seed, on the seeds both have."""
+    pa, pb = by_seed(res, budget, a), by_seed(res, budget, b)
     w = t = l = 0
     for p in res.config.problems:
-        d = pb[p] - pa[p]  # positive: a is better
+        common = sorted(set(pa[p]) & set(pb[p]))
+        d = np.array([pb[p][s] - pa[p][s] for s in common])  # positive: a is better
         se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else 0.0
         if abs(d.mean()) > max(0.01, 2 * se):
             if d.mean() > 0:
@@ -341,18 +355,18 @@ def win_tie_loss(res: Results, budget: str, a: str, b: str) -> tuple[int, int, i
 def ceilings(res: Results, budget: str) -> tuple[float, float] | None:
     """What choosing among the pool's optimizers (random search aside) could score, on the scale of :func:`score`:
     the best optimizer per problem, chosen after the fact (the lowest mean normalized loss over seeds), and the
-    best of their studies per seed (a portfolio that runs every one of them once and keeps the best result). The
-    normalization is relative to the pool's best loss seen, so these bound what one optimizer is likely to score
-    here; ``None`` with fewer than two optimizers besides random search."""
+    best of their studies per seed (a portfolio that runs every one of them once and keeps the best result; on the
+    seeds they all have). The normalization is relative to the pool's best loss seen, so these bound what one
+    optimizer is likely to score here; ``None`` with fewer than two optimizers besides random search."""
     opts = [o for o in res.config.optimizers if o != "random"]
     if len(opts) < 2:
         return None
-    pps = [per_problem(res, budget, o) for o in opts]
+    pps = [by_seed(res, budget, o) for o in opts]
     picked, portfolio = [], []
     for p in res.config.problems:
-        picked.append(min(float(pp[p].mean()) for pp in pps))
-        n = min(len(pp[p]) for pp in pps)
-        portfolio.append(float(np.min([pp[p][:n] for pp in pps], axis=0).mean()))
+        picked.append(min(float(np.mean(list(pp[p].values()))) for pp in pps))
+        common = sorted(set.intersection(*(set(pp[p]) for pp in pps)))
+        portfolio.append(float(np.mean([min(pp[p][s] for pp in pps) for s in common])))
     return 100.0 * (1.0 - float(np.mean(picked))), 100.0 * (1.0 - float(np.mean(portfolio)))
 
 
@@ -431,6 +445,16 @@ def _provenance(res: Results) -> str:
     return f"read from {res.recorded_in.name} (no study ran in this invocation); the run that wrote it: " + timing
 
 
+def _seeds_line(res: Results) -> str:
+    """The seeds, and which optimizer has which when they differ."""
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for o in res.config.optimizers:
+        groups.setdefault(tuple(seeds_of(res, o)), []).append(o)
+    if len(groups) <= 1:
+        return str(res.config.seeds)
+    return "; ".join(f"{list(seeds)} ({', '.join(opts)})" for seeds, opts in groups.items())
+
+
 def _fmt(x: float) -> str:
     return "—" if math.isnan(x) else f"{x:.2f}"
 
@@ -438,7 +462,7 @@ def _fmt(x: float) -> str:
 def report(res: Results) -> str:
     c = res.config
     out = [f"Problems ({len(c.problems)}): {', '.join(c.problems)}", "",
-           f"Seeds: {c.seeds}; {len(res.runs)} studies; {sum(r.suggest_seconds + r.objective_seconds for r in res.runs):.0f} s "
+           f"Seeds: {_seeds_line(res)}; {len(res.runs)} studies; {sum(r.suggest_seconds + r.objective_seconds for r in res.runs):.0f} s "
            "of optimizer and objective time summed over them; "
            + _provenance(res), ""]
     if c.missing:
@@ -488,8 +512,9 @@ def from_json(data: dict[str, object], path: Path | None = None) -> Results:
 
 def from_partial(path: Path) -> Results:
     """Results of the studies in a ``.partial.jsonl`` (a run still going, or cut short), for a report: the problems
-    every optimizer found in the file finished for every seed and budget found in it; the others are named in
-    ``Config.missing``."""
+    every optimizer found in the file finished for every budget found in it and every seed of that optimizer (the
+    seeds it has anywhere in the file: ``--fixed-baselines`` gives one optimizer more seeds than the others); the
+    others are named in ``Config.missing``."""
     runs = read_partial(path)
     opts = sorted({r.optimizer for r in runs}, key=lambda o: (o not in FULL_OPTIMIZERS,
                                                                FULL_OPTIMIZERS.index(o) if o in FULL_OPTIMIZERS else 0, o))
@@ -500,10 +525,11 @@ def from_partial(path: Path) -> Results:
             dims = [d[r.budget] for d in (BUDGETS, QUICK_BUDGETS) if d[r.budget][0] * d[r.budget][1] == len(r.losses)]
             budgets[r.budget] = dims[0] if dims else (len(r.losses), 1)
     have = {(r.problem, r.optimizer, r.budget, r.seed) for r in runs}
+    own = {o: {r.seed for r in runs if r.optimizer == o} for o in opts}
     started = {r.problem for r in runs}
     order = {n: i for i, n in enumerate(problem_names())}
     complete = [p for p in sorted(started, key=lambda n: order.get(n, len(order)))
-                if all((p, o, b, s) in have for o in opts for b in budgets for s in seeds)]
+                if all((p, o, b, s) in have for o in opts for b in budgets for s in own[o])]
     cfg = Config(complete, opts, seeds, budgets)
     cfg.missing = [f"{p} (unfinished)" for p in sorted(started - set(complete), key=lambda n: order.get(n, 0))]
     res = Results(cfg, [r for r in runs if r.problem in set(complete)], recorded_in=path)
@@ -535,7 +561,7 @@ def available(optimizers: list[str]) -> tuple[list[str], list[str]]:
 
 def config_for(quick: bool = False, full: bool = False, seeds: int | None = None, workers: int = 2,
                optimizers: list[str] | None = None, problems: list[str] | None = None,
-               budgets: list[str] | None = None) -> Config:
+               budgets: list[str] | None = None, with_random: bool = True) -> Config:
     if quick:
         cfg = Config(list(QUICK_PROBLEMS), list(FULL_OPTIMIZERS), [0], dict(QUICK_BUDGETS))
     elif full:
@@ -546,7 +572,8 @@ def config_for(quick: bool = False, full: bool = False, seeds: int | None = None
     if seeds is not None:
         cfg.seeds = list(range(seeds))
     if optimizers:
-        cfg.optimizers = optimizers if "random" in optimizers else [*optimizers, "random"]  # random: the baseline
+        # random search: the baseline (unless its studies are held fixed, --fixed-baselines)
+        cfg.optimizers = optimizers if "random" in optimizers or not with_random else [*optimizers, "random"]
     if problems:
         cfg.problems = problems
     if budgets:
@@ -569,12 +596,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="write raw results here")
     ap.add_argument("--resume", action="store_true",
                     help="with --json: read the studies already in its .partial.jsonl instead of running them again")
+    ap.add_argument("--fixed-baselines", action="store_true",
+                    help="with --json, --resume and --optimizers: run only those optimizers (random search is not "
+                         "added) and score them against the studies of the peers and random search already in the "
+                         "--json's .partial.jsonl, held fixed, as the challenge scored its entries; so one optimizer "
+                         "can be given more seeds than the baselines have")
     ap.add_argument("--from-json", type=Path,
                     help="report on results written by --json (or on the problems a .partial.jsonl has finished), "
                          "without running")
     args = ap.parse_args(argv)
     if args.resume and not args.json:
         ap.error("--resume needs --json (the run to continue)")
+    if args.fixed_baselines and not (args.resume and args.optimizers):
+        ap.error("--fixed-baselines needs --json, --resume and --optimizers (the file that holds the baselines, and "
+                 "the optimizers to run against them)")
     if args.from_json:
         if args.from_json.suffix == ".jsonl":
             res = from_partial(args.from_json)
@@ -587,8 +622,29 @@ def main(argv: list[str] | None = None) -> int:
                 ap.error(str(e))
     else:
         cfg = config_for(args.quick, args.full, args.seeds, args.workers, args.optimizers, args.problems,
-                         args.budgets)
-        res = run(cfg, partial=args.json.with_suffix(".partial.jsonl") if args.json else None, resume=args.resume)
+                         args.budgets, with_random=not args.fixed_baselines)
+        partial = args.json.with_suffix(".partial.jsonl") if args.json else None
+        if args.fixed_baselines:
+            assert partial is not None
+            if "random" in cfg.optimizers:
+                ap.error("--fixed-baselines: random search is the baseline held fixed; leave it out of --optimizers")
+            held = {(r.problem, r.budget) for r in (read_partial(partial) if partial.exists() else [])
+                    if r.optimizer == "random"}
+            lacking = [f"{p} {b}" for p in cfg.problems for b in cfg.budgets if (p, b) not in held]
+            if lacking:
+                ap.error(f"--fixed-baselines: {partial} has no random-search studies (the baseline) for "
+                         f"{len(lacking)} of the problems asked: {', '.join(lacking[:5])}"
+                         + (" …" if len(lacking) > 5 else ""))
+        res = run(cfg, partial=partial, resume=args.resume)
+        if args.fixed_baselines:
+            assert partial is not None
+            ran = res
+            res = from_partial(partial)  # the studies just run, beside the baselines held fixed
+            asked = set(cfg.problems)
+            res.config.problems = [p for p in res.config.problems if p in asked]
+            res.runs = [r for r in res.runs if r.problem in asked]
+            res.recorded_in, res.wall_seconds, res.cpu_seconds = None, ran.wall_seconds, ran.cpu_seconds
+            res.config.workers = ran.config.workers
     print(report(res))
     if args.json:
         args.json.write_text(json.dumps(to_json(res)))

@@ -307,3 +307,83 @@ class _InProcess:
         f: Future[object] = Future()
         f.set_result(fn(*args))  # type: ignore[operator]
         return f
+
+
+def test_an_optimizer_with_more_seeds_than_the_baselines_is_paired_on_the_seeds_both_have(tmp_path: Path) -> None:
+    # The default has seeds 0-3, the peer and random search 0-1 (the peer's studies held fixed, as the challenge
+    # held its baselines). One problem, 1 round of 1: random search ends at 10 and 12 -> clip 11; the best
+    # evaluation of anyone is 1 (the default's seed 3) -> opt 1 (minus the pad), span 10.
+    P = "DT_wine_nll"
+    studies = {(P, "random", 0): [10.0], (P, "random", 1): [12.0], (P, "peer", 0): [6.0], (P, "peer", 1): [6.0]}
+    studies |= {(P, bm.DEFAULT, s): [v] for s, v in enumerate([2.0, 2.0, 11.0, 1.0])}
+    rows = [asdict(bm.Run(p, o, "seq40", s, losses * 40, 0.0, 0.0)) for (p, o, s), losses in studies.items()]
+    partial = tmp_path / "r.partial.jsonl"
+    partial.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = bm.from_partial(partial)
+    # the problem is complete: every optimizer has every one of its own seeds
+    assert res.config.problems == [P] and res.config.missing == []
+    assert bm.seeds_of(res, bm.DEFAULT) == [0, 1, 2, 3] and bm.seeds_of(res, "peer") == [0, 1]
+    # the default's normalized losses 0.1, 0.1, 1.0, 0 -> mean 0.3 -> 70; the peer's 0.5, 0.5 -> 50
+    assert bm.score(res, "seq40", bm.DEFAULT)[0] == pytest.approx(70.0, abs=1e-6)
+    assert bm.score(res, "seq40", "peer")[0] == pytest.approx(50.0, abs=1e-6)
+    # paired on seeds 0 and 1 the default wins (0.1 against 0.5 both times); its seeds 2 and 3 are not paired with
+    # anything (over all four of its seeds the difference would be 0.2 with a large spread, a tie)
+    assert bm.win_tie_loss(res, "seq40", bm.DEFAULT, "peer") == (1, 0, 0)
+    # the portfolio ceiling takes the better study of each seed both have: min(0.1, 0.5) twice -> 90; the best
+    # optimizer per problem is the default (0.3) -> 70
+    assert bm.ceilings(res, "seq40") == pytest.approx((70.0, 90.0), abs=1e-6)
+    text = bm.report(res)
+    assert f"Seeds: [0, 1, 2, 3] ({bm.DEFAULT}); [0, 1] (random, peer);" in text
+    # a seed the default lacks on some problem leaves that problem unfinished
+    partial.write_text(partial.read_text() + json.dumps(asdict(bm.Run("DT_iris_nll", bm.DEFAULT, "seq40", 4, [1.0] * 40,
+                                                                      0.0, 0.0))) + "\n")
+    cut = bm.from_partial(partial)
+    assert cut.config.problems == [] and set(cut.config.missing) == {f"{P} (unfinished)", "DT_iris_nll (unfinished)"}
+
+
+def test_fixed_baselines_runs_only_the_named_optimizer_against_the_recorded_peers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # The baselines are hand-made studies in the --json's .partial.jsonl (seed 0 of random search and a peer), so
+    # they cannot have been run by this invocation; the default's seed 0 is there too. Asked for 3 seeds of the
+    # default, the run must run exactly its seeds 1 and 2, and neither random search nor the peer.
+    P, budget = "DT_iris_acc", "batch8"
+    n = 2 * 4  # --quick's batch8: 2 rounds of 4
+    held = [bm.Run(P, "random", budget, 0, [-0.5] * n, 0.0, 0.0), bm.Run(P, "optuna-tpe", budget, 0, [-0.9] * n, 0.0, 0.0),
+            bm.Run(P, bm.DEFAULT, budget, 0, [-0.94] * n, 0.0, 0.0)]
+    json_path = tmp_path / "r.json"
+    partial = json_path.with_suffix(".partial.jsonl")
+    partial.write_text("".join(json.dumps(asdict(r)) + "\n" for r in held))
+    ran: list[tuple[str, str, int]] = []
+    real = bm.run_one
+
+    def counting(problem: str, optimizer: str, budget: str, rounds: int, batch: int, seed: int) -> bm.Run:
+        ran.append((problem, optimizer, seed))
+        return real(problem, optimizer, budget, rounds, batch, seed)
+
+    monkeypatch.setattr(bm, "ProcessPoolExecutor", _InProcess)
+    monkeypatch.setattr(bm, "run_one", counting)
+    args = ["--quick", "--seeds", "3", "--problems", P, "--budgets", budget, "--json", str(json_path), "--resume",
+            "--workers", "1"]
+    capsys.readouterr()
+    assert bm.main([*args, "--optimizers", bm.DEFAULT, "--fixed-baselines"]) == 0
+    out = capsys.readouterr().out
+    assert sorted(ran) == [(P, bm.DEFAULT, 1), (P, bm.DEFAULT, 2)]
+    assert f"Seeds: [0, 1, 2] ({bm.DEFAULT}); [0] (optuna-tpe, random);" in out
+    res = bm.from_partial(partial)
+    assert res.config.problems == [P] and len(res.runs) == 5
+    # the default's new studies are scored against the held studies: against the peers, opt is the peer's -0.9
+    # (minus the pad) and clip random search's -0.5; the seed-0 study, at -0.94, is 0.1 of the span better than opt
+    base = bm.baselines(res, budget, bm.reference_pool(res))[P]
+    assert base.opt == pytest.approx(-0.9, abs=1e-9) and base.clip == -0.5
+    assert bm.by_seed(res, budget, bm.DEFAULT, bm.reference_pool(res))[P][0] == pytest.approx(-0.1, abs=1e-9)
+    assert f"| {bm.DEFAULT} |" in out and "| optuna-tpe |" in out
+    # without --resume, or with a problem whose baseline is not in the file, it refuses
+    for bad, why in ((["--quick", "--optimizers", bm.DEFAULT, "--fixed-baselines", "--json", str(json_path)],
+                      "--fixed-baselines needs --json, --resume and --optimizers"),
+                     ([*args[:3], "--problems", "kNN_iris_nll", *args[5:], "--optimizers", bm.DEFAULT,
+                       "--fixed-baselines"], "no random-search studies (the baseline) for 1 of the problems asked: "
+                                             "kNN_iris_nll batch8")):
+        with pytest.raises(SystemExit):
+            bm.main(bad)
+        assert why in capsys.readouterr().err
+    assert len(ran) == 2
