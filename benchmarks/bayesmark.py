@@ -480,13 +480,15 @@ def report(res: Results) -> str:
         if len(c.seeds) > 1:
             noise = []
             for o in res.config.optimizers:
-                cell = f"{o} ± {_fmt(seed_noise(res, budget, o))}"
+                cell = f"{o} {score(res, budget, o)[0]:.2f} ± {_fmt(seed_noise(res, budget, o))}"
                 if _scored_against_peers(res):
-                    cell += f" (± {_fmt(seed_noise(res, budget, o, reference_pool(res)))} against the peers)"
+                    ref = reference_pool(res)
+                    cell += (f" ({score(res, budget, o, reference=ref)[0]:.2f} ± "
+                             f"{_fmt(seed_noise(res, budget, o, ref))} against the peers)")
                 noise.append(cell)
-            out += ["Seed noise of each score (its standard error from each problem's spread over its seeds, the "
-                    "baselines held fixed; the ± of the table is the spread over problems): " + ", ".join(noise)
-                    + ".", ""]
+            out += ["Seed noise of each score, beside the score to two decimals (its standard error from each "
+                    "problem's spread over its seeds, the baselines held fixed; the ± of the table is the spread "
+                    "over problems): " + ", ".join(noise) + ".", ""]
         if (ceil := ceilings(res, budget)) is not None:
             out += [f"Ceilings of this pool (random search aside; the scale is set by the pool's best loss seen): the "
                     f"best optimizer per problem, chosen after the fact, **{ceil[0]:.1f}**; the best of their studies "

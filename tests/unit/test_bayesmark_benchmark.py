@@ -183,7 +183,9 @@ def test_seed_noise_worked_by_hand() -> None:
     # the spread over problems is another number: std([0.25, 2/3], ddof=1) / sqrt 2 = (2/3 - 0.25) / 2
     assert bm.score(res2, "b", bm.DEFAULT)[1] == pytest.approx(100 * (2 / 3 - 0.25) / 2, abs=1e-9)
     text = bm.report(res2)
-    assert "Seed noise" in text and f"{bm.DEFAULT} ± 12.50" in text and "peer ± 7.50" in text
+    # beside each score to two decimals: the default's mean normalized loss (0.25 + 2/3) / 2 -> 54.17; the peer's
+    # (0.35 + 0) / 2 -> 82.50
+    assert "Seed noise" in text and f"{bm.DEFAULT} 54.17 ± 12.50" in text and "peer 82.50 ± 7.50" in text
     # one seed: no spread to measure
     one = _results({k: v for k, v in studies.items() if k[2] == 0}, 2, 2)
     assert math.isnan(bm.seed_noise(one, "b", bm.DEFAULT)) and "Seed noise" not in bm.report(one)
