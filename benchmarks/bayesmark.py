@@ -301,6 +301,11 @@ def seed_noise(res: Results, budget: str, optimizer: str, reference: list[str] |
     return 100.0 * math.sqrt(var) / len(vals)
 
 
+def _level_tol(b: Baseline) -> float:
+    """Two losses within this of each other are the same level: equal up to float rounding (and bayesmark's pad)."""
+    return 1e-9 * max(1.0, abs(b.opt))
+
+
 def median_vs_random(res: Results, budget: str, optimizer: str) -> dict[str, float]:
     """bayesmark's median normalization per problem: ``(median S - opt) / (random's median S - opt)``."""
     base = baselines(res, budget)
@@ -309,7 +314,7 @@ def median_vs_random(res: Results, budget: str, optimizer: str) -> dict[str, flo
         bests = [r.best for r in res.runs if r.problem == p and r.budget == budget and r.optimizer == optimizer]
         b = base[p]
         span, gap = b.rand_med - b.opt, float(np.median(bests)) - b.opt
-        tol = 1e-9 * max(1.0, abs(b.opt))  # the same loss up to float rounding (and bayesmark's pad)
+        tol = _level_tol(b)
         # Random search's median already at the best seen (bayesmark warns the ratio is then meaningless): level
         # with it is 1, anything worse is infinitely worse.
         out[p] = gap / span if span > tol else (1.0 if gap <= tol else math.inf)
@@ -325,7 +330,7 @@ def against_random_median(res: Results, budget: str, optimizer: str) -> dict[str
     out = {}
     for p in res.config.problems:
         b = base[p]
-        tol = 1e-9 * max(1.0, abs(b.opt))
+        tol = _level_tol(b)
         bests = [r.best for r in res.runs if r.problem == p and r.budget == budget and r.optimizer == optimizer]
         out[p] = (sum(v < b.rand_med - tol for v in bests), sum(abs(v - b.rand_med) <= tol for v in bests),
                   sum(v > b.rand_med + tol for v in bests))
@@ -335,12 +340,15 @@ def against_random_median(res: Results, budget: str, optimizer: str) -> dict[str
 def win_tie_loss(res: Results, budget: str, a: str, b: str) -> tuple[int, int, int]:
     """Per problem, ``a`` against ``b``: a win or loss when the mean normalized losses over seeds differ by more
     than 0.01 (one point of score) and by more than twice the standard error of the paired difference; else a
-    tie. Paired by seed, on the seeds both have."""
+    tie. Paired by seed, on the seeds both have (none in common: a tie)."""
     pa, pb = by_seed(res, budget, a), by_seed(res, budget, b)
     w = t = l = 0
     for p in res.config.problems:
         common = sorted(set(pa[p]) & set(pb[p]))
         d = np.array([pb[p][s] - pa[p][s] for s in common])  # positive: a is better
+        if not len(d):
+            t += 1
+            continue
         se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else 0.0
         if abs(d.mean()) > max(0.01, 2 * se):
             if d.mean() > 0:

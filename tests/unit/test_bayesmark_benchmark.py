@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -331,6 +332,12 @@ def test_an_optimizer_with_more_seeds_than_the_baselines_is_paired_on_the_seeds_
     # paired on seeds 0 and 1 the default wins (0.1 against 0.5 both times); its seeds 2 and 3 are not paired with
     # anything (over all four of its seeds the difference would be 0.2 with a large spread, a tie)
     assert bm.win_tie_loss(res, "seq40", bm.DEFAULT, "peer") == (1, 0, 0)
+    # no seed in common: nothing to pair, a tie (and no mean of an empty difference)
+    apart = bm.Results(res.config, [r for r in res.runs if r.optimizer != "peer"]
+                       + [bm.Run(P, "peer", "seq40", 9, [6.0] * 40, 0.0, 0.0)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert bm.win_tie_loss(apart, "seq40", bm.DEFAULT, "peer") == (0, 1, 0)
     # the portfolio ceiling takes the better study of each seed both have: min(0.1, 0.5) twice -> 90; the best
     # optimizer per problem is the default (0.3) -> 70
     assert bm.ceilings(res, "seq40") == pytest.approx((70.0, 90.0), abs=1e-6)
